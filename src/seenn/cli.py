@@ -1,0 +1,284 @@
+"""The ``seenn`` command line: train, eval, demo, pretrained, download.
+
+Every user mistake (missing or corrupt file, impossible argument) ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import ConfigError, SeennError
+
+DEMO_RUN = "fashion-mnist-convnet-t4"
+DEMO_THRESHOLDS = (0.9, 0.99, 0.999)
+
+
+def _emit_json(obj) -> None:
+    print(json.dumps(obj, indent=2, allow_nan=False))
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------- train
+
+
+def _train_config(args):
+    from .train import TrainConfig
+
+    return TrainConfig(dataset=args.dataset, model=args.model, width=args.width, timesteps=args.timesteps,
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                       loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
+                       seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment)
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    metrics = train(_train_config(args), args.out, data_dir=args.data_dir, progress=not args.quiet,
+                    device=args.device, log=_log)
+    _log(f"best validation accuracy {metrics['best_val_accuracy']}; run written to {args.out}")
+    print(args.out)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- eval
+
+
+def _load(args):
+    from .checkpoint import load_run
+    from .data import load_dataset
+
+    model, config = load_run(args.run, device=args.device)
+    dataset = args.dataset or config["dataset"]
+    data = load_dataset(dataset, args.split, data_dir=args.data_dir, limit=args.limit,
+                        val_size=config.get("training", {}).get("val_size", 5000))
+    m = config["model"]
+    want = (m["in_channels"], m["image_size"], m["image_size"])
+    have = tuple(data.images.shape[1:])
+    if want != have:
+        raise ConfigError(f"the run expects images of shape {want}, {dataset} has {have}")
+    max_t = args.max_timesteps or config["max_timesteps"]
+    if max_t < 1:
+        raise ConfigError(f"--max-timesteps must be >= 1, got {max_t}")
+    return model, config, data, max_t
+
+
+def _rule(args, config):
+    from .exits import make_rule
+
+    if args.exit == "oracle":
+        return None
+    threshold = args.threshold
+    if threshold is None and args.exit in ("confidence", "entropy"):
+        threshold = config.get("exit", {}).get(args.exit, {}).get("threshold", 0.9)
+    return make_rule(args.exit, threshold=threshold, timesteps=args.timesteps)
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import Evaluation
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model, config, data, max_t = _load(args)
+    rule = _rule(args, config)
+    if rule is not None and getattr(rule, "timesteps", 1) > max_t:
+        raise ConfigError(f"--timesteps {rule.timesteps} is more than the max timesteps {max_t}")
+    t0 = time.perf_counter()
+    ev = Evaluation(model, data, max_t, batch_size=args.batch_size, device=args.device, progress=not args.json)
+    result = ev.oracle() if rule is None else ev.run(rule)
+    desc = {"rule": "oracle", "threshold": None} if rule is None else rule.describe()
+    report = {**ev.header(), "exit": ev.summarize(desc, result)}
+    if args.sweep:
+        report["sweep"] = ev.sweep(args.exit if args.exit in ("confidence", "entropy") else "confidence")
+    report["seconds"] = time.perf_counter() - t0
+    if args.dump:
+        ev.dump(args.dump, rule, result)
+    if args.json:
+        _emit_json(report)
+    else:
+        _print_report(report)
+    return 0
+
+
+def _print_report(r: dict) -> None:
+    print(f"{r['dataset']} / {r['split']}: {r['samples']} samples, max {r['max_timesteps']} timesteps")
+    print("accuracy per timestep: " + "  ".join(f"t={i + 1}: {a:.2%}" for i, a in enumerate(r["accuracy_per_timestep"])))
+    print(f"oracle: {r['oracle_accuracy']:.2%} at {r['oracle_avg_timesteps']:.3f} avg timesteps; "
+          f"ideal exit keeping the full-T accuracy: {r['ideal_avg_timesteps']:.3f}")
+    e = r["exit"]
+    th = "" if e.get("threshold") is None else f" > {e['threshold']:g}"
+    print(f"exit rule {e['rule']}{th}: accuracy {e['accuracy']:.2%} at {e['avg_timesteps']:.3f} avg timesteps, "
+          f"exits per step {e['exit_histogram']}, false exits {e['false_exits']}, rescued {e['rescued']}")
+    if "sweep" in r:
+        _print_sweep(r["sweep"], r["accuracy_per_timestep"][-1])
+    print(f"({r['seconds']:.1f} s)")
+
+
+def _print_sweep(rows, full_accuracy: float) -> None:
+    print(f"{'rule':<11}{'threshold':>10}{'accuracy':>10}{'vs full T':>11}{'avg steps':>11}  exits per step")
+    for row in rows:
+        print(f"{row['rule']:<11}{row['threshold']:>10g}{row['accuracy']:>10.2%}"
+              f"{(row['accuracy'] - full_accuracy) * 100:>+10.2f}p{row['avg_timesteps']:>11.3f}  {row['exit_histogram']}")
+
+
+# ------------------------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args) -> int:
+    from .checkpoint import load_run, resolve_run
+    from .data import load_dataset
+    from .evaluate import Evaluation
+    from .exits import make_rule
+
+    t0 = time.perf_counter()
+    run = DEMO_RUN
+    if args.train:
+        from .checkpoint import read_json
+        from .train import TrainConfig, train
+
+        shipped = read_json(resolve_run(DEMO_RUN) / "config.json")["training"]
+        shipped.pop("extra", None)
+        cfg = TrainConfig(**shipped)
+        if args.epochs:
+            cfg.epochs = args.epochs
+        run = args.out
+        _log(f"training {cfg.model} on {cfg.dataset} for {cfg.epochs} epochs into {run} ...")
+        train(cfg, run, data_dir=args.data_dir, progress=True, log=_log)
+    model, config = load_run(run)
+    data = load_dataset(config["dataset"], "test", data_dir=args.data_dir, limit=args.limit)
+    max_t = config["max_timesteps"]
+    ev = Evaluation(model, data, max_t)
+    rows = []
+    for name, th in [("confidence", t) for t in DEMO_THRESHOLDS] + [("entropy", 0.9)]:
+        rule = make_rule(name, threshold=th)
+        rows.append(ev.summarize(rule.describe(), ev.run(rule)))
+    report = {**ev.header(), "run": str(run), "exits": rows, "seconds": time.perf_counter() - t0}
+    if args.json:
+        _emit_json(report)
+        return 0
+    print(f"seenn demo: {config['model']['name']} SNN on {report['dataset']} ({report['samples']} test images), "
+          f"T = {max_t}")
+    print("accuracy per timestep (logits summed over steps 1..t):")
+    for i, a in enumerate(report["accuracy_per_timestep"]):
+        print(f"  t={i + 1}: {a:.2%}")
+    print("temporal early exit, run step by step with exited samples dropped from the batch:")
+    _print_sweep(rows, report["accuracy_per_timestep"][-1])
+    print(f"oracle (each sample leaves at its first correct step): {report['oracle_accuracy']:.2%} at "
+          f"{report['oracle_avg_timesteps']:.3f} avg timesteps")
+    print(f"ideal exit that keeps the full-T accuracy: {report['ideal_avg_timesteps']:.3f} avg timesteps")
+    print(f"done in {report['seconds']:.1f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- misc
+
+
+def cmd_pretrained(args) -> int:
+    from .checkpoint import pretrained_runs
+
+    runs = pretrained_runs()
+    if args.json:
+        _emit_json(runs)
+    else:
+        for r in runs:
+            print(f"{r['name']:<32} {r['dataset']:<14} T={r['max_timesteps']:<4} {r['path']}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .data import download
+
+    folder = download(args.dataset, args.data_dir, base_url=args.mirror)
+    print(folder)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- parser
+
+
+def _data_args(p) -> None:
+    p.add_argument("--data-dir", help="folder holding the datasets (default: $SEENN_DATA, the user cache, "
+                                      "/usr/share/datasets)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seenn", description="Spiking neural networks with temporal early exit (SEENN).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a spiking network directly (BPTT, TET loss)")
+    t.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "cifar10"])
+    t.add_argument("--model", default="convnet", help="convnet (28x28), vgg or resnet19 (32x32)")
+    t.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    t.add_argument("--timesteps", type=int, default=4, help="timesteps T used in training")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--loss", default="tet", choices=["tet", "mean-ce"])
+    t.add_argument("--tet-lambda", type=float, default=1e-3)
+    t.add_argument("--tet-phi", type=float, default=1.0)
+    t.add_argument("--surrogate", default="tanh", choices=["tanh", "triangle", "rectangle"])
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, help="train on the first N training samples only")
+    t.add_argument("--val-size", type=int, default=5000, help="training samples held out for validation")
+    t.add_argument("--no-augment", action="store_true", help="no random crop / flip (32x32 only)")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--out", required=True, help="run directory to write")
+    _data_args(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run with temporal early exit")
+    e.add_argument("run", help="a run directory or the name of a shipped run")
+    e.add_argument("--dataset", help="default: the run's dataset")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed", "oracle"])
+    e.add_argument("--threshold", type=float, help="exit threshold in [0, 1] (confidence, entropy)")
+    e.add_argument("--timesteps", type=int, help="steps for --exit fixed")
+    e.add_argument("--max-timesteps", type=int, help="default: the run's T")
+    e.add_argument("--sweep", action="store_true", help="also sweep a grid of thresholds")
+    e.add_argument("--dump", help="write per-sample arrays to this .npz file")
+    e.add_argument("--limit", type=int, help="only the first N samples of the split")
+    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", action="store_true")
+    _data_args(e)
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="the main job: the shipped Fashion-MNIST SNN with early exit")
+    d.add_argument("--train", action="store_true", help="train the model from scratch first")
+    d.add_argument("--epochs", type=int, help="with --train: override the shipped run's epochs")
+    d.add_argument("--out", default="runs/demo", help="with --train: run directory to write")
+    d.add_argument("--limit", type=int)
+    d.add_argument("--json", action="store_true")
+    _data_args(d)
+    d.set_defaults(func=cmd_demo)
+
+    pr = sub.add_parser("pretrained", help="list the shipped runs")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_pretrained)
+
+    dl = sub.add_parser("download", help="download a dataset (needs the internet)")
+    dl.add_argument("dataset", choices=["fashion-mnist", "mnist", "cifar10"])
+    dl.add_argument("--mirror", help="base URL holding the same file names")
+    _data_args(dl)
+    dl.set_defaults(func=cmd_download)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SeennError as e:
+        print(f"seenn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seenn: interrupted", file=sys.stderr)
+        return 130

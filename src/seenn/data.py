@@ -1,0 +1,335 @@
+"""Dataset readers for the official on-disk formats, data-folder discovery and download.
+
+- ``fashion-mnist``, ``mnist``: IDX files (``train-images-idx3-ubyte.gz`` ...), gzipped or not.
+- ``cifar10``: the official binary version (``cifar-10-batches-bin/data_batch_{1..5}.bin``, ``test_batch.bin``).
+
+Images are kept as uint8 in memory and normalised per batch (:meth:`Dataset.batches`), so a whole split
+costs one byte per pixel. Splits: ``train`` (training data minus the validation hold-out), ``val`` (the
+last ``val_size`` training records, never used for fitting), ``test``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import struct
+import tarfile
+import tempfile
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    folder: str
+    channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    files: tuple[str, ...]
+    urls: tuple[str, ...]  # where to download from when online (each base + file name)
+    how_to_get: str
+
+
+_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+_CIFAR_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+
+DATASETS: dict[str, DatasetInfo] = {
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", "fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), _IDX_FILES,
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        "run `seenn download fashion-mnist`, or on Debian `apt-get install dataset-fashion-mnist`"),
+    "mnist": DatasetInfo(
+        "mnist", "mnist", 1, 28, 10, (0.1307,), (0.3081,), _IDX_FILES,
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/",),
+        "run `seenn download mnist`"),
+    "cifar10": DatasetInfo(
+        "cifar10", "cifar-10-batches-bin", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        _CIFAR_FILES, ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",),
+        "run `seenn download cifar10` (the official binary version, cifar-10-binary.tar.gz)"),
+}
+
+SPLITS = ("train", "val", "test")
+DEFAULT_VAL_SIZE = 5000
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}") from None
+
+
+# ------------------------------------------------------------------------------------------- discovery
+
+
+def candidate_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where datasets are looked for, in order: ``data_dir``, ``$SEENN_DATA``, the user cache, /usr/share/datasets."""
+    if data_dir is not None:
+        return [Path(data_dir)]
+    roots = []
+    if os.environ.get("SEENN_DATA"):
+        roots.append(Path(os.environ["SEENN_DATA"]))
+    roots.append(user_data_dir())
+    roots.append(Path("/usr/share/datasets"))
+    return roots
+
+
+def user_data_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "seenn" / "data"
+
+
+def find_dataset(name: str, data_dir=None) -> Path:
+    info = dataset_info(name)
+    roots = candidate_roots(data_dir)
+    for root in roots:
+        folder = root / info.folder
+        if all(_present(folder / f) for f in info.files):
+            return folder
+    expected = ", ".join(info.files)
+    where = " or ".join(str(r / info.folder) for r in roots)
+    raise DataError(f"{name} not found: expected {expected} in {where}; {info.how_to_get}")
+
+
+def _present(path: Path) -> bool:
+    return path.is_file() or (path.suffix == ".gz" and path.with_suffix("").is_file())
+
+
+# ------------------------------------------------------------------------------------------- readers
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.is_file() and path.suffix == ".gz":
+        path = path.with_suffix("")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}") from None
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path} is not a valid gzip file ({e}); delete it and download it again") from None
+    return raw
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (magic 0x0000 08 NDIM)."""
+    raw = _read_bytes(Path(path))
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated (incomplete IDX header)")
+    dims = struct.unpack(">" + "I" * ndim, raw[4:header])
+    expected = header + int(np.prod(dims))
+    if len(raw) != expected:
+        raise DataError(f"{path} has {len(raw)} bytes, its IDX header promises {expected} (truncated or corrupt)")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
+    """Write an IDX file of unsigned bytes (used by tests and tools that make small datasets)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    raw = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape) + array.tobytes()
+    atomic_write_bytes(Path(path), gzip.compress(raw) if compress else raw)
+
+
+_CIFAR_RECORD = 1 + 3 * 32 * 32
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    raw = _read_bytes(Path(path))
+    if len(raw) == 0 or len(raw) % _CIFAR_RECORD:
+        raise DataError(f"{path} has {len(raw)} bytes, not a whole number of {_CIFAR_RECORD}-byte CIFAR-10 records")
+    rec = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
+    labels = rec[:, 0].copy()
+    if labels.max() > 9:
+        raise DataError(f"{path} has a label byte {labels.max()} > 9: not a CIFAR-10 binary batch")
+    return rec[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+# ------------------------------------------------------------------------------------------- datasets
+
+
+class Dataset:
+    """One split in memory: ``images`` uint8 ``[N, C, H, W]``, ``labels`` int64 ``[N]``."""
+
+    def __init__(self, info: DatasetInfo, split: str, images: np.ndarray, labels: np.ndarray):
+        if len(images) != len(labels):
+            raise DataError(f"{info.name}: {len(images)} images but {len(labels)} labels")
+        self.info = info
+        self.split = split
+        self.images = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self._mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+        self._std = torch.tensor(info.std).view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        return (images_uint8.float() / 255.0 - self._mean) / self._std
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                augment: bool = False):
+        """Yield ``(x float [B, C, H, W], y [B])``; ``augment``: random crop (pad 4) and flip for 32x32 RGB."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            x = self.images[idx]
+            if augment and self.info.channels == 3:
+                x = _crop_flip(x, generator)
+            yield self.normalize(x), self.labels[idx]
+
+
+def _crop_flip(x: torch.Tensor, generator) -> torch.Tensor:
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (b,), generator=generator)
+    dx = torch.randint(0, 9, (b,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(b, x.shape[1], h, w + 8)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(b, x.shape[1], h, w)
+    out = out.gather(3, cols)
+    flip = torch.rand(b, generator=generator) < 0.5
+    out[flip] = out[flip].flip(3)
+    return out
+
+
+def load_dataset(name: str, split: str, *, data_dir=None, limit: int | None = None,
+                 val_size: int = DEFAULT_VAL_SIZE) -> Dataset:
+    """Load one split. ``limit`` keeps the first N samples of the split."""
+    info = dataset_info(name)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit must be >= 1, got {limit}")
+    folder = find_dataset(name, data_dir)
+    if split == "test":
+        images, labels = _read_test(info, folder)
+    else:
+        images, labels = _read_train(info, folder)
+        if not 0 <= val_size < len(labels):
+            raise DataError(f"validation size {val_size} must be in [0, {len(labels)})")
+        cut = len(labels) - val_size
+        images, labels = (images[:cut], labels[:cut]) if split == "train" else (images[cut:], labels[cut:])
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return Dataset(info, split, images, labels)
+
+
+def _read_idx_pair(folder: Path, prefix: str, info: DatasetInfo):
+    images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+    labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+    if images.ndim != 3 or images.shape[1:] != (info.image_size, info.image_size) or labels.ndim != 1:
+        raise DataError(f"{folder}: {prefix} images have shape {images.shape}, expected (N, 28, 28)")
+    if labels.size and labels.max() >= info.num_classes:
+        raise DataError(f"{folder}: {prefix} labels go up to {labels.max()}, expected < {info.num_classes}")
+    return images[:, None], labels
+
+
+def _read_train(info: DatasetInfo, folder: Path):
+    if info.name == "cifar10":
+        parts = [read_cifar_batch(folder / f) for f in info.files[:5]]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return _read_idx_pair(folder, "train", info)
+
+
+def _read_test(info: DatasetInfo, folder: Path):
+    if info.name == "cifar10":
+        return read_cifar_batch(folder / "test_batch.bin")
+    return _read_idx_pair(folder, "t10k", info)
+
+
+# ------------------------------------------------------------------------------------------- files
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` then rename it over: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ------------------------------------------------------------------------------------------- download
+
+
+def download(name: str, data_dir=None, *, base_url: str | None = None, timeout: float = 60.0) -> Path:
+    """Download a dataset into ``data_dir`` (default: ``$SEENN_DATA`` or the user cache) and check it reads.
+
+    ``base_url`` (or ``$SEENN_MIRROR``) replaces the official address: a folder holding the same file names
+    (for CIFAR-10, ``cifar-10-binary.tar.gz``). Returns the dataset folder."""
+    info = dataset_info(name)
+    try:
+        return find_dataset(name, data_dir)
+    except DataError:
+        pass
+    root = Path(data_dir) if data_dir else Path(os.environ.get("SEENN_DATA") or user_data_dir())
+    folder = root / info.folder
+    base_url = base_url or os.environ.get("SEENN_MIRROR")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=".download-"))
+    except OSError as e:
+        raise DataError(f"cannot write to {root}: {e.strerror}") from None
+    try:
+        # everything lands in a staging folder first and is checked there: a failed or corrupt download
+        # never leaves a half dataset where the readers look
+        stage = staging / info.folder
+        stage.mkdir()
+        if name == "cifar10":
+            url = info.urls[0] if not base_url else base_url.rstrip("/") + "/cifar-10-binary.tar.gz"
+            archive = staging / "cifar-10-binary.tar.gz"
+            _fetch(url, archive, timeout)
+            try:
+                with tarfile.open(archive, "r:gz") as tar:
+                    for member in tar.getmembers():
+                        base = Path(member.name).name
+                        if member.isfile() and base in info.files + ("batches.meta.txt",):
+                            (stage / base).write_bytes(tar.extractfile(member).read())
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+                raise DataError(f"{url} did not give a valid tar.gz archive ({e})") from None
+        else:
+            for f in info.files:
+                _fetch((base_url.rstrip("/") + "/" if base_url else info.urls[0]) + f, stage / f, timeout)
+        for split in ("train", "test"):  # prove it reads; a corrupt download fails here with a clear message
+            load_dataset(name, split, data_dir=staging, val_size=0)
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in stage.iterdir():
+            os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _fetch(url: str, dest: Path, timeout: float) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
+            shutil.copyfileobj(resp, out)
+    except (OSError, ValueError) as e:  # URLError is an OSError
+        if dest.exists():
+            dest.unlink()
+        raise DataError(f"cannot download {url}: {getattr(e, 'reason', e)}") from None

@@ -1,0 +1,84 @@
+"""Evaluation: accuracy per timestep, the oracle and the ideal limit (post hoc, from one full-T pass), and an
+exit rule run for real by the early-exit runner."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import Dataset, atomic_write_bytes
+from .engine import EarlyExitRunner, ExitResult, posthoc_exits, score_matrix
+from .exits import Confidence, ExitRule, make_rule
+from .metrics import (accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps,
+                      oracle_timesteps)
+from .models import SpikingNetwork
+from .train import step_logits as full_step_logits
+
+SWEEP_THRESHOLDS = {
+    "confidence": (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999),
+    "entropy": (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999),
+}
+
+
+class Evaluation:
+    """One model on one dataset split: the full-T step logits, computed once, and what follows from them."""
+
+    def __init__(self, model: SpikingNetwork, data: Dataset, max_timesteps: int, *, batch_size: int = 500,
+                 device: str = "cpu", progress: bool = False):
+        self.model, self.data, self.max_timesteps = model, data, max_timesteps
+        self.batch_size, self.device = batch_size, device
+        self.labels = data.labels
+        self.step_logits = full_step_logits(model, data, max_timesteps, batch_size, device, progress)
+        self.correct = correct_per_timestep(self.step_logits, self.labels)
+        self.full_prediction = self.step_logits.sum(dim=1).argmax(dim=1)
+
+    def header(self) -> dict:
+        oracle = oracle_timesteps(self.correct)
+        return {
+            "dataset": self.data.info.name,
+            "split": self.data.split,
+            "samples": len(self.data),
+            "max_timesteps": self.max_timesteps,
+            "accuracy_per_timestep": accuracy_per_timestep(self.step_logits, self.labels),
+            "oracle_avg_timesteps": oracle.double().mean().item(),
+            "oracle_accuracy": self.correct.any(dim=1).double().mean().item(),
+            "ideal_avg_timesteps": ideal_timesteps(self.correct).double().mean().item(),
+        }
+
+    def run(self, rule: ExitRule, batch_size: int | None = None) -> ExitResult:
+        """The rule run for real: step by step, exited samples dropped from the batch."""
+        runner = EarlyExitRunner(self.model, rule, self.max_timesteps, self.device)
+        return runner.predict_dataset(self.data, batch_size or self.batch_size)
+
+    def oracle(self) -> ExitResult:
+        t = oracle_timesteps(self.correct)
+        rows = torch.arange(len(t))
+        summed = self.step_logits.cumsum(dim=1)[rows, t - 1]
+        return ExitResult(summed.argmax(dim=1), t, torch.ones(len(t)), summed)
+
+    def summarize(self, rule_desc: dict, result: ExitResult) -> dict:
+        return {**rule_desc, **exit_summary(result.prediction, result.exit_timestep, self.labels,
+                                            self.max_timesteps, self.full_prediction)}
+
+    def sweep(self, rule_name: str, thresholds=None) -> list[dict]:
+        """Accuracy and average timesteps over a grid of thresholds (post hoc, from the full-T logits)."""
+        thresholds = thresholds or SWEEP_THRESHOLDS[rule_name]
+        scores = score_matrix(self.step_logits, make_rule(rule_name, threshold=0.5))
+        rows = []
+        for th in thresholds:
+            rule = make_rule(rule_name, threshold=th)
+            res = posthoc_exits(self.step_logits, rule, scores)
+            rows.append(self.summarize(rule.describe(), res))
+        return rows
+
+    def dump(self, path: Path, rule: ExitRule | None, result: ExitResult) -> None:
+        scores = score_matrix(self.step_logits, rule if rule is not None else Confidence(0.5))
+        buf = io.BytesIO()
+        np.savez(buf, step_logits=self.step_logits.numpy(), labels=self.labels.numpy(),
+                 prediction=result.prediction.numpy(), exit_timestep=result.exit_timestep.numpy(),
+                 score=scores.numpy())
+        atomic_write_bytes(Path(path), buf.getvalue())
+

@@ -1,0 +1,29 @@
+"""Model registry: build a spiking network by name from a JSON-serialisable spec."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import SpikingNetwork
+from .convnets import ConvNet, VGG
+from .resnet import ResNet19
+
+MODELS = {
+    "convnet": ConvNet,  # compact 3-block conv SNN for 28x28 grey images
+    "vgg": VGG,  # VGG-style SNN for 32x32 RGB
+    "resnet19": ResNet19,  # the paper's ResNet-19 (blocks [3, 3, 2], 128/256/512 channels x width)
+}
+
+
+def build_model(name: str, *, in_channels: int, image_size: int, num_classes: int, width: float = 1.0,
+                surrogate: str = "tanh") -> SpikingNetwork:
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+    if not width > 0:
+        raise ConfigError(f"--width must be > 0, got {width}")
+    return cls(in_channels=in_channels, image_size=image_size, num_classes=num_classes, width=width,
+               surrogate=surrogate)
+
+
+__all__ = ["MODELS", "SpikingNetwork", "build_model"]

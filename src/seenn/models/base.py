@@ -1,0 +1,57 @@
+"""The spiking network contract every model follows.
+
+A network is ``stem`` (stateless layers before the first neuron: with direct encoding the input is the same
+at every step, so its output is computed once per input) followed by ``body`` (everything else; holds the
+neurons and ends in the readout that produces one logit vector per step).
+
+- ``forward(x, timesteps)``: training / full evaluation, multi-step, returns ``[T, B, K]`` step logits.
+- ``encode(x)`` once, then ``step(e)`` per timestep: single-step inference; the membranes live on the neuron
+  modules, :meth:`reset` clears them and :meth:`select` keeps only some samples (batch compaction).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..neuron import SpikingNeuron
+
+
+class SpikingNetwork(nn.Module):
+    stem: nn.Module
+    body: nn.Module
+
+    def neurons(self):
+        return [m for m in self.modules() if isinstance(m, SpikingNeuron)]
+
+    def _set_timesteps(self, timesteps: int | None) -> None:
+        for n in self.neurons():
+            n.timesteps = timesteps
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+    def reset(self) -> None:
+        for n in self.neurons():
+            n.reset()
+
+    def select(self, index: torch.Tensor) -> None:
+        for n in self.neurons():
+            n.select(index)
+
+    def step(self, encoded: torch.Tensor) -> torch.Tensor:
+        """One timestep on the encoded input ``[B, ...]``; returns that step's logits ``[B, K]``."""
+        self._set_timesteps(None)
+        return self.body(encoded)
+
+    def forward(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
+        """All ``timesteps`` steps at once; returns each step's own logits ``[T, B, K]``."""
+        e = self.stem(x)
+        b = e.shape[0]
+        e = e.unsqueeze(0).expand(timesteps, *e.shape).reshape(timesteps * b, *e.shape[1:])
+        self._set_timesteps(timesteps)
+        try:
+            out = self.body(e)
+        finally:
+            self._set_timesteps(None)
+        return out.reshape(timesteps, b, *out.shape[1:])

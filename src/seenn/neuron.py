@@ -1,0 +1,272 @@
+"""Spiking neurons: pure step functions, a fused multi-step autograd function, and thin modules.
+
+One timestep of a neuron with decay ``d`` (0.5 for the paper's LIF, 1.0 for IF) and threshold ``theta``::
+
+    h_t = d * v_{t-1} + x_t                  # charge
+    s_t = H(h_t - theta)                     # fire (Heaviside forward, surrogate gradient backward)
+    v_t = h_t * (1 - s_t)                    # hard reset to 0            (LIF, directly trained)
+    v_t = h_t - theta * s_t                  # soft reset by subtraction  (IF, converted from ANNs)
+
+Tensor layouts: single-step ``[B, ...]``; multi-step ``[T, B, ...]``. Inside a network in multi-step mode the
+neurons receive ``[T*B, ...]`` (time-major flattening) so every stateless layer runs once over all timesteps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+# --------------------------------------------------------------------------------------------- surrogates
+
+
+class Surrogate:
+    """A surrogate gradient: ``grad(z)`` is used in place of dH/dz; ``primitive(z)`` is its antiderivative
+    (a smooth stand-in for the Heaviside step, 0 far below threshold and 1 far above)."""
+
+    name = "base"
+
+    def grad(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def primitive(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class TanhSurrogate(Surrogate):
+    """Dspike-style tanh surrogate (Li et al. 2021) centred on the threshold, width 1, ``temperature`` b.
+
+    primitive(z) = (tanh(b z) + tanh(b/2)) / (2 tanh(b/2)) on |z| <= 1/2, clipped to 0 / 1 outside."""
+
+    name = "tanh"
+
+    def __init__(self, temperature: float = 3.0):
+        if not temperature > 0:
+            raise ConfigError(f"surrogate temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        self._norm = 2.0 * math.tanh(self.temperature / 2.0)
+
+    def grad(self, z):
+        b = self.temperature
+        inside = (z.abs() <= 0.5).to(z.dtype)
+        return inside * (b / self._norm) * (1.0 - torch.tanh(b * z) ** 2)
+
+    def primitive(self, z):
+        b = self.temperature
+        zc = z.clamp(-0.5, 0.5)
+        return (torch.tanh(b * zc) + math.tanh(b / 2.0)) / self._norm
+
+
+class TriangleSurrogate(Surrogate):
+    """Triangle: grad(z) = max(0, 1 - |z| / w) / w (area 1)."""
+
+    name = "triangle"
+
+    def __init__(self, width: float = 1.0):
+        if not width > 0:
+            raise ConfigError(f"surrogate width must be > 0, got {width}")
+        self.width = float(width)
+
+    def grad(self, z):
+        w = self.width
+        return (1.0 - z.abs() / w).clamp(min=0.0) / w
+
+    def primitive(self, z):
+        w = self.width
+        zc = (z / w).clamp(-1.0, 1.0)
+        return torch.where(zc < 0, 0.5 * (1 + zc) ** 2, 1.0 - 0.5 * (1 - zc) ** 2)
+
+
+class RectangleSurrogate(Surrogate):
+    """Rectangle (straight-through inside a window): grad(z) = 1/w for |z| < w/2."""
+
+    name = "rectangle"
+
+    def __init__(self, width: float = 1.0):
+        if not width > 0:
+            raise ConfigError(f"surrogate width must be > 0, got {width}")
+        self.width = float(width)
+
+    def grad(self, z):
+        return (z.abs() < self.width / 2).to(z.dtype) / self.width
+
+    def primitive(self, z):
+        return (z / self.width + 0.5).clamp(0.0, 1.0)
+
+
+SURROGATES = {"tanh": TanhSurrogate, "triangle": TriangleSurrogate, "rectangle": RectangleSurrogate}
+
+
+def make_surrogate(name: str) -> Surrogate:
+    try:
+        return SURROGATES[name]()
+    except KeyError:
+        raise ConfigError(f"unknown surrogate {name!r}; choose one of {sorted(SURROGATES)}") from None
+
+
+class _Spike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, surrogate):
+        ctx.save_for_backward(z)
+        ctx.surrogate = surrogate
+        return (z >= 0).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (z,) = ctx.saved_tensors
+        return grad_out * ctx.surrogate.grad(z), None
+
+
+def spike(z: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
+    """Heaviside ``z >= 0`` with the surrogate's gradient."""
+    return _Spike.apply(z, surrogate)
+
+
+# --------------------------------------------------------------------------------------------- pure steps
+
+
+class NeuronParams(NamedTuple):
+    decay: float = 0.5  # membrane decay per step (1.0: IF, no leak)
+    threshold: float = 1.0
+    soft_reset: bool = False  # reset by subtraction (IF) instead of to zero (LIF)
+    v_init: float = 0.0  # initial membrane potential, as a fraction of the threshold
+
+
+LIF_PARAMS = NeuronParams(decay=0.5, threshold=1.0, soft_reset=False, v_init=0.0)
+IF_PARAMS = NeuronParams(decay=1.0, threshold=1.0, soft_reset=True, v_init=0.5)
+
+
+def neuron_step(x: torch.Tensor, v: torch.Tensor, params: NeuronParams, surrogate: Surrogate):
+    """One timestep. Returns ``(spikes, new_membrane)``; differentiable through the surrogate."""
+    h = params.decay * v + x
+    s = spike(h - params.threshold, surrogate)
+    v_new = h - params.threshold * s if params.soft_reset else h * (1.0 - s)
+    return s, v_new
+
+
+def initial_membrane(like: torch.Tensor, params: NeuronParams) -> torch.Tensor:
+    return torch.full_like(like, params.v_init * params.threshold)
+
+
+def neuron_multistep_reference(x_seq: torch.Tensor, params: NeuronParams, surrogate: Surrogate):
+    """Multi-step run ``[T, B, ...] -> [T, B, ...]`` by looping :func:`neuron_step` (autograd through the loop)."""
+    v = initial_membrane(x_seq[0], params)
+    out = []
+    for x in x_seq:
+        s, v = neuron_step(x, v, params, surrogate)
+        out.append(s)
+    return torch.stack(out)
+
+
+class _FusedNeuron(torch.autograd.Function):
+    """All T steps in one autograd node: forward keeps only the charged potentials h_t, backward runs BPTT
+    in reverse. Same gradients as autograd through :func:`neuron_step`, without a per-step graph."""
+
+    @staticmethod
+    def forward(ctx, x_seq, params: NeuronParams, surrogate: Surrogate):
+        with torch.no_grad():
+            v = initial_membrane(x_seq[0], params)
+            h_seq = torch.empty_like(x_seq)
+            s_seq = torch.empty_like(x_seq)
+            for t in range(x_seq.shape[0]):
+                h = torch.add(x_seq[t], v, alpha=params.decay) if params.decay != 1.0 else x_seq[t] + v
+                s = (h >= params.threshold).to(x_seq.dtype)
+                if params.soft_reset:
+                    v = h - params.threshold * s
+                else:
+                    v = h * (1.0 - s)
+                h_seq[t] = h
+                s_seq[t] = s
+        ctx.save_for_backward(h_seq)
+        ctx.params = params
+        ctx.surrogate = surrogate
+        return s_seq
+
+    @staticmethod
+    def backward(ctx, grad_s):
+        (h_seq,) = ctx.saved_tensors
+        p: NeuronParams = ctx.params
+        grad_x = torch.empty_like(h_seq)
+        grad_v = None  # dL/dv_t flowing back from step t+1
+        for t in range(h_seq.shape[0] - 1, -1, -1):
+            h = h_seq[t]
+            sg = ctx.surrogate.grad(h - p.threshold)
+            gh = grad_s[t] * sg
+            if grad_v is not None:
+                if p.soft_reset:
+                    dv_dh = 1.0 - p.threshold * sg
+                else:
+                    s = (h >= p.threshold).to(h.dtype)
+                    dv_dh = (1.0 - s) - h * sg
+                gh = gh + grad_v * dv_dh
+            grad_x[t] = gh
+            grad_v = p.decay * gh
+        return grad_x, None, None
+
+
+def neuron_multistep(x_seq: torch.Tensor, params: NeuronParams, surrogate: Surrogate) -> torch.Tensor:
+    """Multi-step run ``[T, B, ...] -> [T, B, ...]`` with the fused autograd function."""
+    return _FusedNeuron.apply(x_seq, params, surrogate)
+
+
+# --------------------------------------------------------------------------------------------- modules
+
+
+class SpikingNeuron(nn.Module):
+    """A neuron layer. Its membrane lives on the module (``self.v``), one row per sample, so a runner can
+    drop finished samples with :meth:`select`. ``timesteps`` is None in single-step mode; in multi-step mode
+    it is T and the input is ``[T*B, ...]`` (time-major)."""
+
+    def __init__(self, params: NeuronParams = LIF_PARAMS, surrogate: str = "tanh"):
+        super().__init__()
+        if not params.threshold > 0:
+            raise ConfigError(f"neuron threshold must be > 0, got {params.threshold}")
+        if not 0 < params.decay <= 1:
+            raise ConfigError(f"neuron decay must be in (0, 1], got {params.decay}")
+        self.decay = float(params.decay)
+        self.soft_reset = bool(params.soft_reset)
+        self.v_init = float(params.v_init)
+        # the threshold is a buffer so conversion can set it per layer and checkpoints carry it
+        self.register_buffer("threshold", torch.tensor(float(params.threshold)))
+        self.surrogate_name = surrogate
+        self.surrogate = make_surrogate(surrogate)
+        self.timesteps: int | None = None
+        self.v: torch.Tensor | None = None
+
+    @property
+    def params(self) -> NeuronParams:
+        return NeuronParams(self.decay, float(self.threshold), self.soft_reset, self.v_init)
+
+    def reset(self) -> None:
+        self.v = None
+
+    def select(self, index: torch.Tensor) -> None:
+        if self.v is not None:
+            self.v = self.v[index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = self.params
+        if self.timesteps is None:
+            v = initial_membrane(x, params) if self.v is None else self.v
+            s, self.v = neuron_step(x, v, params, self.surrogate)
+            return s
+        t = self.timesteps
+        x_seq = x.reshape(t, x.shape[0] // t, *x.shape[1:])
+        return neuron_multistep(x_seq, params, self.surrogate).reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        kind = "IF" if self.decay == 1.0 else f"LIF(decay={self.decay})"
+        reset = "soft" if self.soft_reset else "hard"
+        return f"{kind}, threshold={float(self.threshold):.4g}, reset={reset}, surrogate={self.surrogate_name}"
+
+
+def LIF(surrogate: str = "tanh", decay: float = 0.5, threshold: float = 1.0) -> SpikingNeuron:
+    return SpikingNeuron(NeuronParams(decay, threshold, False, 0.0), surrogate)
+
+
+def IF(threshold: float = 1.0, v_init: float = 0.5, surrogate: str = "tanh") -> SpikingNeuron:
+    return SpikingNeuron(NeuronParams(1.0, threshold, True, v_init), surrogate)

@@ -1,0 +1,143 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from seenn.checkpoint import pretrained_runs
+from seenn.cli import main
+
+from conftest import needs_dataset, real_data_dir
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_writes_a_complete_run(tiny_run):
+    files = sorted(p.name for p in tiny_run.iterdir())
+    assert files == ["config.json", "metrics.json", "model.safetensors"]
+    cfg = json.loads((tiny_run / "config.json").read_text())
+    assert cfg["max_timesteps"] == 3 and cfg["model"]["name"] == "convnet"
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 2
+    # the synthetic task is learnable: far above the 10% of chance
+    assert metrics["best_val_accuracy"] > 0.5
+
+
+def test_train_is_reproducible(tiny_data, tmp_path, capsys):
+    args = ["train", "--data-dir", tiny_data, "--width", "0.25", "--timesteps", "2", "--epochs", "1",
+            "--limit", "64", "--val-size", "32", "--quiet", "--seed", "3"]
+    assert run_cli(capsys, *args, "--out", tmp_path / "a")[0] == 0
+    assert run_cli(capsys, *args, "--out", tmp_path / "b")[0] == 0
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_eval_json_schema(tiny_run, tiny_data, capsys):
+    code, out, _ = run_cli(capsys, "eval", tiny_run, "--dataset", "fashion-mnist", "--split", "test",
+                           "--exit", "confidence", "--threshold", "0.9", "--json", "--data-dir", tiny_data)
+    assert code == 0
+    r = json.loads(out)
+    assert r["dataset"] == "fashion-mnist" and r["split"] == "test" and r["samples"] == 120
+    assert r["max_timesteps"] == 3 and len(r["accuracy_per_timestep"]) == 3
+    assert all(0 <= a <= 1 for a in r["accuracy_per_timestep"])
+    assert 1 <= r["oracle_avg_timesteps"] <= 3
+    e = r["exit"]
+    assert e["rule"] == "confidence" and e["threshold"] == 0.9
+    assert 0 <= e["accuracy"] <= 1 and 1 <= e["avg_timesteps"] <= 3
+    assert len(e["exit_histogram"]) == 3 and sum(e["exit_histogram"]) == 120
+    hist_avg = sum((i + 1) * c for i, c in enumerate(e["exit_histogram"])) / 120
+    assert hist_avg == pytest.approx(e["avg_timesteps"])
+
+
+@pytest.mark.parametrize("rule_args", [["--exit", "entropy", "--threshold", "0.5"], ["--exit", "fixed", "--timesteps", "2"],
+                                       ["--exit", "oracle"]])
+def test_eval_other_rules(tiny_run, tiny_data, capsys, rule_args):
+    code, out, _ = run_cli(capsys, "eval", tiny_run, "--json", "--data-dir", tiny_data, "--limit", "50", *rule_args)
+    assert code == 0
+    r = json.loads(out)
+    assert r["samples"] == 50
+    if rule_args[1] == "fixed":
+        assert r["exit"]["exit_histogram"] == [0, 50, 0]
+        assert r["exit"]["accuracy"] == pytest.approx(r["accuracy_per_timestep"][1])
+    if rule_args[1] == "oracle":
+        assert r["exit"]["avg_timesteps"] == pytest.approx(r["oracle_avg_timesteps"])
+
+
+def test_eval_dump_and_sweep(tiny_run, tiny_data, tmp_path, capsys):
+    dump = tmp_path / "d.npz"
+    code, out, _ = run_cli(capsys, "eval", tiny_run, "--json", "--sweep", "--dump", dump, "--data-dir", tiny_data,
+                           "--threshold", "0.8")
+    assert code == 0
+    r = json.loads(out)
+    d = np.load(dump, allow_pickle=False)
+    assert d["step_logits"].shape == (120, 3, 10)
+    assert d["labels"].shape == d["prediction"].shape == d["exit_timestep"].shape == (120,)
+    assert d["score"].shape == (120, 3)
+    assert d["exit_timestep"].min() >= 1 and d["exit_timestep"].max() <= 3
+    assert (d["prediction"] == d["labels"]).mean() == pytest.approx(r["exit"]["accuracy"])
+    sweep = r["sweep"]
+    assert len(sweep) >= 5
+    steps = [row["avg_timesteps"] for row in sweep]
+    assert steps == sorted(steps)  # a higher threshold never exits earlier
+    # the table form
+    code, out, _ = run_cli(capsys, "eval", tiny_run, "--sweep", "--data-dir", tiny_data, "--limit", "30")
+    assert code == 0 and "threshold" in out and "avg steps" in out
+
+
+def test_user_mistakes_give_one_line_and_exit_2(tiny_run, tiny_data, tmp_path, capsys):
+    cases = [
+        ["eval", tmp_path / "nope"],
+        ["eval", tiny_run, "--threshold", "1.5", "--data-dir", tiny_data],
+        ["eval", tiny_run, "--exit", "fixed", "--data-dir", tiny_data],
+        ["eval", tiny_run, "--exit", "fixed", "--timesteps", "9", "--data-dir", tiny_data],
+        ["eval", tiny_run, "--data-dir", tmp_path],  # no dataset there
+        ["eval", tiny_run, "--limit", "0", "--data-dir", tiny_data],
+        ["train", "--data-dir", tiny_data, "--epochs", "0", "--out", tmp_path / "r"],
+        ["train", "--data-dir", tiny_data, "--model", "nope", "--out", tmp_path / "r"],
+    ]
+    for args in cases:
+        code, out, err = run_cli(capsys, *args)
+        assert code == 2, args
+        assert err.startswith("seenn: error: ") and err.count("\n") == 1, (args, err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_dump_never_half_written(tiny_run, tiny_data, tmp_path, capsys):
+    dump = tmp_path / "d.npz"
+    dump.write_bytes(b"previous")
+    code, _, _ = run_cli(capsys, "eval", tiny_run, "--dump", dump, "--threshold", "7", "--data-dir", tiny_data)
+    assert code == 2 and dump.read_bytes() == b"previous"
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "seenn", "eval", str(tmp_path / "missing")], capture_output=True,
+                       text=True, env=env)
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr and p.stderr.startswith("seenn: error:")
+
+
+def test_pretrained_lists_shipped_runs(capsys):
+    code, out, _ = run_cli(capsys, "pretrained", "--json")
+    assert code == 0
+    runs = json.loads(out)
+    assert runs == pretrained_runs()
+    for r in runs:
+        assert set(r) >= {"name", "dataset", "max_timesteps", "path"}
+
+
+@needs_dataset("fashion-mnist")
+@pytest.mark.skipif(not any(r["dataset"] == "fashion-mnist" for r in pretrained_runs()), reason="no shipped run")
+def test_demo_on_shipped_run(capsys):
+    code, out, _ = run_cli(capsys, "demo", "--json", "--limit", "1000", "--data-dir", real_data_dir())
+    assert code == 0
+    r = json.loads(out)
+    assert r["samples"] == 1000 and len(r["exits"]) == 4
+    assert r["accuracy_per_timestep"][-1] > 0.85
+    code, out, _ = run_cli(capsys, "demo", "--limit", "500", "--data-dir", real_data_dir())
+    assert code == 0 and "t=1" in out and "oracle" in out

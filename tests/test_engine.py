@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from seenn.checkpoint import load_run, pretrained_runs
+from seenn.data import load_dataset
+from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
+from seenn.errors import DataError
+from seenn.exits import Confidence, Entropy, Fixed
+from seenn.models import build_model
+from seenn.train import step_logits
+
+from conftest import needs_dataset, real_data_dir
+
+
+def random_net(name="convnet", channels=1, size=28, seed=0):
+    torch.manual_seed(seed)
+    m = build_model(name, in_channels=channels, image_size=size, num_classes=10, width=0.25)
+    for mod in m.modules():  # BN statistics that make the untrained net spike at a useful rate
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.weight.data.uniform_(0.5, 2.0)
+            mod.bias.data.uniform_(0.3, 1.2)
+    return m.eval()
+
+
+class StepCounter:
+    """Counts the samples each model.step call computes."""
+
+    def __init__(self, model):
+        self.rows = []
+        model.body.register_forward_hook(lambda mod, inp, out: self.rows.append(inp[0].shape[0]))
+
+
+@pytest.mark.parametrize("name,channels,size", [("convnet", 1, 28), ("vgg", 3, 32), ("resnet19", 3, 32)])
+def test_runner_equals_posthoc_and_computes_only_active_samples(name, channels, size):
+    model = random_net(name, channels, size)
+    x = torch.randn(40, channels, size, size) * 2
+    t_max = 4
+    with torch.no_grad():
+        logits = model(x, t_max).transpose(0, 1)
+    # a threshold at the median confidence of some step before the last, chosen so samples leave at
+    # several different steps
+    scores = score_matrix(logits, Confidence(0.5))
+    for t in range(t_max - 1):
+        rule = Confidence(scores[:, t].median().item())
+        expected = posthoc_exits(logits, rule)
+        if len(set(expected.exit_timestep.tolist())) > 1:
+            break
+    counter = StepCounter(model)
+    got = EarlyExitRunner(model, rule, t_max).predict(x)
+    assert torch.equal(got.exit_timestep, expected.exit_timestep)
+    assert torch.equal(got.prediction, expected.prediction)
+    assert torch.allclose(got.score, expected.score, atol=1e-5)
+    assert len(set(got.exit_timestep.tolist())) > 1
+    # real savings: the network computed exactly sum(exit steps) sample-steps, not N * T
+    assert sum(counter.rows) == int(got.exit_timestep.sum())
+    assert sum(counter.rows) < 40 * t_max
+
+
+def test_runner_leaves_no_state_behind_and_is_repeatable():
+    model = random_net()
+    x = torch.randn(8, 1, 28, 28)
+    runner = EarlyExitRunner(model, Entropy(0.3), 3)
+    a, b = runner.predict(x), runner.predict(x)
+    assert torch.equal(a.prediction, b.prediction) and torch.equal(a.exit_timestep, b.exit_timestep)
+    assert all(n.v is None for n in model.neurons())
+    # one sample alone gets the same answer as inside a batch
+    single = runner.predict(x[3:4])
+    assert single.prediction.item() == a.prediction[3].item()
+    assert single.exit_timestep.item() == a.exit_timestep[3].item()
+
+
+def test_fixed_rule_runs_exactly_k_steps():
+    model = random_net()
+    res = EarlyExitRunner(model, Fixed(2), 4).predict(torch.randn(5, 1, 28, 28))
+    assert res.exit_timestep.tolist() == [2] * 5
+
+
+def test_runner_rejects_bad_input():
+    runner = EarlyExitRunner(random_net(), Confidence(0.9), 2)
+    bad = torch.randn(2, 1, 28, 28)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(DataError, match="NaN"):
+        runner.predict(bad)
+    with pytest.raises(DataError, match="image batch"):
+        runner.predict(torch.randn(2, 28, 28))
+
+
+def _shipped(dataset):
+    runs = [r for r in pretrained_runs() if r["dataset"] == dataset]
+    return pytest.mark.skipif(not runs, reason=f"no shipped {dataset} run")
+
+
+@needs_dataset("fashion-mnist")
+@_shipped("fashion-mnist")
+def test_runner_matches_posthoc_on_shipped_checkpoint():
+    run = [r for r in pretrained_runs() if r["dataset"] == "fashion-mnist"][0]
+    model, config = load_run(run["name"])
+    data = load_dataset("fashion-mnist", "test", data_dir=real_data_dir(), limit=2000)
+    t_max = config["max_timesteps"]
+    logits = step_logits(model, data, t_max)
+    for rule in (Confidence(0.9), Confidence(0.99), Entropy(0.8)):
+        expected = posthoc_exits(logits, rule)
+        got = EarlyExitRunner(model, rule, t_max).predict_dataset(data, batch_size=256)
+        assert torch.equal(got.prediction, expected.prediction)
+        assert torch.equal(got.exit_timestep, expected.exit_timestep)
