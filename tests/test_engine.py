@@ -103,3 +103,19 @@ def test_runner_matches_posthoc_on_shipped_checkpoint():
         got = EarlyExitRunner(model, rule, t_max).predict_dataset(data, batch_size=256)
         assert torch.equal(got.prediction, expected.prediction)
         assert torch.equal(got.exit_timestep, expected.exit_timestep)
+
+
+@pytest.mark.parametrize("slots", [1, 7, 16, 64])
+def test_streaming_equals_batch_prediction(slots):
+    model = random_net()
+    x = torch.randn(50, 1, 28, 28) * 2
+    with torch.no_grad():
+        logits = model(x, 4).transpose(0, 1)
+    rule = Confidence(score_matrix(logits, Confidence(0.5))[:, 0].median().item())
+    expected = posthoc_exits(logits, rule)
+    counter = StepCounter(model)
+    got = EarlyExitRunner(model, rule, 4).stream([x[:13], x[13:14], x[14:]], slots=slots)
+    assert torch.equal(got.prediction, expected.prediction)
+    assert torch.equal(got.exit_timestep, expected.exit_timestep)
+    assert sum(counter.rows) == int(got.exit_timestep.sum())
+    assert max(counter.rows) <= slots

@@ -37,7 +37,13 @@ def check_input(x: torch.Tensor, model: SpikingNetwork | None = None) -> None:
 
 
 class EarlyExitRunner:
-    """``EarlyExitRunner(model, rule, max_timesteps).predict(x)`` -> :class:`ExitResult`."""
+    """``EarlyExitRunner(model, rule, max_timesteps).predict(x)`` -> :class:`ExitResult`.
+
+    - :meth:`predict`: one batch; exited samples leave the batch after every step.
+    - :meth:`predict_dataset`: batch after batch (static batching: a batch's last sample holds its slot).
+    - :meth:`stream`: continuous batching: a fixed number of slots, and when a sample exits the next input
+      takes its slot, so the batch stays full.
+    """
 
     def __init__(self, model: SpikingNetwork, rule: ExitRule, max_timesteps: int, device: str | torch.device = "cpu"):
         if max_timesteps < 1:
@@ -47,48 +53,74 @@ class EarlyExitRunner:
         self.max_timesteps = int(max_timesteps)
         self.device = torch.device(device)
 
-    @torch.no_grad()
     def predict(self, x: torch.Tensor) -> ExitResult:
         check_input(x)
-        model, rule = self.model, self.rule
-        x = x.to(self.device)
-        n = x.shape[0]
-        prediction = torch.empty(n, dtype=torch.long, device=self.device)
-        exit_timestep = torch.empty(n, dtype=torch.long, device=self.device)
-        score_out = torch.empty(n, device=self.device)
-        active = torch.arange(n, device=self.device)
-        model.reset()
-        try:
-            encoded = model.encode(x)  # direct encoding: the stem's output is the same at every step
-            summed = None
-            logits_out = None
-            for t in range(1, self.max_timesteps + 1):
-                out = model.step(encoded).float()
-                summed = out if summed is None else summed + out
-                if logits_out is None:
-                    logits_out = torch.empty(n, out.shape[1], device=self.device)
-                score = rule.score(summed, t)
-                if t == self.max_timesteps:
-                    done = torch.ones_like(score, dtype=torch.bool)
-                else:
-                    done = rule.exits(score, t)
-                if done.any():
-                    idx = active[done]
-                    prediction[idx] = summed[done].argmax(dim=1)
-                    exit_timestep[idx] = t
-                    score_out[idx] = score[done]
-                    logits_out[idx] = summed[done]
-                    if done.all():
-                        break
-                    keep = (~done).nonzero().squeeze(1)
-                    active, encoded, summed = active[keep], encoded[keep], summed[keep]
-                    model.select(keep)
-        finally:
-            model.reset()
-        return ExitResult(prediction.cpu(), exit_timestep.cpu(), score_out.cpu(), logits_out.cpu())
+        return self._run(iter([x]), slots=x.shape[0], total=x.shape[0])
 
     def predict_dataset(self, data, batch_size: int = 256) -> ExitResult:
         return ExitResult.cat([self.predict(x) for x, _ in data.batches(batch_size)])
+
+    def stream(self, inputs, slots: int = 256, total: int | None = None) -> ExitResult:
+        """Continuous batching over an iterable of input batches (any sizes); results in input order."""
+        if slots < 1:
+            raise DataError(f"slots must be >= 1, got {slots}")
+        return self._run(iter(inputs), slots=slots, total=total)
+
+    @torch.inference_mode()
+    def _run(self, chunks, slots: int, total: int | None) -> ExitResult:
+        model, rule, t_max, dev = self.model, self.rule, self.max_timesteps, self.device
+        done_parts = []  # (index, prediction, timestep, score, logits) of samples that have exited
+        pending = None  # inputs read but not yet admitted
+        n_read = 0
+        index = encoded = summed = steps = None  # the running batch: one row per active sample
+        model.reset()
+        try:
+            while True:
+                free = slots - (0 if index is None else len(index))
+                while free > 0:  # admit new inputs into free slots
+                    if pending is None or len(pending) == 0:
+                        pending = next(chunks, None)
+                        if pending is None:
+                            break
+                        check_input(pending)
+                        pending = pending.to(dev)
+                        n_read_start, n_read = n_read, n_read + len(pending)
+                        pending_index = torch.arange(n_read_start, n_read, device=dev)
+                    x, pending, new_index = pending[:free], pending[free:], pending_index[:free]
+                    pending_index = pending_index[free:]
+                    e = model.encode(x)  # direct encoding: the stem's output is the same at every step
+                    if index is None or len(index) == 0:
+                        model.reset()
+                        index, encoded, summed = new_index, e, None
+                        steps = torch.zeros(len(x), dtype=torch.long, device=dev)
+                    else:
+                        model.extend(len(x))
+                        index, encoded = torch.cat([index, new_index]), torch.cat([encoded, e])
+                        if summed is not None:  # None: nothing has been stepped yet
+                            summed = torch.cat([summed, summed.new_zeros(len(x), summed.shape[1])])
+                        steps = torch.cat([steps, steps.new_zeros(len(x))])
+                    free -= len(x)
+                if index is None or len(index) == 0:
+                    break
+                out = model.step(encoded).float()
+                summed = out if summed is None else summed + out
+                steps += 1
+                score = rule.score(summed, steps)
+                done = rule.exits(score, steps) | (steps >= t_max)
+                if done.any():
+                    done_parts.append((index[done], summed[done].argmax(dim=1), steps[done], score[done], summed[done]))
+                    keep = (~done).nonzero().squeeze(1)
+                    index, encoded, summed, steps = index[keep], encoded[keep], summed[keep], steps[keep]
+                    model.select(keep)
+        finally:
+            model.reset()
+        n = n_read if total is None else total
+        idx = torch.cat([p[0] for p in done_parts])
+        order = torch.empty_like(idx)
+        order[idx] = torch.arange(len(idx), device=dev)
+        cols = [torch.cat([p[i] for p in done_parts])[order].cpu() for i in range(1, 5)]
+        assert len(idx) == n
+        return ExitResult(*cols)
 
 
 def score_matrix(step_logits: torch.Tensor, rule: ExitRule) -> torch.Tensor:

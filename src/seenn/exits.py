@@ -1,7 +1,8 @@
 """Exit rules. A rule scores the logits accumulated so far and decides, per sample, whether to stop.
 
 Every rule answers two questions after step t (1-based): ``score(summed_logits, t)`` -> ``[B]`` and
-``exits(score, t)`` -> bool ``[B]``. A sample that never exits stops at the last step.
+``exits(score, t)`` -> bool ``[B]``. ``t`` is an int, or a ``[B]`` tensor when samples in one batch have run
+different numbers of steps (the streaming runner). A sample that never exits stops at the last step.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class Fixed(ExitRule):
         self.timesteps = int(timesteps)
 
     def exits(self, score, t):
-        return torch.full_like(score, t >= self.timesteps, dtype=torch.bool)
+        return (torch.as_tensor(t, device=score.device) >= self.timesteps).expand(score.shape)
 
     def reason(self, score, t, exited):
         return f"fixed budget of {self.timesteps} steps"

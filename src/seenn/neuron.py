@@ -248,6 +248,13 @@ class SpikingNeuron(nn.Module):
         if self.v is not None:
             self.v = self.v[index]
 
+    def extend(self, count: int) -> None:
+        """Append ``count`` rows of initial membrane (new samples joining a running batch)."""
+        if self.v is not None:
+            fresh = torch.full((count, *self.v.shape[1:]), self.v_init * float(self.threshold),
+                               dtype=self.v.dtype, device=self.v.device)
+            self.v = torch.cat([self.v, fresh])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self.params
         if self.timesteps is None:

@@ -6,7 +6,8 @@ neurons and ends in the readout that produces one logit vector per step).
 
 - ``forward(x, timesteps)``: training / full evaluation, multi-step, returns ``[T, B, K]`` step logits.
 - ``encode(x)`` once, then ``step(e)`` per timestep: single-step inference; the membranes live on the neuron
-  modules, :meth:`reset` clears them and :meth:`select` keeps only some samples (batch compaction).
+  modules, :meth:`reset` clears them, :meth:`select` keeps only some samples (batch compaction) and
+  :meth:`extend` appends fresh rows for samples joining a running batch (streaming).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class SpikingNetwork(nn.Module):
     def select(self, index: torch.Tensor) -> None:
         for n in self.neurons():
             n.select(index)
+
+    def extend(self, count: int) -> None:
+        for n in self.neurons():
+            n.extend(count)
 
     def step(self, encoded: torch.Tensor) -> torch.Tensor:
         """One timestep on the encoded input ``[B, ...]``; returns that step's logits ``[B, K]``."""
