@@ -141,3 +141,19 @@ def test_demo_on_shipped_run(capsys):
     assert r["accuracy_per_timestep"][-1] > 0.85
     code, out, _ = run_cli(capsys, "demo", "--limit", "500", "--data-dir", real_data_dir())
     assert code == 0 and "t=1" in out and "oracle" in out
+
+
+def test_bench_json(tiny_run, tiny_data, capsys):
+    code, out, _ = run_cli(capsys, "bench", tiny_run, "--json", "--data-dir", tiny_data, "--batch-size", "32",
+                           "--threshold", "0.5", "--repeats", "1", "--latency-samples", "5", "--limit", "64")
+    assert code == 0
+    r = json.loads(out)
+    for key in ("batch_size", "max_timesteps", "avg_timesteps", "full_seconds", "early_exit_seconds", "speedup",
+                "ideal_speedup", "efficiency"):
+        assert isinstance(r[key], (int, float)), key
+    assert r["batch_size"] == 32 and 1 <= r["avg_timesteps"] <= 3
+    assert r["ideal_speedup"] == pytest.approx(3 / r["avg_timesteps"])
+    assert set(r["batch1_latency_ms"]) == {"full", "early_exit"}
+    assert set(r["samples_per_second"]) == {"full", "early_exit", "streaming"}
+    code, _, err = run_cli(capsys, "bench", tiny_run, "--batch-size", "0", "--data-dir", tiny_data)
+    assert code == 2 and err.count("\n") == 1

@@ -119,3 +119,24 @@ def test_streaming_equals_batch_prediction(slots):
     assert torch.equal(got.exit_timestep, expected.exit_timestep)
     assert sum(counter.rows) == int(got.exit_timestep.sum())
     assert max(counter.rows) <= slots
+
+
+@pytest.mark.parametrize("name,channels,size", [("convnet", 1, 28), ("resnet19", 3, 32)])
+def test_batchnorm_folding_keeps_outputs(name, channels, size):
+    from seenn.fold import fold_batchnorm
+
+    model = random_net(name, channels, size)
+    for mod in model.modules():  # non-trivial running statistics
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.randn(16, channels, size, size)
+    with torch.no_grad():
+        a, b = model.encode(x), folded.encode(x)
+        assert torch.allclose(a, b, atol=1e-5)
+        out_a, out_b = model(x, 3), folded(x, 3)
+    # spikes may flip where a membrane sits within rounding of the threshold; outputs agree almost everywhere
+    assert (out_a - out_b).abs().max() < 1e-3 or (out_a.argmax(-1) == out_b.argmax(-1)).float().mean() > 0.95

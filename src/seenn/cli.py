@@ -127,6 +127,35 @@ def _print_sweep(rows, full_accuracy: float) -> None:
               f"{(row['accuracy'] - full_accuracy) * 100:>+10.2f}p{row['avg_timesteps']:>11.3f}  {row['exit_histogram']}")
 
 
+def cmd_bench(args) -> int:
+    from .bench import benchmark
+
+    for flag in ("batch_size", "repeats"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.latency_samples < 1:
+        raise ConfigError(f"--latency-samples must be >= 1, got {args.latency_samples}")
+    model, config, data, max_t = _load(args)
+    rule = _rule(args, config)
+    if rule is None:
+        raise ConfigError("the oracle needs the labels and cannot be run for timing; choose another --exit")
+    r = benchmark(model, data, rule, max_t, batch_size=args.batch_size, repeats=args.repeats,
+                  latency_samples=args.latency_samples, device=args.device)
+    if args.json:
+        _emit_json(r)
+        return 0
+    print(f"{r['samples']} samples, batch {r['batch_size']}, T = {r['max_timesteps']}, "
+          f"{r['rule']['rule']} exit: {r['avg_timesteps']:.3f} avg timesteps")
+    print(f"full T {r['full_seconds']:.3f} s, early exit {r['early_exit_seconds']:.3f} s: speedup {r['speedup']:.2f}x "
+          f"of an ideal {r['ideal_speedup']:.2f}x (efficiency {r['efficiency']:.2f})")
+    lat = r["batch1_latency_ms"]
+    print(f"batch-1 p50 latency: full {lat['full']:.2f} ms, early exit {lat['early_exit']:.2f} ms "
+          f"({r['batch1_speedup']:.2f}x of an ideal {r['batch1_ideal_speedup']:.2f}x)")
+    sps = r["samples_per_second"]
+    print(f"samples/s: full {sps['full']:.0f}, early exit {sps['early_exit']:.0f}, streaming {sps['streaming']:.0f}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- demo
 
 
@@ -250,6 +279,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     _data_args(e)
     e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="time early exit against full T (same samples, side by side)")
+    b.add_argument("run", help="a run directory or the name of a shipped run")
+    b.add_argument("--dataset", help="default: the run's dataset")
+    b.add_argument("--split", default="test", choices=["train", "val", "test"])
+    b.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
+    b.add_argument("--threshold", type=float)
+    b.add_argument("--timesteps", type=int, help="steps for --exit fixed")
+    b.add_argument("--max-timesteps", type=int, help="default: the run's T")
+    b.add_argument("--batch-size", type=int, default=256)
+    b.add_argument("--limit", type=int, default=4096, help="samples to time (default 4096)")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--latency-samples", type=int, default=100)
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--json", action="store_true")
+    _data_args(b)
+    b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="the main job: the shipped Fashion-MNIST SNN with early exit")
     d.add_argument("--train", action="store_true", help="train the model from scratch first")

@@ -162,6 +162,22 @@ def neuron_multistep_reference(x_seq: torch.Tensor, params: NeuronParams, surrog
     return torch.stack(out)
 
 
+def _forward_loop(x_seq: torch.Tensor, params: NeuronParams, keep_potentials: bool):
+    """The forward arithmetic of :func:`neuron_step` over all steps, without autograd. Returns the spikes and,
+    when asked, the charged potentials h_t that the backward pass needs."""
+    s_seq = torch.empty_like(x_seq)
+    h_seq = torch.empty_like(x_seq) if keep_potentials else None
+    v = initial_membrane(x_seq[0], params)
+    for t in range(x_seq.shape[0]):
+        h = params.decay * v + x_seq[t]
+        s = s_seq[t]
+        s.copy_(h >= params.threshold)
+        v = h - params.threshold * s if params.soft_reset else h * (1.0 - s)
+        if keep_potentials:
+            h_seq[t] = h
+    return s_seq, h_seq
+
+
 class _FusedNeuron(torch.autograd.Function):
     """All T steps in one autograd node: forward keeps only the charged potentials h_t, backward runs BPTT
     in reverse. Same gradients as autograd through :func:`neuron_step`, without a per-step graph."""
@@ -169,18 +185,7 @@ class _FusedNeuron(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, params: NeuronParams, surrogate: Surrogate):
         with torch.no_grad():
-            v = initial_membrane(x_seq[0], params)
-            h_seq = torch.empty_like(x_seq)
-            s_seq = torch.empty_like(x_seq)
-            for t in range(x_seq.shape[0]):
-                h = torch.add(x_seq[t], v, alpha=params.decay) if params.decay != 1.0 else x_seq[t] + v
-                s = (h >= params.threshold).to(x_seq.dtype)
-                if params.soft_reset:
-                    v = h - params.threshold * s
-                else:
-                    v = h * (1.0 - s)
-                h_seq[t] = h
-                s_seq[t] = s
+            s_seq, h_seq = _forward_loop(x_seq, params, keep_potentials=True)
         ctx.save_for_backward(h_seq)
         ctx.params = params
         ctx.surrogate = surrogate
@@ -210,6 +215,8 @@ class _FusedNeuron(torch.autograd.Function):
 
 def neuron_multistep(x_seq: torch.Tensor, params: NeuronParams, surrogate: Surrogate) -> torch.Tensor:
     """Multi-step run ``[T, B, ...] -> [T, B, ...]`` with the fused autograd function."""
+    if not (torch.is_grad_enabled() and x_seq.requires_grad):  # inference: keep nothing for a backward pass
+        return _forward_loop(x_seq, params, keep_potentials=False)[0]
     return _FusedNeuron.apply(x_seq, params, surrogate)
 
 

@@ -1,0 +1,92 @@
+"""Wall-clock benchmark of early exit against full T: same samples, same model, measured side by side.
+
+``full`` is the faster of the two full-T paths (the multi-step forward over all T at once, and the step-by-step
+runner with a fixed budget of T), so the speedup is measured against the best way to run every step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from .engine import EarlyExitRunner
+from .exits import ExitRule, Fixed
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: int = 256, repeats: int = 3,
+              latency_samples: int = 100, device: str = "cpu") -> dict:
+    model = model.to(device).eval()
+    early = EarlyExitRunner(model, rule, max_timesteps, device)
+    fixed = EarlyExitRunner(model, Fixed(max_timesteps), max_timesteps, device)
+    batches = [x for x, _ in data.batches(batch_size)]
+    n = sum(len(x) for x in batches)
+
+    @torch.inference_mode()
+    def full_multistep():
+        for x in batches:
+            model(x.to(device), max_timesteps)
+
+    def full_runner():
+        for x in batches:
+            fixed.predict(x)
+
+    result_holder = {}
+
+    def early_exit():
+        result_holder["steps"] = torch.cat([early.predict(x).exit_timestep for x in batches])
+
+    def streaming():
+        early.stream(batches, slots=batch_size)
+
+    early_exit()  # warm-up (allocator, oneDNN primitives)
+    full_multistep()
+    times = {"multistep": [], "runner": [], "early": [], "stream": []}
+    for _ in range(repeats):  # interleaved, so drifts in machine load hit every path alike
+        times["multistep"].append(_timed(full_multistep))
+        times["runner"].append(_timed(full_runner))
+        times["early"].append(_timed(early_exit))
+        times["stream"].append(_timed(streaming))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    full_s = min(med["multistep"], med["runner"])
+    avg_t = result_holder["steps"].double().mean().item()
+    speedup = full_s / med["early"]
+    ideal = max_timesteps / avg_t
+
+    # batch-1 latency, interleaved per sample
+    singles = torch.cat(batches)[:latency_samples]
+    lat_full, lat_early = [], []
+    with torch.inference_mode():
+        for x in singles:
+            x = x[None]
+            lat_full.append(min(_timed(lambda: model(x.to(device), max_timesteps)), _timed(lambda: fixed.predict(x))))
+            lat_early.append(_timed(lambda: early.predict(x)))
+    single_steps = result_holder["steps"][:latency_samples].double().mean().item()
+    p50_full = statistics.median(lat_full) * 1e3
+    p50_early = statistics.median(lat_early) * 1e3
+    return {
+        "samples": n,
+        "batch_size": batch_size,
+        "max_timesteps": max_timesteps,
+        "rule": rule.describe(),
+        "avg_timesteps": avg_t,
+        "full_seconds": full_s,
+        "full_seconds_by_path": {"multistep": med["multistep"], "runner": med["runner"]},
+        "early_exit_seconds": med["early"],
+        "speedup": speedup,
+        "ideal_speedup": ideal,
+        "efficiency": speedup / ideal,
+        "batch1_latency_ms": {"full": p50_full, "early_exit": p50_early},
+        "batch1_speedup": p50_full / p50_early,
+        "batch1_ideal_speedup": max_timesteps / single_steps,  # over the same latency samples
+        "samples_per_second": {"full": n / full_s, "early_exit": n / med["early"], "streaming": n / med["stream"]},
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+    }
