@@ -69,15 +69,22 @@ def _load(args):
     return model, config, data, max_t
 
 
+DEFAULT_THRESHOLD = 0.9
+
+
 def _rule(args, config):
+    """The exit rule asked for; without --threshold, the run's calibrated setting (seenn calibrate), else 0.9."""
     from .exits import make_rule
 
     if args.exit == "oracle":
         return None
-    threshold = args.threshold
-    if threshold is None and args.exit in ("confidence", "entropy"):
-        threshold = config.get("exit", {}).get(args.exit, {}).get("threshold", 0.9)
-    return make_rule(args.exit, threshold=threshold, timesteps=args.timesteps)
+    if args.exit in ("confidence", "entropy") and args.threshold is None:
+        stored = config.get("exit", {}).get(args.exit)
+        if stored:
+            threshold = stored["thresholds"] if stored.get("thresholds") else stored["threshold"]
+            return make_rule(args.exit, threshold=threshold, temperature=stored.get("temperature", 1.0))
+        return make_rule(args.exit, threshold=DEFAULT_THRESHOLD)
+    return make_rule(args.exit, threshold=args.threshold, timesteps=args.timesteps)
 
 
 def cmd_eval(args) -> int:
@@ -153,6 +160,57 @@ def cmd_bench(args) -> int:
           f"({r['batch1_speedup']:.2f}x of an ideal {r['batch1_ideal_speedup']:.2f}x)")
     sps = r["samples_per_second"]
     print(f"samples/s: full {sps['full']:.0f}, early exit {sps['early_exit']:.0f}, streaming {sps['streaming']:.0f}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    import shutil
+
+    from .calibrate import calibrate
+    from .checkpoint import CONFIG, PRETRAINED_DIR, read_json, resolve_run, write_json
+    from .train import step_logits
+
+    if args.split == "test":
+        raise ConfigError("calibration never uses the test split; use --split val (held out from training)")
+    src = resolve_run(args.run).resolve()
+    if args.out is None and PRETRAINED_DIR.resolve() in src.parents:
+        raise ConfigError(f"{args.run} is a shipped run and stays unchanged; write a calibrated copy with --out DIR")
+    model, config, data, max_t = _load(args)
+    logits = step_logits(model, data, max_t, device=args.device, progress=not args.json)
+    result = calibrate(logits, data.labels, max_accuracy_drop=args.max_accuracy_drop,
+                       confidence_level=args.confidence_level, per_step=args.per_step,
+                       temperature=args.temperature)
+    result.update({"dataset": data.info.name, "split": data.split})
+    dest = Path(args.out) if args.out else src
+    if args.out:
+        if dest.exists() and any(dest.iterdir()) and dest.resolve() != src:
+            raise ConfigError(f"{dest} exists and is not empty")
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in src.iterdir():
+            if f.is_file() and f.name != CONFIG:
+                shutil.copyfile(f, dest / f.name)
+    config = read_json(src / CONFIG)
+    config.setdefault("exit", {})["confidence"] = {
+        "threshold": result["threshold"], "thresholds": result["thresholds"], "temperature": result["temperature"],
+        "calibration": result}
+    write_json(dest / CONFIG, config)
+    if args.json:
+        _emit_json(result)
+        return 0
+    chosen = (f"per-step thresholds {[round(t, 6) for t in result['thresholds'][:-1]]}" if result["per_step"]
+              else f"threshold {result['threshold']:.6g}")
+    print(f"chose {chosen} (temperature {result['temperature']:.3f}) for {dest}")
+    print(f"why: on {result['certified_samples']} validation samples it makes {result['validation_false_exits']} false exits "
+          f"(binomial p = {result['p_value']:.3g} that the false-exit rate exceeds {args.max_accuracy_drop:g}); "
+          f"with probability >= {args.confidence_level:g} the accuracy drop against full T on new data from the same "
+          f"distribution is at most {args.max_accuracy_drop:g}")
+    print(f"validation: {result['validation_avg_timesteps']:.3f} avg timesteps, accuracy drop "
+          f"{result['validation_accuracy_drop'] * 100:+.2f} points")
+    print("ECE per timestep: " + " ".join(f"{e:.4f}" for e in result["ece_per_timestep"])
+          + ("" if "ece_per_timestep_scaled" not in result else
+             "; after temperature scaling: " + " ".join(f"{e:.4f}" for e in result["ece_per_timestep_scaled"])))
+    if "note" in result:
+        print(result["note"])
     return 0
 
 
@@ -296,6 +354,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     _data_args(b)
     b.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("calibrate", help="choose the exit threshold with a statistical guarantee")
+    c.add_argument("run", help="a run directory or the name of a shipped run (then --out is needed)")
+    c.add_argument("--dataset", help="default: the run's dataset")
+    c.add_argument("--split", default="val", choices=["train", "val", "test"])
+    c.add_argument("--max-accuracy-drop", type=float, default=0.005, help="e.g. 0.005 = half a point")
+    c.add_argument("--confidence-level", type=float, default=0.95)
+    c.add_argument("--per-step", action="store_true", help="one threshold per timestep")
+    c.add_argument("--temperature", action="store_true", help="fit a softmax temperature first")
+    c.add_argument("--max-timesteps", type=int, help="default: the run's T")
+    c.add_argument("--limit", type=int)
+    c.add_argument("--out", help="write a calibrated copy of the run here instead of updating it")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--json", action="store_true")
+    _data_args(c)
+    c.set_defaults(func=cmd_calibrate)
 
     d = sub.add_parser("demo", help="the main job: the shipped Fashion-MNIST SNN with early exit")
     d.add_argument("--train", action="store_true", help="train the model from scratch first")

@@ -52,32 +52,64 @@ def _check_threshold(threshold) -> float:
 
 
 class Confidence(ExitRule):
-    """SEENN-I: exit when the max softmax of the summed logits exceeds the threshold."""
+    """SEENN-I: exit when the max softmax of the summed logits exceeds the threshold.
+
+    ``threshold`` is one number, or one per timestep (a list; the last step always exits). ``temperature``
+    divides the summed logits before the softmax (temperature scaling, fitted by ``seenn calibrate``)."""
 
     name = "confidence"
 
-    def __init__(self, threshold: float):
-        self.threshold = _check_threshold(threshold)
+    def __init__(self, threshold, temperature: float = 1.0):
+        if isinstance(threshold, (list, tuple)):
+            if not threshold:
+                raise ConfigError("per-step thresholds must not be empty")
+            self.thresholds = [_check_threshold(t) for t in threshold]
+            self.threshold = None
+            self._per_step = torch.tensor(self.thresholds, dtype=torch.float64)
+        else:
+            self.threshold = _check_threshold(threshold)
+            self.thresholds = None
+        temperature = float(temperature)
+        if not temperature > 0 or math.isinf(temperature):
+            raise ConfigError(f"temperature must be a positive number, got {temperature}")
+        self.temperature = temperature
+
+    def score(self, summed_logits, t):
+        return confidence(summed_logits / self.temperature if self.temperature != 1.0 else summed_logits)
+
+    def _threshold_at(self, score, t):
+        if self.thresholds is None:
+            return self.threshold
+        idx = (torch.as_tensor(t) - 1).clamp(max=len(self.thresholds) - 1)
+        return self._per_step.to(score.device)[idx].to(score.dtype)
 
     def exits(self, score, t):
-        return score > self.threshold
+        return score > self._threshold_at(score, t)
 
     def reason(self, score, t, exited):
         op = ">" if exited else "<="
-        return f"confidence {score:.4f} {op} {self.threshold:g} at step {t}"
+        th = float(self._threshold_at(torch.tensor(score), t))
+        return f"{self.score_name} {score:.4f} {op} {th:g} at step {t}"
+
+    score_name = "confidence"
+
+    def describe(self):
+        d = {"rule": self.name, "threshold": self.threshold}
+        if self.thresholds is not None:
+            d["thresholds"] = self.thresholds
+        if self.temperature != 1.0:
+            d["temperature"] = self.temperature
+        return d
 
 
 class Entropy(Confidence):
     """Entropy variant: exit when 1 - normalised entropy of the summed softmax exceeds the threshold."""
 
     name = "entropy"
+    score_name = "1 - normalised entropy"
 
     def score(self, summed_logits, t):
-        return normalized_certainty(summed_logits)
-
-    def reason(self, score, t, exited):
-        op = ">" if exited else "<="
-        return f"1 - normalised entropy {score:.4f} {op} {self.threshold:g} at step {t}"
+        return normalized_certainty(summed_logits / self.temperature if self.temperature != 1.0 else summed_logits)
 
 
 class Fixed(ExitRule):
@@ -103,11 +135,11 @@ class Fixed(ExitRule):
 RULES = ("confidence", "entropy", "fixed", "oracle")
 
 
-def make_rule(name: str, *, threshold: float | None = None, timesteps: int | None = None) -> ExitRule:
+def make_rule(name: str, *, threshold=None, timesteps: int | None = None, temperature: float = 1.0) -> ExitRule:
     if name == "confidence":
-        return Confidence(threshold)
+        return Confidence(threshold, temperature)
     if name == "entropy":
-        return Entropy(threshold)
+        return Entropy(threshold, temperature)
     if name == "fixed":
         if timesteps is None:
             raise ConfigError("--exit fixed needs --timesteps K")

@@ -1,0 +1,214 @@
+"""Choosing exit thresholds with a guarantee (Learn then Test, Angelopoulos et al. 2021).
+
+The risk controlled is the **false-exit rate**: the fraction of samples that the full-T network gets right but the
+early exit gets wrong. The accuracy drop relative to full T equals (false exits - rescued) / n, so it is never
+larger than the false-exit rate: bounding the latter bounds the former.
+
+For each candidate threshold, from the most conservative (never exit early) to the most aggressive, the null
+hypothesis "false-exit rate > alpha" is tested with the exact binomial tail: p = P(Binomial(n, alpha) <= k) for k
+false exits among n validation samples. Fixed-sequence testing walks down the candidates and stops at the first
+that cannot be rejected at level delta = 1 - confidence; the last rejected one is chosen. With probability at least
+``confidence_level`` over the draw of the validation data, the chosen threshold's false-exit rate on new data from
+the same distribution is at most alpha.
+
+Per-step thresholds (one per timestep) are chosen the same way along a one-dimensional path of threshold vectors
+found greedily on one half of the validation split; the test runs on the other half, so the path does not depend
+on the data that certifies it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import ConfigError
+from .exits import confidence
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space."""
+    if k < 0:
+        return 0.0
+    if k >= n or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    logp, log1p = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * logp + (n - i) * log1p
+             for i in range(k + 1)]
+    m = max(terms)
+    return min(1.0, math.exp(m) * sum(math.exp(t - m) for t in terms))
+
+
+def fixed_sequence_test(false_exits: list[int], n: int, alpha: float, delta: float) -> int:
+    """Index of the last candidate (in the given order) whose null 'risk > alpha' is rejected before the first
+    failure; -1 if even the first cannot be rejected."""
+    chosen = -1
+    for i, k in enumerate(false_exits):
+        if binomial_cdf(k, n, alpha) > delta:
+            break
+        chosen = i
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------- temperature, ECE
+
+
+def scaled_confidence(summed_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return confidence(summed_logits / temperature)
+
+
+def fit_temperature(step_logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature tau minimising the NLL of softmax(summed logits / tau), over every step's summed logits."""
+    summed = step_logits.cumsum(dim=1).double()
+    n, t, k = summed.shape
+    flat, y = summed.reshape(n * t, k), labels.repeat_interleave(t)
+
+    def nll(log_tau: float) -> float:
+        return torch.nn.functional.cross_entropy(flat / math.exp(log_tau), y).item()
+
+    lo, hi = math.log(0.05), math.log(50.0)  # golden-section search on log tau (the NLL is unimodal in it)
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = nll(b)
+    return math.exp((lo + hi) / 2)
+
+
+def expected_calibration_error(conf: torch.Tensor, correct: torch.Tensor, bins: int = 15) -> float:
+    """ECE with equal-width confidence bins."""
+    edges = torch.linspace(0, 1, bins + 1)
+    ece, n = 0.0, len(conf)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.sum().item() / n * abs(conf[m].mean().item() - correct[m].float().mean().item())
+    return ece
+
+
+def ece_per_timestep(step_logits, labels, temperature: float = 1.0, bins: int = 15) -> list[float]:
+    summed = step_logits.cumsum(dim=1)
+    out = []
+    for t in range(summed.shape[1]):
+        conf = scaled_confidence(summed[:, t], temperature)
+        out.append(expected_calibration_error(conf, summed[:, t].argmax(1) == labels, bins))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- exits under thresholds
+
+
+def exit_steps(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """0-based exit step for each sample under per-step thresholds ``[T]`` (the last step always exits)."""
+    fire = scores > thresholds[None, :]
+    fire[:, -1] = True
+    return fire.float().argmax(dim=1)
+
+
+def _outcomes(scores, thresholds, correct):
+    """(number of false exits, average timesteps) under the given per-step thresholds."""
+    t = exit_steps(scores, thresholds)
+    right_exit = correct[torch.arange(len(t)), t]
+    false = int((correct[:, -1] & ~right_exit).sum())
+    return false, (t + 1).double().mean().item()
+
+
+def candidate_grid(scores: torch.Tensor, size: int = 200) -> torch.Tensor:
+    """Thresholds from 1 (never exit) down through the quantiles of the observed scores."""
+    q = torch.quantile(scores.flatten().double(), torch.linspace(1, 0, size, dtype=torch.double))
+    return torch.cat([torch.ones(1, dtype=torch.double), q]).unique().flip(0)
+
+
+def greedy_path(scores, correct, alpha: float, grid_size: int = 60) -> list[torch.Tensor]:
+    """Per-step threshold vectors from all-ones down: each move lowers the one step's threshold that saves the
+    most timesteps per false exit added; stops once the false exits exceed twice the alpha budget."""
+    n, t_max = scores.shape
+    grids = [candidate_grid(scores[:, t], grid_size) for t in range(t_max - 1)]
+    pos = [0] * (t_max - 1)
+    current = torch.ones(t_max, dtype=torch.double)
+    path = [current.clone()]
+    false, steps = _outcomes(scores, current, correct)
+    budget = 2 * alpha * n + 2
+    while True:
+        best = None
+        for t in range(t_max - 1):
+            if pos[t] + 1 >= len(grids[t]):
+                continue
+            trial = current.clone()
+            trial[t] = grids[t][pos[t] + 1]
+            f, s = _outcomes(scores, trial, correct)
+            gain = (steps - s) / (max(f - false, 0) + 1)
+            if best is None or gain > best[0]:
+                best = (gain, t, trial, f, s)
+        if best is None:
+            break
+        _, t, current, false, steps = best
+        pos[t] += 1
+        path.append(current.clone())
+        if false > budget:
+            break
+    return path
+
+
+def calibrate(step_logits: torch.Tensor, labels: torch.Tensor, *, max_accuracy_drop: float,
+              confidence_level: float = 0.95, per_step: bool = False, temperature: bool = False,
+              seed: int = 0) -> dict:
+    """Choose confidence threshold(s) on validation step logits ``[N, T, K]``; see the module docstring."""
+    if not 0.0 < max_accuracy_drop < 1.0:
+        raise ConfigError(f"--max-accuracy-drop must be in (0, 1), got {max_accuracy_drop}")
+    if not 0.0 < confidence_level < 1.0:
+        raise ConfigError(f"--confidence-level must be in (0, 1), got {confidence_level}")
+    n, t_max, _ = step_logits.shape
+    delta = 1.0 - confidence_level
+    tau = fit_temperature(step_logits, labels) if temperature else 1.0
+    summed = step_logits.cumsum(dim=1)
+    correct = summed.argmax(dim=2) == labels[:, None]
+    scores = torch.stack([scaled_confidence(summed[:, t], tau) for t in range(t_max)], dim=1).double()
+    out = {"method": "learn-then-test, fixed-sequence, binomial tail on the false-exit rate",
+           "max_accuracy_drop": max_accuracy_drop, "confidence_level": confidence_level, "temperature": tau,
+           "validation_samples": n, "ece_per_timestep": ece_per_timestep(step_logits, labels, 1.0)}
+    if temperature:
+        out["ece_per_timestep_scaled"] = ece_per_timestep(step_logits, labels, tau)
+    if not per_step:
+        grid = candidate_grid(scores[:, :-1])
+        paths = [torch.full((t_max,), float(th), dtype=torch.double) for th in grid]
+        test_idx = torch.arange(n)
+    else:
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(n, generator=g)
+        fit_idx, test_idx = perm[: n // 2], perm[n // 2:]
+        paths = greedy_path(scores[fit_idx], correct[fit_idx], max_accuracy_drop)
+        out["path_fit_samples"] = len(fit_idx)
+    s_test, c_test = scores[test_idx], correct[test_idx]
+    outcomes = [_outcomes(s_test, p, c_test) for p in paths]
+    chosen = fixed_sequence_test([f for f, _ in outcomes], len(test_idx), max_accuracy_drop, delta)
+    if chosen < 0:
+        thresholds, (false, steps) = torch.ones(t_max, dtype=torch.double), _outcomes(s_test, torch.ones(t_max), c_test)
+        out["note"] = "no threshold could be certified: every sample runs all timesteps"
+    else:
+        thresholds, (false, steps) = paths[chosen], outcomes[chosen]
+    thresholds = [float(x) for x in thresholds[:-1]] + [1.0]
+    out.update({
+        "per_step": per_step,
+        "threshold": thresholds[0] if not per_step else None,
+        "thresholds": thresholds if per_step else None,
+        "certified_samples": len(test_idx),
+        "validation_false_exits": false,
+        "validation_avg_timesteps": steps,
+        "validation_accuracy_drop": (c_test[:, -1].double().mean()
+                                     - c_test[torch.arange(len(test_idx)), exit_steps(s_test, torch.tensor(thresholds, dtype=torch.double))].double().mean()).item(),
+        "p_value": binomial_cdf(false, len(test_idx), max_accuracy_drop),
+    })
+    return out
