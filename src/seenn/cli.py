@@ -214,6 +214,122 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_robustness(args) -> int:
+    import numpy as np
+
+    from .data import cifar_lossless_mask
+    from .evaluate import Evaluation
+    from .robustness import corrupted, parse_severities, subset
+
+    model, config, data, max_t = _load(args)
+    rule = _rule(args, config)
+    if rule is None:
+        raise ConfigError("choose a real exit rule for robustness (not the oracle)")
+    calib = config.get("exit", {}).get(args.exit, {}).get("calibration") if args.threshold is None else None
+    if args.corruption == "jpeg":
+        if data.info.name != "cifar10" or data.split != "test":
+            raise ConfigError("--corruption jpeg compares the exact and JPEG parts of the CIFAR-10 test batch")
+        mask = cifar_lossless_mask(args.data_dir)[: len(data)]
+        variants = [("exact", subset(data, mask, "test-exact")), ("jpeg", subset(data, ~mask, "test-jpeg"))]
+    else:
+        variants = [("clean", data)] + [(s, corrupted(data, args.corruption, s, args.seed))
+                                         for s in parse_severities(args.severity)]
+    rows = []
+    for label, d in variants:
+        if len(d) == 0:
+            continue
+        ev = Evaluation(model, d, max_t, batch_size=args.batch_size, device=args.device)
+        head = ev.header()
+        e = ev.summarize(rule.describe(), ev.run(rule))
+        drop = head["accuracy_per_timestep"][-1] - e["accuracy"]
+        row = {"severity" if args.corruption != "jpeg" else "part": label, "samples": head["samples"],
+               "accuracy_per_timestep": head["accuracy_per_timestep"], "exit": e, "accuracy_drop": drop}
+        if calib:
+            row["promise_kept"] = drop <= calib["max_accuracy_drop"]
+        rows.append(row)
+    report = {"dataset": data.info.name, "split": data.split, "corruption": args.corruption,
+              "max_timesteps": max_t, "rule": rule.describe(),
+              "promise": None if not calib else {"max_accuracy_drop": calib["max_accuracy_drop"],
+                                                 "confidence_level": calib["confidence_level"]},
+              "results": rows}
+    if args.json:
+        _emit_json(report)
+        return 0
+    print(f"{report['dataset']} / {report['split']}, corruption {args.corruption}, rule {rule.describe()}")
+    print(f"{'level':<8}{'full T':>9}{'exit acc':>10}{'drop':>8}{'avg steps':>11}{'false exits':>13}{'promise':>9}")
+    for r in rows:
+        label = r.get("severity", r.get("part"))
+        kept = "" if "promise_kept" not in r else ("kept" if r["promise_kept"] else "BROKEN")
+        print(f"{label!s:<8}{r['accuracy_per_timestep'][-1]:>9.2%}{r['exit']['accuracy']:>10.2%}"
+              f"{r['accuracy_drop'] * 100:>+7.2f}p{r['exit']['avg_timesteps']:>11.3f}{r['exit']['false_exits']:>13}{kept:>9}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    import torch
+
+    from .engine import EarlyExitRunner, score_matrix
+
+    model, config, data, max_t = _load(args)
+    if not 0 <= args.index < len(data):
+        raise ConfigError(f"--index must be in [0, {len(data)}), got {args.index}")
+    rule = _rule(args, config)
+    if rule is None:
+        raise ConfigError("explain needs a real exit rule (not the oracle)")
+    x, y = data.normalize(data.images[args.index:args.index + 1]), int(data.labels[args.index])
+    with torch.inference_mode():
+        logits = model(x, max_t).transpose(0, 1)  # [1, T, K]
+    summed = logits.cumsum(dim=1)[0]
+    scores = score_matrix(logits, rule)[0]
+    temp = getattr(rule, "temperature", 1.0)
+    probs = torch.softmax(summed / temp, dim=-1)
+    names = data.info.class_names or tuple(str(i) for i in range(probs.shape[1]))
+    run = EarlyExitRunner(model, rule, max_t).predict(x)
+    exit_t = int(run.exit_timestep[0])
+    steps = []
+    for t in range(max_t):
+        fires = bool(rule.exits(scores[t:t + 1], t + 1)[0])
+        pred = int(summed[t].argmax())
+        steps.append({"timestep": t + 1, "probabilities": [round(float(p), 6) for p in probs[t]],
+                      "prediction": pred, "prediction_name": names[pred], "score": float(scores[t]),
+                      "exits": fires, "reason": rule.reason(float(scores[t]), t + 1, fires)})
+    full_pred = int(summed[-1].argmax())
+    exit_pred = int(run.prediction[0])
+    reason = steps[exit_t - 1]["reason"] if steps[exit_t - 1]["exits"] else \
+        f"no step passed the rule; stopped at the last step {max_t}"
+    report = {"dataset": data.info.name, "split": data.split, "index": args.index, "label": y, "label_name": names[y],
+              "rule": rule.describe(), "class_names": list(names), "steps": steps, "exit_timestep": exit_t,
+              "reason": reason, "prediction": exit_pred, "prediction_name": names[exit_pred],
+              "correct": exit_pred == y, "full_prediction": full_pred, "full_prediction_name": names[full_pred],
+              "full_correct": full_pred == y}
+    if args.json:
+        _emit_json(report)
+        return 0
+    print(f"{data.info.name} / {data.split} #{args.index}: label {names[y]}")
+    for s in steps:
+        top = sorted(range(len(names)), key=lambda k: -s["probabilities"][k])[:3]
+        tops = ", ".join(f"{names[k]} {s['probabilities'][k]:.3f}" for k in top)
+        mark = "  <- exit" if s["timestep"] == exit_t else ""
+        print(f"  step {s['timestep']}: {tops}; {s['reason']}{mark}")
+    print(f"exited at step {exit_t} ({reason}): {names[exit_pred]} ({'right' if exit_pred == y else 'wrong'}); "
+          f"full T ({max_t} steps) would say {names[full_pred]} ({'right' if full_pred == y else 'wrong'})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .evaluate import Evaluation
+    from .report import build_report
+
+    model, config, data, max_t = _load(args)
+    rule = _rule(args, config)
+    if rule is None:
+        raise ConfigError("the report needs a real exit rule (not the oracle)")
+    ev = Evaluation(model, data, max_t, batch_size=args.batch_size, device=args.device, progress=True)
+    page = build_report(ev, rule, Path(args.out), f"seenn report: {Path(str(args.run)).name} on {data.info.name}")
+    print(page)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- demo
 
 
@@ -370,6 +486,55 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     _data_args(c)
     c.set_defaults(func=cmd_calibrate)
+
+    r = sub.add_parser("robustness", help="early exit under corrupted inputs (distribution shift)")
+    r.add_argument("run")
+    r.add_argument("--dataset")
+    r.add_argument("--split", default="test", choices=["train", "val", "test"])
+    r.add_argument("--corruption", default="gaussian-noise", choices=["gaussian-noise", "blur", "contrast", "jpeg"],
+                   help="jpeg: the JPEG part of the CIFAR-10 test batch against its exact part")
+    r.add_argument("--severity", default="1..5", help="1..5, 3 or 1,3,5")
+    r.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
+    r.add_argument("--threshold", type=float, help="default: the run's calibrated threshold, else 0.9")
+    r.add_argument("--timesteps", type=int)
+    r.add_argument("--max-timesteps", type=int)
+    r.add_argument("--limit", type=int)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--batch-size", type=int, default=500)
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--json", action="store_true")
+    _data_args(r)
+    r.set_defaults(func=cmd_robustness)
+
+    x = sub.add_parser("explain", help="why one sample exited when it did")
+    x.add_argument("run")
+    x.add_argument("--dataset")
+    x.add_argument("--split", default="test", choices=["train", "val", "test"])
+    x.add_argument("--index", type=int, required=True)
+    x.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
+    x.add_argument("--threshold", type=float)
+    x.add_argument("--timesteps", type=int)
+    x.add_argument("--max-timesteps", type=int)
+    x.add_argument("--limit", type=int)
+    x.add_argument("--device", default="cpu")
+    x.add_argument("--json", action="store_true")
+    _data_args(x)
+    x.set_defaults(func=cmd_explain)
+
+    rp = sub.add_parser("report", help="write an HTML report with plots")
+    rp.add_argument("run")
+    rp.add_argument("--dataset")
+    rp.add_argument("--split", default="test", choices=["train", "val", "test"])
+    rp.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
+    rp.add_argument("--threshold", type=float)
+    rp.add_argument("--timesteps", type=int)
+    rp.add_argument("--max-timesteps", type=int)
+    rp.add_argument("--limit", type=int)
+    rp.add_argument("--batch-size", type=int, default=500)
+    rp.add_argument("--device", default="cpu")
+    rp.add_argument("--out", required=True, help="folder for index.html and its PNG plots")
+    _data_args(rp)
+    rp.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="the main job: the shipped Fashion-MNIST SNN with early exit")
     d.add_argument("--train", action="store_true", help="train the model from scratch first")

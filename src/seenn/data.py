@@ -39,6 +39,7 @@ class DatasetInfo:
     files: tuple[str, ...]
     urls: tuple[str, ...]  # where to download from when online (each base + file name)
     how_to_get: str
+    class_names: tuple[str, ...] = ()
 
 
 _IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -49,15 +50,17 @@ DATASETS: dict[str, DatasetInfo] = {
     "fashion-mnist": DatasetInfo(
         "fashion-mnist", "fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), _IDX_FILES,
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        "run `seenn download fashion-mnist`, or on Debian `apt-get install dataset-fashion-mnist`"),
+        "run `seenn download fashion-mnist`, or on Debian `apt-get install dataset-fashion-mnist`",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
     "mnist": DatasetInfo(
         "mnist", "mnist", 1, 28, 10, (0.1307,), (0.3081,), _IDX_FILES,
         ("https://ossci-datasets.s3.amazonaws.com/mnist/",),
-        "run `seenn download mnist`"),
+        "run `seenn download mnist`", tuple(str(i) for i in range(10))),
     "cifar10": DatasetInfo(
         "cifar10", "cifar-10-batches-bin", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
         _CIFAR_FILES, ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",),
-        "run `seenn download cifar10` (the official binary version, cifar-10-binary.tar.gz)"),
+        "run `seenn download cifar10` (the official binary version, cifar-10-binary.tar.gz)",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
 }
 
 SPLITS = ("train", "val", "test")
@@ -256,6 +259,20 @@ def _read_test(info: DatasetInfo, folder: Path):
     return _read_idx_pair(folder, "t10k", info)
 
 
+def cifar_lossless_mask(data_dir=None) -> np.ndarray:
+    """For a CIFAR-10 test batch assembled from exact and JPEG-decoded records: ``test_batch_lossless.txt`` beside
+    it holds one line per record, 1 exact, 0 from JPEG. The official file has no such list (every record exact)."""
+    folder = find_dataset("cifar10", data_dir)
+    path = folder / "test_batch_lossless.txt"
+    if not path.is_file():
+        raise DataError(f"{path} is missing: this CIFAR-10 test batch has no JPEG part to compare against")
+    try:
+        flags = np.array([int(line) for line in path.read_text().split()], dtype=np.int64)
+    except ValueError:
+        raise DataError(f"{path} must hold one 0 or 1 per line") from None
+    return flags == 1
+
+
 # ------------------------------------------------------------------------------------------- files
 
 
@@ -265,6 +282,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

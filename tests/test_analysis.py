@@ -1,0 +1,74 @@
+"""Robustness, explanation and the HTML report."""
+
+import json
+
+import pytest
+import torch
+
+from seenn.cli import main
+from seenn.errors import ConfigError
+from seenn.robustness import corrupt, parse_severities
+
+
+def test_parse_severities():
+    assert parse_severities("1..5") == [1, 2, 3, 4, 5]
+    assert parse_severities("3") == [3]
+    assert parse_severities("1,3,5") == [1, 3, 5]
+    for bad in ("0..2", "x", "6", ""):
+        with pytest.raises(ConfigError):
+            parse_severities(bad)
+
+
+@pytest.mark.parametrize("kind", ["gaussian-noise", "blur", "contrast"])
+def test_corruptions_grow_with_severity(kind):
+    g = torch.Generator().manual_seed(0)
+    img = (torch.rand(4, 3, 32, 32, generator=g) * 255).to(torch.uint8)
+    dist = [(corrupt(img, kind, s).float() - img.float()).abs().mean().item() for s in (1, 3, 5)]
+    assert dist[0] > 0 and dist[0] < dist[1] < dist[2]
+    out = corrupt(img, kind, 2)
+    assert out.dtype == torch.uint8 and out.shape == img.shape
+    assert torch.equal(corrupt(img, kind, 2), out)  # deterministic
+
+
+def test_robustness_cli(tiny_run, tiny_data, capsys):
+    code = main(["robustness", str(tiny_run), "--data-dir", str(tiny_data), "--severity", "1,5", "--json",
+                 "--threshold", "0.6", "--limit", "60"])
+    r = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [row["severity"] for row in r["results"]] == ["clean", 1, 5]
+    for row in r["results"]:
+        assert row["samples"] == 60 and 1 <= row["exit"]["avg_timesteps"] <= 3
+        assert row["accuracy_drop"] == pytest.approx(row["accuracy_per_timestep"][-1] - row["exit"]["accuracy"])
+    assert main(["robustness", str(tiny_run), "--data-dir", str(tiny_data), "--corruption", "jpeg"]) == 2
+
+
+def test_explain_cli(tiny_run, tiny_data, capsys):
+    code = main(["explain", str(tiny_run), "--data-dir", str(tiny_data), "--index", "5", "--threshold", "0.5",
+                 "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert len(r["steps"]) == 3 and r["index"] == 5
+    for s in r["steps"]:
+        assert sum(s["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+        assert s["score"] == pytest.approx(max(s["probabilities"]), abs=1e-5)
+    first = next((s["timestep"] for s in r["steps"] if s["exits"]), 3)
+    assert r["exit_timestep"] == first
+    assert r["prediction"] == r["steps"][first - 1]["prediction"]
+    assert r["full_prediction"] == r["steps"][-1]["prediction"]
+    if r["steps"][first - 1]["exits"]:
+        assert "> 0.5" in r["reason"]
+    # the text form names the reason
+    assert main(["explain", str(tiny_run), "--data-dir", str(tiny_data), "--index", "5", "--threshold", "0.5"]) == 0
+    assert "exited at step" in capsys.readouterr().out
+    assert main(["explain", str(tiny_run), "--data-dir", str(tiny_data), "--index", "100000"]) == 2
+
+
+def test_report_cli(tiny_run, tiny_data, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "rep"
+    assert main(["report", str(tiny_run), "--data-dir", str(tiny_data), "--out", str(out), "--limit", "60"]) == 0
+    page = (out / "index.html").read_text()
+    for name in ("tradeoff.png", "exits.png", "reliability.png", "samples.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.count("data:image/png;base64,") == 4  # self-contained
+    assert "average timesteps" in page
