@@ -72,3 +72,31 @@ def test_report_cli(tiny_run, tiny_data, tmp_path, capsys):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert page.count("data:image/png;base64,") == 4  # self-contained
     assert "average timesteps" in page
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(not _chromium(), reason="no headless Chromium (Debian package chromium) to render the report")
+def test_report_renders_in_a_real_browser(tiny_run, tiny_data, tmp_path, capsys):
+    import subprocess
+
+    import numpy as np
+
+    pytest.importorskip("matplotlib")
+    from PIL import Image  # comes with matplotlib
+
+    out = tmp_path / "rep"
+    assert main(["report", str(tiny_run), "--data-dir", str(tiny_data), "--out", str(out), "--limit", "60"]) == 0
+    shot = tmp_path / "shot.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400", f"--screenshot={shot}",
+                    (out / "index.html").as_uri()], capture_output=True, timeout=120)
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape == (2400, 1200)
+    # the page drew text and four plots: many rows of the screenshot are not blank
+    assert (img.std(axis=1) > 5).mean() > 0.4

@@ -6,20 +6,22 @@ from seenn.data import load_dataset
 from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.errors import DataError
 from seenn.exits import Confidence, Entropy, Fixed
+from seenn.fold import fold_batchnorm
 from seenn.models import build_model
 from seenn.train import step_logits
 
 from conftest import needs_dataset, real_data_dir
 
 
-def random_net(name="convnet", channels=1, size=28, seed=0):
+def random_net(name="convnet", channels=1, size=28, seed=0, fold=True):
+    """An untrained net whose BN makes it spike at a useful rate; BN folded (as the runner runs it) unless asked."""
     torch.manual_seed(seed)
     m = build_model(name, in_channels=channels, image_size=size, num_classes=10, width=0.25)
-    for mod in m.modules():  # BN statistics that make the untrained net spike at a useful rate
+    for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.weight.data.uniform_(0.5, 2.0)
             mod.bias.data.uniform_(0.3, 1.2)
-    return m.eval()
+    return fold_batchnorm(m) if fold else m.eval()
 
 
 class StepCounter:
@@ -97,7 +99,7 @@ def test_runner_matches_posthoc_on_shipped_checkpoint():
     model, config = load_run(run["name"])
     data = load_dataset("fashion-mnist", "test", data_dir=real_data_dir(), limit=2000)
     t_max = config["max_timesteps"]
-    logits = step_logits(model, data, t_max)
+    logits = step_logits(fold_batchnorm(model), data, t_max)  # the runner runs the BN-folded model
     for rule in (Confidence(0.9), Confidence(0.99), Entropy(0.8)):
         expected = posthoc_exits(logits, rule)
         got = EarlyExitRunner(model, rule, t_max).predict_dataset(data, batch_size=256)
@@ -125,7 +127,7 @@ def test_streaming_equals_batch_prediction(slots):
 def test_batchnorm_folding_keeps_outputs(name, channels, size):
     from seenn.fold import fold_batchnorm
 
-    model = random_net(name, channels, size)
+    model = random_net(name, channels, size, fold=False)
     for mod in model.modules():  # non-trivial running statistics
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.running_mean.uniform_(-0.2, 0.2)

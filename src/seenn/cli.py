@@ -215,9 +215,8 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_robustness(args) -> int:
-    import numpy as np
-
     from .data import cifar_lossless_mask
+    from .exits import describe_text
     from .evaluate import Evaluation
     from .robustness import corrupted, parse_severities, subset
 
@@ -255,7 +254,7 @@ def cmd_robustness(args) -> int:
     if args.json:
         _emit_json(report)
         return 0
-    print(f"{report['dataset']} / {report['split']}, corruption {args.corruption}, rule {rule.describe()}")
+    print(f"{report['dataset']} / {report['split']}, corruption {args.corruption}, rule {describe_text(rule.describe())}")
     print(f"{'level':<8}{'full T':>9}{'exit acc':>10}{'drop':>8}{'avg steps':>11}{'false exits':>13}{'promise':>9}")
     for r in rows:
         label = r.get("severity", r.get("part"))

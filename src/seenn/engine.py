@@ -13,6 +13,7 @@ import torch
 
 from .errors import DataError
 from .exits import ExitRule
+from .fold import fold_batchnorm
 from .models import SpikingNetwork
 
 
@@ -45,16 +46,17 @@ class EarlyExitRunner:
       takes its slot, so the batch stays full.
     """
 
-    def __init__(self, model: SpikingNetwork, rule: ExitRule, max_timesteps: int, device: str | torch.device = "cpu"):
+    def __init__(self, model: SpikingNetwork, rule: ExitRule, max_timesteps: int, device: str | torch.device = "cpu",
+                 fold_bn: bool = True):
         if max_timesteps < 1:
             raise DataError(f"max_timesteps must be >= 1, got {max_timesteps}")
-        self.model = model.to(device).eval()
+        model = model.to(device).eval()
+        self.model = fold_batchnorm(model) if fold_bn else model  # inference only: BN folded into the convs
         self.rule = rule
         self.max_timesteps = int(max_timesteps)
         self.device = torch.device(device)
 
     def predict(self, x: torch.Tensor) -> ExitResult:
-        check_input(x)
         return self._run(iter([x]), slots=x.shape[0], total=x.shape[0])
 
     def predict_dataset(self, data, batch_size: int = 256) -> ExitResult:
@@ -69,6 +71,7 @@ class EarlyExitRunner:
     @torch.inference_mode()
     def _run(self, chunks, slots: int, total: int | None) -> ExitResult:
         model, rule, t_max, dev = self.model, self.rule, self.max_timesteps, self.device
+        neurons = model.neurons()  # walked once per run, not once per step
         done_parts = []  # (index, prediction, timestep, score, logits) of samples that have exited
         pending = None  # inputs read but not yet admitted
         n_read = 0
@@ -90,11 +93,13 @@ class EarlyExitRunner:
                     pending_index = pending_index[free:]
                     e = model.encode(x)  # direct encoding: the stem's output is the same at every step
                     if index is None or len(index) == 0:
-                        model.reset()
+                        for n in neurons:
+                            n.reset()
                         index, encoded, summed = new_index, e, None
                         steps = torch.zeros(len(x), dtype=torch.long, device=dev)
                     else:
-                        model.extend(len(x))
+                        for n in neurons:
+                            n.extend(len(x))
                         index, encoded = torch.cat([index, new_index]), torch.cat([encoded, e])
                         if summed is not None:  # None: nothing has been stepped yet
                             summed = torch.cat([summed, summed.new_zeros(len(x), summed.shape[1])])
@@ -111,7 +116,8 @@ class EarlyExitRunner:
                     done_parts.append((index[done], summed[done].argmax(dim=1), steps[done], score[done], summed[done]))
                     keep = (~done).nonzero().squeeze(1)
                     index, encoded, summed, steps = index[keep], encoded[keep], summed[keep], steps[keep]
-                    model.select(keep)
+                    for n in neurons:
+                        n.select(keep)
         finally:
             model.reset()
         n = n_read if total is None else total

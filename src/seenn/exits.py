@@ -147,3 +147,19 @@ def make_rule(name: str, *, threshold=None, timesteps: int | None = None, temper
     if name == "oracle":
         raise ConfigError("the oracle needs the labels; it is evaluated post hoc (seenn eval --exit oracle)")
     raise ConfigError(f"unknown exit rule {name!r}; choose one of {list(RULES)}")
+
+
+def describe_text(desc: dict) -> str:
+    """A rule description (``ExitRule.describe()``) in words, e.g. 'confidence > 0.99 (temperature 1.3)'."""
+    name = desc["rule"]
+    if desc.get("thresholds"):
+        text = f"{name} > per-step {[round(t, 4) for t in desc['thresholds'][:-1]]}"
+    elif desc.get("threshold") is not None:
+        text = f"{name} > {desc['threshold']:g}"
+    elif desc.get("timesteps"):
+        text = f"{name}, {desc['timesteps']} steps"
+    else:
+        text = name
+    if desc.get("temperature", 1.0) != 1.0:
+        text += f" (temperature {desc['temperature']:.3g})"
+    return text

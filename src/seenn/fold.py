@@ -37,7 +37,10 @@ def _fold_in_place(module: nn.Module) -> None:
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with every conv directly followed by a BN (in registration order, as in
-    ``nn.Sequential`` and the ResNet blocks' ``conv1, bn1`` / ``conv2, bn2``) folded into one convolution."""
+    ``nn.Sequential`` and the ResNet blocks' ``conv1, bn1`` / ``conv2, bn2``) folded into one convolution.
+    A model without BN comes back as it is."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return model.eval()  # nothing to fold
     folded = copy.deepcopy(model).eval()
     _fold_in_place(folded)
     return folded

@@ -123,6 +123,8 @@ class _Spike(torch.autograd.Function):
 
 def spike(z: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
     """Heaviside ``z >= 0`` with the surrogate's gradient."""
+    if not (torch.is_grad_enabled() and z.requires_grad):  # inference: skip the autograd node
+        return (z >= 0).to(z.dtype)
     return _Spike.apply(z, surrogate)
 
 
@@ -142,10 +144,22 @@ IF_PARAMS = NeuronParams(decay=1.0, threshold=1.0, soft_reset=True, v_init=0.5)
 
 def neuron_step(x: torch.Tensor, v: torch.Tensor, params: NeuronParams, surrogate: Surrogate):
     """One timestep. Returns ``(spikes, new_membrane)``; differentiable through the surrogate."""
-    h = params.decay * v + x
+    h = torch.add(x, v, alpha=params.decay)  # the same primitive in every path, so all paths agree bit for bit
     s = spike(h - params.threshold, surrogate)
-    v_new = h - params.threshold * s if params.soft_reset else h * (1.0 - s)
+    v_new = torch.sub(h, s, alpha=params.threshold) if params.soft_reset else h * (1.0 - s)
     return s, v_new
+
+
+def _fire_and_reset(h: torch.Tensor, params: NeuronParams, h_is_scratch: bool, spikes_out=None):
+    """Forward-only fire and reset of charged potentials ``h`` (no autograd): returns ``(spikes, membrane)``.
+    With ``h_is_scratch`` the membrane is written over ``h``. Four passes over the tensor in all."""
+    fired = h >= params.threshold
+    s = fired.to(h.dtype) if spikes_out is None else spikes_out.copy_(fired)
+    if params.soft_reset:
+        v = h.sub_(s, alpha=params.threshold) if h_is_scratch else torch.sub(h, s, alpha=params.threshold)
+    else:
+        v = h.masked_fill_(fired, 0.0) if h_is_scratch else h.masked_fill(fired, 0.0)
+    return s, v
 
 
 def initial_membrane(like: torch.Tensor, params: NeuronParams) -> torch.Tensor:
@@ -169,12 +183,8 @@ def _forward_loop(x_seq: torch.Tensor, params: NeuronParams, keep_potentials: bo
     h_seq = torch.empty_like(x_seq) if keep_potentials else None
     v = initial_membrane(x_seq[0], params)
     for t in range(x_seq.shape[0]):
-        h = params.decay * v + x_seq[t]
-        s = s_seq[t]
-        s.copy_(h >= params.threshold)
-        v = h - params.threshold * s if params.soft_reset else h * (1.0 - s)
-        if keep_potentials:
-            h_seq[t] = h
+        h = torch.add(x_seq[t], v, alpha=params.decay, out=h_seq[t] if keep_potentials else None)
+        _, v = _fire_and_reset(h, params, h_is_scratch=not keep_potentials, spikes_out=s_seq[t])
     return s_seq, h_seq
 
 
@@ -248,25 +258,31 @@ class SpikingNeuron(nn.Module):
     def params(self) -> NeuronParams:
         return NeuronParams(self.decay, float(self.threshold), self.soft_reset, self.v_init)
 
+    # The membrane is a plain attribute (not a buffer: it is per batch, not part of the model), written through
+    # __dict__ because nn.Module.__setattr__ is slow and this runs after every step.
     def reset(self) -> None:
-        self.v = None
+        self.__dict__["v"] = None
 
     def select(self, index: torch.Tensor) -> None:
         if self.v is not None:
-            self.v = self.v[index]
+            self.__dict__["v"] = self.v[index]
 
     def extend(self, count: int) -> None:
         """Append ``count`` rows of initial membrane (new samples joining a running batch)."""
         if self.v is not None:
             fresh = torch.full((count, *self.v.shape[1:]), self.v_init * float(self.threshold),
                                dtype=self.v.dtype, device=self.v.device)
-            self.v = torch.cat([self.v, fresh])
+            self.__dict__["v"] = torch.cat([self.v, fresh])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self.params
         if self.timesteps is None:
             v = initial_membrane(x, params) if self.v is None else self.v
-            s, self.v = neuron_step(x, v, params, self.surrogate)
+            if torch.is_grad_enabled() and x.requires_grad:
+                s, self.__dict__["v"] = neuron_step(x, v, params, self.surrogate)
+            else:  # inference: four passes over the tensor instead of seven
+                h = torch.add(x, v, alpha=params.decay)
+                s, self.__dict__["v"] = _fire_and_reset(h, params, h_is_scratch=True)
             return s
         t = self.timesteps
         x_seq = x.reshape(t, x.shape[0] // t, *x.shape[1:])

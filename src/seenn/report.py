@@ -14,7 +14,7 @@ from .data import atomic_write_bytes
 from .engine import posthoc_exits
 from .errors import ConfigError
 from .evaluate import Evaluation
-from .exits import ExitRule, Fixed
+from .exits import ExitRule, Fixed, describe_text
 from .metrics import exit_summary
 
 
@@ -153,7 +153,7 @@ figure{{margin:1.2em 0}}img{{max-width:100%}}figcaption{{color:#555;font-size:.9
 <h1>{html.escape(title)}</h1>
 <p>{head['samples']} samples of {html.escape(head['dataset'])} / {html.escape(head['split'])}, at most {t_max} timesteps.</p>
 <table class="kv">
-<tr><td>exit rule</td><td>{html.escape(str(rd))}</td></tr>
+<tr><td>exit rule</td><td>{html.escape(describe_text(rd))}</td></tr>
 <tr><td>accuracy at full T</td><td>{full_acc:.2%}</td></tr>
 <tr><td>accuracy with early exit</td><td>{exit_stats['accuracy']:.2%}</td></tr>
 <tr><td>average timesteps</td><td>{exit_stats['avg_timesteps']:.3f}</td></tr>

@@ -45,8 +45,8 @@ class SpikingNetwork(nn.Module):
             n.extend(count)
 
     def step(self, encoded: torch.Tensor) -> torch.Tensor:
-        """One timestep on the encoded input ``[B, ...]``; returns that step's logits ``[B, K]``."""
-        self._set_timesteps(None)
+        """One timestep on the encoded input ``[B, ...]``; returns that step's logits ``[B, K]``.
+        (Single-step is the neurons' resting mode: :meth:`forward` switches to multi-step and back.)"""
         return self.body(encoded)
 
     def forward(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
