@@ -100,3 +100,33 @@ def test_report_renders_in_a_real_browser(tiny_run, tiny_data, tmp_path, capsys)
     assert img.shape == (2400, 1200)
     # the page drew text and four plots: many rows of the screenshot are not blank
     assert (img.std(axis=1) > 5).mean() > 0.4
+
+
+def test_jpeg_part_against_exact_part(tmp_path, capsys):
+    """A CIFAR-10-format folder whose test batch lists exact (1) and JPEG (0) records."""
+    import numpy as np
+
+    from seenn.checkpoint import save_run
+    from seenn.data import DATASETS
+    from seenn.models import build_model
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    for name in DATASETS["cifar10"].files:
+        n = 40 if name == "test_batch.bin" else 8
+        rec = np.concatenate([rng.integers(0, 10, (n, 1)), rng.integers(0, 256, (n, 3072))], 1).astype(np.uint8)
+        (folder / name).write_bytes(rec.tobytes())
+    (folder / "test_batch_lossless.txt").write_text("1\n" * 15 + "0\n" * 25)
+    torch.manual_seed(0)
+    model = build_model("vgg", in_channels=3, image_size=32, num_classes=10, width=0.125)
+    save_run(tmp_path / "run", model, {"dataset": "cifar10", "max_timesteps": 2, "training": {"val_size": 8},
+                                       "model": {"name": "vgg", "in_channels": 3, "image_size": 32, "num_classes": 10,
+                                                 "width": 0.125, "surrogate": "tanh"}})
+    code = main(["robustness", str(tmp_path / "run"), "--corruption", "jpeg", "--data-dir", str(tmp_path / "data"),
+                 "--json", "--threshold", "0.5"])
+    r = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [(row["part"], row["samples"]) for row in r["results"]] == [("exact", 15), ("jpeg", 25)]
+    (folder / "test_batch_lossless.txt").unlink()
+    assert main(["robustness", str(tmp_path / "run"), "--corruption", "jpeg", "--data-dir", str(tmp_path / "data")]) == 2

@@ -94,3 +94,27 @@ def test_calibrate_cli_writes_config_and_eval_uses_it(tiny_run, tiny_data, tmp_p
     assert r["exit"]["threshold"] == pytest.approx(res["threshold"])
     # the test split is refused
     assert main(["calibrate", str(tiny_run), "--split", "test", "--data-dir", str(tiny_data)]) == 2
+
+
+def test_calibrated_threshold_keeps_its_promise_on_the_real_test_split():
+    from conftest import real_data_dir
+    from seenn.checkpoint import load_run, pretrained_runs
+    from seenn.data import load_dataset
+    from seenn.evaluate import Evaluation
+    from seenn.exits import Confidence
+
+    root = real_data_dir()
+    if root is None or not (root / "fashion-mnist").is_dir() or not any(
+            r["name"] == "fashion-mnist-convnet-t4" for r in pretrained_runs()):
+        pytest.skip("needs Fashion-MNIST and the shipped run")
+    model, config = load_run("fashion-mnist-convnet-t4")
+    val = Evaluation(model, load_dataset("fashion-mnist", "val", data_dir=root), 4)
+    test = Evaluation(model, load_dataset("fashion-mnist", "test", data_dir=root), 4)
+    target = 0.005
+    c = calibrate(val.step_logits, val.labels, max_accuracy_drop=target, confidence_level=0.95)
+    assert c["threshold"] < 1.0  # something was certified
+    e = test.summarize({}, test.run(Confidence(c["threshold"])))
+    full = test.header()["accuracy_per_timestep"][-1]
+    assert full - e["accuracy"] <= target
+    assert e["false_exits"] / 10000 <= target
+    assert e["avg_timesteps"] < 2.0  # and it buys real savings
