@@ -30,9 +30,11 @@ class ExitResult:
                             ("prediction", "exit_timestep", "score", "logits")))
 
 
-def check_input(x: torch.Tensor, model: SpikingNetwork | None = None) -> None:
+def check_input(x: torch.Tensor) -> None:
     if not torch.is_floating_point(x) or x.dim() != 4:
         raise DataError(f"expected a float image batch [B, C, H, W], got {tuple(x.shape)} {x.dtype}")
+    if x.shape[0] == 0:
+        raise DataError("the input batch is empty")
     if not torch.isfinite(x).all():
         raise DataError("the input holds NaN or Inf values")
 
@@ -57,6 +59,7 @@ class EarlyExitRunner:
         self.device = torch.device(device)
 
     def predict(self, x: torch.Tensor) -> ExitResult:
+        check_input(x)
         return self._run(iter([x]), slots=x.shape[0], total=x.shape[0])
 
     def predict_dataset(self, data, batch_size: int = 256) -> ExitResult:
@@ -85,6 +88,8 @@ class EarlyExitRunner:
                         pending = next(chunks, None)
                         if pending is None:
                             break
+                        if len(pending) == 0:
+                            continue
                         check_input(pending)
                         pending = pending.to(dev)
                         n_read_start, n_read = n_read, n_read + len(pending)
@@ -92,7 +97,7 @@ class EarlyExitRunner:
                     x, pending, new_index = pending[:free], pending[free:], pending_index[:free]
                     pending_index = pending_index[free:]
                     e = model.encode(x)  # direct encoding: the stem's output is the same at every step
-                    if index is None or len(index) == 0:
+                    if index is None:
                         for n in neurons:
                             n.reset()
                         index, encoded, summed = new_index, e, None
@@ -105,14 +110,17 @@ class EarlyExitRunner:
                             summed = torch.cat([summed, summed.new_zeros(len(x), summed.shape[1])])
                         steps = torch.cat([steps, steps.new_zeros(len(x))])
                     free -= len(x)
-                if index is None or len(index) == 0:
+                if index is None:
                     break
                 out = model.step(encoded).float()
                 summed = out if summed is None else summed + out
                 steps += 1
                 score = rule.score(summed, steps)
                 done = rule.exits(score, steps) | (steps >= t_max)
-                if done.any():
+                if done.all():  # the whole running batch leaves: no compaction needed
+                    done_parts.append((index, summed.argmax(dim=1), steps, score, summed))
+                    index = None
+                elif done.any():
                     done_parts.append((index[done], summed[done].argmax(dim=1), steps[done], score[done], summed[done]))
                     keep = (~done).nonzero().squeeze(1)
                     index, encoded, summed, steps = index[keep], encoded[keep], summed[keep], steps[keep]
