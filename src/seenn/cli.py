@@ -329,6 +329,39 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_energy(args) -> int:
+    from .energy import count_operations, energy_report
+    from .evaluate import Evaluation
+
+    for flag in ("pj_per_ac", "pj_per_mac"):
+        v = getattr(args, flag)
+        if not (v >= 0 and v < float("inf")):
+            raise ConfigError(f"--{flag.replace('_', '-')} must be a non-negative number, got {v}")
+    model, config, data, max_t = _load(args)
+    rule = _rule(args, config)
+    ev = Evaluation(model, data, max_t, batch_size=args.batch_size, device=args.device)
+    result = ev.oracle() if rule is None else ev.run(rule)
+    counts = count_operations(model, data, max_t)
+    rep = energy_report(counts, result.exit_timestep, pj_per_ac=args.pj_per_ac, pj_per_mac=args.pj_per_mac)
+    rep = {"dataset": data.info.name, "split": data.split,
+           "rule": {"rule": "oracle", "threshold": None} if rule is None else rule.describe(),
+           "accuracy": (result.prediction == data.labels).double().mean().item(), **rep}
+    if args.json:
+        _emit_json(rep)
+        return 0
+    ps = rep["per_sample"]
+    print(f"{rep['dataset']} / {rep['split']}: {rep['samples']} samples, {rep['avg_timesteps']:.3f} avg timesteps "
+          f"of {rep['max_timesteps']}, accuracy {rep['accuracy']:.2%}")
+    print(f"{'per sample':<12}{'MACs':>12}{'ACs':>14}{'energy (uJ)':>14}")
+    for k in ("early_exit", "full", "ann"):
+        print(f"{k:<12}{ps[k]['macs']:>12,.0f}{ps[k]['acs']:>14,.0f}{ps[k]['energy_uj']:>14.3f}")
+    print(f"early exit uses {rep['early_exit_vs_full']:.1%} of the full-T energy and {rep['early_exit_vs_ann']:.1%} "
+          f"of the ANN's ({rep['pj_per_ac']} pJ/AC, {rep['pj_per_mac']} pJ/MAC)")
+    print("spike rate per layer and step: " + "; ".join(
+        f"{n}: {' '.join(f'{r:.3f}' for r in v)}" for n, v in rep["spike_rates"].items()))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- demo
 
 
@@ -534,6 +567,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True, help="folder for index.html and its PNG plots")
     _data_args(rp)
     rp.set_defaults(func=cmd_report)
+
+    en = sub.add_parser("energy", help="synaptic operations and energy per sample under early exit")
+    en.add_argument("run")
+    en.add_argument("--dataset")
+    en.add_argument("--split", default="test", choices=["train", "val", "test"])
+    en.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed", "oracle"])
+    en.add_argument("--threshold", type=float)
+    en.add_argument("--timesteps", type=int)
+    en.add_argument("--max-timesteps", type=int)
+    en.add_argument("--pj-per-ac", type=float, default=0.9, help="picojoules per accumulate (45 nm: 0.9)")
+    en.add_argument("--pj-per-mac", type=float, default=4.6, help="picojoules per multiply-accumulate (45 nm: 4.6)")
+    en.add_argument("--limit", type=int)
+    en.add_argument("--batch-size", type=int, default=500)
+    en.add_argument("--device", default="cpu")
+    en.add_argument("--json", action="store_true")
+    _data_args(en)
+    en.set_defaults(func=cmd_energy)
 
     d = sub.add_parser("demo", help="the main job: the shipped Fashion-MNIST SNN with early exit")
     d.add_argument("--train", action="store_true", help="train the model from scratch first")
