@@ -4,7 +4,6 @@ the model and its data pipeline), ``metrics.json``. Nothing is ever unpickled.""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -73,9 +72,10 @@ def save_run(out_dir: Path, model: SpikingNetwork, config: dict, metrics: dict |
 def model_from_config(config: dict) -> SpikingNetwork:
     try:
         m = config["model"]
+        options = {"layers": m["layers"]} if "layers" in m else {}
         return build_model(m["name"], in_channels=m["in_channels"], image_size=m["image_size"],
                            num_classes=m["num_classes"], width=m.get("width", 1.0),
-                           surrogate=m.get("surrogate", "tanh"))
+                           surrogate=m.get("surrogate", "tanh"), **options)
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"config.json lacks the model field {e}") from None
 
@@ -109,7 +109,3 @@ def load_run(run: str | Path, device: str = "cpu") -> tuple[SpikingNetwork, dict
     model.load_state_dict(state)
     model.eval()
     return model.to(device), config
-
-
-def finite_or_none(x: float):
-    return None if x is None or math.isnan(x) or math.isinf(x) else x

@@ -362,6 +362,35 @@ def cmd_energy(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .checkpoint import load_run
+    from .nir_io import export_nir
+
+    if args.format != "nir":
+        raise ConfigError(f"unknown export format {args.format!r}; choose nir")
+    model, config = load_run(args.run)
+    rule = _rule(args, config)
+    export_nir(model, config, Path(args.out), None if rule is None else rule.describe())
+    print(args.out)
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .checkpoint import save_run
+    from .data import dataset_info
+    from .nir_io import import_nir
+
+    info = dataset_info(args.dataset)
+    model, config = import_nir(Path(args.file), dataset=args.dataset, max_timesteps=args.timesteps, dt=args.dt)
+    m = config["model"]
+    if (m["in_channels"], m["image_size"]) != (info.channels, info.image_size):
+        raise ConfigError(f"the graph takes {m['in_channels']}x{m['image_size']}x{m['image_size']} images, "
+                          f"{args.dataset} has {info.channels}x{info.image_size}x{info.image_size}")
+    save_run(Path(args.out), model, config)
+    print(args.out)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- demo
 
 
@@ -584,6 +613,24 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--json", action="store_true")
     _data_args(en)
     en.set_defaults(func=cmd_energy)
+
+    ex = sub.add_parser("export", help="write a run as a NIR graph")
+    ex.add_argument("run")
+    ex.add_argument("--format", default="nir", help="nir")
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
+    ex.add_argument("--threshold", type=float, help="stored in the graph's metadata (default: the run's own)")
+    ex.add_argument("--timesteps", type=int)
+    ex.set_defaults(func=cmd_export)
+
+    im = sub.add_parser("import", help="turn a NIR graph (snnTorch, Norse, SpikingJelly, seenn) into a seenn run")
+    im.add_argument("file")
+    im.add_argument("--out", required=True, help="run directory to write")
+    im.add_argument("--dataset", required=True, choices=["fashion-mnist", "mnist", "cifar10"],
+                    help="the data pipeline (normalisation) the graph was trained with")
+    im.add_argument("--timesteps", type=int, help="max timesteps (default: the graph's metadata, else 4)")
+    im.add_argument("--dt", type=float, default=1.0, help="the time step the graph's time constants assume")
+    im.set_defaults(func=cmd_import)
 
     d = sub.add_parser("demo", help="the main job: the shipped Fashion-MNIST SNN with early exit")
     d.add_argument("--train", action="store_true", help="train the model from scratch first")

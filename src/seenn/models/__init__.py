@@ -6,24 +6,28 @@ from ..errors import ConfigError
 from .base import SpikingNetwork
 from .convnets import ConvNet, VGG
 from .resnet import ResNet19
+from .sequential import SequentialSNN
 
 MODELS = {
     "convnet": ConvNet,  # compact 3-block conv SNN for 28x28 grey images
     "vgg": VGG,  # VGG-style SNN for 32x32 RGB
     "resnet19": ResNet19,  # the paper's ResNet-19 (blocks [3, 3, 2], 128/256/512 channels x width)
+    "sequential": SequentialSNN,  # a chain of layers given as a list of specs (NIR import)
 }
 
 
 def build_model(name: str, *, in_channels: int, image_size: int, num_classes: int, width: float = 1.0,
-                surrogate: str = "tanh") -> SpikingNetwork:
+                surrogate: str = "tanh", **options) -> SpikingNetwork:
     try:
         cls = MODELS[name]
     except KeyError:
         raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
     if not width > 0:
         raise ConfigError(f"--width must be > 0, got {width}")
+    if options and name != "sequential":
+        raise ConfigError(f"model {name!r} takes no options {sorted(options)}")
     return cls(in_channels=in_channels, image_size=image_size, num_classes=num_classes, width=width,
-               surrogate=surrogate)
+               surrogate=surrogate, **options)
 
 
 __all__ = ["MODELS", "SpikingNetwork", "build_model"]

@@ -1,0 +1,298 @@
+"""NIR (Neuromorphic Intermediate Representation) export and import. Needs ``pip install seenn[nir]``.
+
+Time: seenn's networks are discrete with one step per input presentation. In NIR's continuous-time terms, with
+forward-Euler steps of ``dt``, a LIF ``tau dv/dt = (v_leak - v) + r I`` becomes
+``v <- (1 - dt/tau) v + (dt r / tau) I``. seenn exports with dt = 1: decay d gives ``tau = 1 / (1 - d)`` and
+``r = tau`` (unit input gain). Import takes the dt the graph was made for (``--dt``; snnTorch exports use the dt
+given to ``export_to_nir``), gets ``decay = 1 - dt/tau`` and folds any input gain ``dt r / tau`` into the
+preceding synaptic layer.
+
+What NIR cannot express is refused: reset by subtraction (the IF neurons of converted networks), a nonzero
+initial membrane, residual blocks (the exporter handles chains of layers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import CheckpointError, ConfigError
+from .fold import fold_batchnorm
+from .models import SpikingNetwork
+from .models.sequential import SequentialSNN, SumPool2d
+from .neuron import SpikingNeuron
+
+
+def _nir():
+    try:
+        import nir
+    except ImportError:
+        raise ConfigError("NIR support needs the nir package: pip install 'seenn[nir]'") from None
+    return nir
+
+
+def _pair(v) -> tuple[int, int]:
+    v = np.atleast_1d(np.asarray(v)).astype(int).tolist()
+    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+def _chain(model: SpikingNetwork) -> list[tuple[str, nn.Module]]:
+    layers = []
+    for part in ("stem", "body"):
+        seq = getattr(model, part)
+        if not isinstance(seq, nn.Sequential):
+            raise ConfigError("the NIR exporter handles chains of layers")
+        for name, m in seq.named_children():
+            if isinstance(m, nn.Identity):
+                continue
+            if isinstance(m, nn.Sequential) or len(list(m.children())) and not isinstance(m, SpikingNeuron):
+                raise ConfigError(f"layer {part}.{name} ({type(m).__name__}) is a block with its own wiring "
+                                  "(residual blocks); the NIR exporter handles chains of layers")
+            layers.append((f"{part}.{name}", m))
+    return layers
+
+
+# ------------------------------------------------------------------------------------------- export
+
+
+def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None):
+    """A NIR graph of ``model`` (BN folded), with the exit rule and data pipeline in its metadata."""
+    nir = _nir()
+    model = fold_batchnorm(model)
+    m = config["model"]
+    in_shape = (m["in_channels"], m["image_size"], m["image_size"])
+    layers = _chain(model)
+    shapes = {}
+    hooks = [mod.register_forward_hook(lambda mod, i, o, n=n: shapes.__setitem__(n, (tuple(i[0].shape[1:]), tuple(o.shape[1:]))))
+             for n, mod in layers]
+    with torch.no_grad():
+        model.reset()
+        model.step(model.encode(torch.zeros(1, *in_shape)))
+        model.reset()
+    for h in hooks:
+        h.remove()
+    nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
+    edges, prev = [], "input"
+    for name, mod in layers:
+        ish, osh = shapes[name]
+        f = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
+        if isinstance(mod, nn.Conv2d):
+            bias = f(mod.bias) if mod.bias is not None else np.zeros(mod.out_channels, np.float32)
+            node = nir.Conv2d(input_shape=np.array(ish[1:]), weight=f(mod.weight), stride=np.array(mod.stride),
+                              padding=np.array(mod.padding), dilation=np.array(mod.dilation), groups=mod.groups,
+                              bias=bias)
+        elif isinstance(mod, nn.Linear):
+            node = (nir.Affine(weight=f(mod.weight), bias=f(mod.bias)) if mod.bias is not None
+                    else nir.Linear(weight=f(mod.weight)))
+        elif isinstance(mod, SpikingNeuron):
+            if mod.soft_reset:
+                raise ConfigError(f"{name} resets by subtraction (converted IF neurons); NIR's LIF and IF reset to "
+                                  "a fixed potential, so this network cannot be exported faithfully")
+            if mod.v_init != 0.0:
+                raise ConfigError(f"{name} starts from a nonzero membrane potential, which NIR cannot express")
+            full = lambda v: np.full(osh, v, dtype=np.float32)  # noqa: E731
+            th = float(mod.threshold)
+            if mod.decay == 1.0:
+                node = nir.IF(r=full(1.0), v_threshold=full(th), v_reset=full(0.0))
+            else:
+                tau = 1.0 / (1.0 - mod.decay)
+                node = nir.LIF(tau=full(tau), r=full(tau), v_leak=full(0.0), v_threshold=full(th), v_reset=full(0.0))
+        elif isinstance(mod, SumPool2d):
+            node = nir.SumPool2d(kernel_size=np.array(_pair(mod.kernel_size)), stride=np.array(_pair(mod.stride)),
+                                 padding=np.array(_pair(mod.padding)))
+        elif isinstance(mod, nn.AvgPool2d):
+            node = nir.AvgPool2d(kernel_size=np.array(_pair(mod.kernel_size)), stride=np.array(_pair(mod.stride)),
+                                 padding=np.array(_pair(mod.padding)))
+        elif isinstance(mod, nn.AdaptiveAvgPool2d) and _pair(mod.output_size) == (1, 1):
+            node = nir.AvgPool2d(kernel_size=np.array(ish[1:]), stride=np.array(ish[1:]), padding=np.array((0, 0)))
+        elif isinstance(mod, nn.Flatten):
+            node = nir.Flatten(input_type={"input": np.array(ish)}, start_dim=0, end_dim=-1)
+        else:
+            raise ConfigError(f"{name} ({type(mod).__name__}) has no NIR counterpart")
+        key = name.replace(".", "_")
+        nodes[key] = node
+        edges.append((prev, key))
+        prev = key
+    nodes["output"] = nir.Output(output_type={"output": np.array([m["num_classes"]])})
+    edges.append((prev, "output"))
+    meta = {"source": "seenn", "seenn_version": __version__, "dt": 1.0, "max_timesteps": int(config["max_timesteps"]),
+            "dataset": config["dataset"], "encoding": "direct (the image at every step)",
+            "readout": "sum of the output over the steps run; argmax",
+            "exit": json.dumps(rule or {})}
+    if rule:
+        meta["exit_rule"] = rule.get("rule", "")
+        if rule.get("threshold") is not None:
+            meta["exit_threshold"] = float(rule["threshold"])
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
+def export_nir(model, config, path: Path, rule: dict | None = None) -> None:
+    nir = _nir()
+    graph = to_nir(model, config, rule)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nir.write(str(tmp), graph)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------- import
+
+
+def read_nir(path: Path):
+    nir = _nir()
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return nir.read(str(path))
+    except Exception as e:  # h5py / NIR raise many types on a bad file
+        raise CheckpointError(f"{path} is not a readable NIR graph ({type(e).__name__}: {e})") from None
+
+
+def _ordered_chain(graph) -> list[str]:
+    succ, pred = {}, {}
+    for a, b in graph.edges:
+        succ.setdefault(a, []).append(b)
+        pred.setdefault(b, []).append(a)
+    inputs = [k for k, n in graph.nodes.items() if type(n).__name__ == "Input"]
+    if len(inputs) != 1:
+        raise ConfigError(f"the graph needs exactly one Input node, it has {len(inputs)}")
+    order, node = [], inputs[0]
+    while True:
+        order.append(node)
+        nxt = succ.get(node, [])
+        if not nxt:
+            break
+        if len(nxt) > 1 or len(pred.get(nxt[0], [])) > 1:
+            raise ConfigError(f"node {node!r} branches: only chains of layers can be imported")
+        node = nxt[0]
+        if node in order:
+            raise ConfigError("the graph has a cycle (recurrent connections cannot be imported)")
+    if len(order) != len(graph.nodes):
+        raise ConfigError("the graph has nodes off the input-to-output chain")
+    return order
+
+
+def _uniform(name: str, what: str, arr) -> float:
+    a = np.asarray(arr, dtype=np.float64)
+    if a.size == 0 or not np.allclose(a, a.flat[0]):
+        raise ConfigError(f"node {name!r}: {what} differs between neurons; seenn needs one value per layer")
+    return float(a.flat[0])
+
+
+def from_nir(graph, dt: float = 1.0):
+    """(layer specs, per-layer tensors, input shape, number of classes) from a chain-shaped NIR graph."""
+    if not dt > 0:
+        raise ConfigError(f"--dt must be > 0, got {dt}")
+    specs, tensors = [], []
+    in_shape = None
+    last_syn = None  # index of the latest synaptic layer, to fold input gains into
+    for key in _ordered_chain(graph):
+        node = graph.nodes[key]
+        kind = type(node).__name__
+        if kind == "Input":
+            in_shape = tuple(int(v) for v in np.asarray(node.input_type["input"]).tolist())
+            continue
+        if kind == "Output":
+            continue
+        if kind == "Conv2d":
+            w = np.asarray(node.weight, np.float32)
+            if w.ndim != 4:
+                raise ConfigError(f"node {key!r}: only 2-D convolutions are supported")
+            pad = node.padding
+            if isinstance(pad, str):
+                raise ConfigError(f"node {key!r}: string padding {pad!r} is not supported")
+            bias = None if node.bias is None or np.ndim(node.bias) == 0 else np.asarray(node.bias, np.float32)
+            specs.append({"type": "conv2d", "in_channels": int(w.shape[1] * int(node.groups)),
+                          "out_channels": int(w.shape[0]), "kernel_size": list(w.shape[2:]),
+                          "stride": list(_pair(node.stride)), "padding": list(_pair(pad)),
+                          "dilation": list(_pair(node.dilation)), "groups": int(node.groups), "bias": bias is not None})
+            tensors.append({"weight": w, **({"bias": bias} if bias is not None else {})})
+            last_syn = len(specs) - 1
+        elif kind in ("Affine", "Linear"):
+            w = np.asarray(node.weight, np.float32)
+            bias = np.asarray(node.bias, np.float32) if kind == "Affine" else None
+            specs.append({"type": "linear", "in_features": int(w.shape[1]), "out_features": int(w.shape[0]),
+                          "bias": bias is not None})
+            tensors.append({"weight": w, **({"bias": bias} if bias is not None else {})})
+            last_syn = len(specs) - 1
+        elif kind in ("LIF", "IF"):
+            if kind == "LIF":
+                tau = _uniform(key, "tau", node.tau)
+                if _uniform(key, "v_leak", node.v_leak) != 0.0:
+                    raise ConfigError(f"node {key!r}: a nonzero v_leak is not supported")
+                decay, gain = 1.0 - dt / tau, dt * _uniform(key, "r", node.r) / tau
+                if not 0.0 < decay <= 1.0:
+                    raise ConfigError(f"node {key!r}: tau {tau} with dt {dt} gives decay {decay}, outside (0, 1]")
+            else:
+                decay, gain = 1.0, dt * _uniform(key, "r", node.r)
+            v_reset = getattr(node, "v_reset", None)
+            if v_reset is not None and _uniform(key, "v_reset", v_reset) != 0.0:
+                raise ConfigError(f"node {key!r}: reset to a nonzero potential is not supported")
+            if gain != 1.0:
+                if last_syn is None:
+                    raise ConfigError(f"node {key!r}: an input gain before any synaptic layer is not supported")
+                for t in tensors[last_syn].values():
+                    t *= np.float32(gain)
+            specs.append({"type": "neuron", "decay": decay, "threshold": _uniform(key, "v_threshold", node.v_threshold),
+                          "soft_reset": False, "v_init": 0.0})
+            tensors.append({})
+        elif kind in ("AvgPool2d", "SumPool2d"):
+            specs.append({"type": kind.lower(), "kernel_size": list(_pair(node.kernel_size)),
+                          "stride": list(_pair(node.stride)), "padding": list(_pair(node.padding))})
+            tensors.append({})
+        elif kind == "Flatten":
+            specs.append({"type": "flatten"})
+            tensors.append({})
+        else:
+            raise ConfigError(f"node {key!r} is a {kind}, which seenn cannot import (supported: Conv2d, Affine, "
+                              "Linear, LIF, IF, AvgPool2d, SumPool2d, Flatten)")
+    if in_shape is None or len(in_shape) != 3:
+        raise ConfigError(f"the Input node must give a [C, H, W] image shape, got {in_shape}")
+    out_features = next((s["out_features"] if s["type"] == "linear" else s["out_channels"]
+                         for s in reversed(specs) if s["type"] in ("linear", "conv2d")), None)
+    if out_features is None:
+        raise ConfigError("the graph has no synaptic layer")
+    return specs, tensors, in_shape, out_features
+
+
+def import_nir(path: Path, *, dataset: str, max_timesteps: int | None = None, dt: float = 1.0):
+    """A seenn model and run config from a NIR file."""
+    graph = read_nir(path)
+    specs, tensors, (c, h, w), classes = from_nir(graph, dt)
+    if h != w:
+        raise ConfigError(f"only square images are supported, got {h}x{w}")
+    meta = graph.metadata or {}
+    t = int(max_timesteps or meta.get("max_timesteps", 4))
+    if t < 1:
+        raise ConfigError(f"--timesteps must be >= 1, got {t}")
+    model_cfg = {"name": "sequential", "in_channels": c, "image_size": h, "num_classes": classes, "width": 1.0,
+                 "surrogate": "tanh", "layers": specs}
+    model = SequentialSNN(layers=specs, in_channels=c, image_size=h, num_classes=classes)
+    mods = list(model.stem) + list(model.body)
+    with torch.no_grad():
+        for mod, tens in zip(mods, tensors):
+            for k, v in tens.items():
+                getattr(mod, k).copy_(torch.from_numpy(np.ascontiguousarray(v)))
+    config = {"seenn_version": __version__, "dataset": dataset, "max_timesteps": t, "model": model_cfg,
+              "imported_from": {"file": Path(path).name, "dt": dt,
+                                "source": str(meta.get("source", "unknown"))}}
+    exit_meta = meta.get("exit")
+    if isinstance(exit_meta, str) and exit_meta:
+        try:
+            rule = json.loads(exit_meta)
+            if rule.get("rule") in ("confidence", "entropy") and rule.get("threshold") is not None:
+                config["exit"] = {rule["rule"]: {"threshold": rule["threshold"],
+                                                 "temperature": rule.get("temperature", 1.0)}}
+        except (ValueError, AttributeError):
+            pass
+    return model.eval(), config
