@@ -19,6 +19,7 @@ from _common import ROOT, machine, today, update_section
 from seenn.checkpoint import load_run, pretrained_runs
 from seenn.data import load_dataset
 from seenn.evaluate import Evaluation
+from seenn.energy import count_operations, energy_report
 from seenn.exits import make_rule
 
 GRID = {
@@ -56,6 +57,8 @@ def bench_run(name: str, data_dir, log) -> dict:
             "runner_seconds": secs,
         }
         log(f"{name} {rule}: {out['rules'][rule]['test_with_val_threshold']}")
+    r = make_rule("confidence", threshold=out["rules"]["confidence"]["val_threshold"])
+    out["energy"] = energy_report(count_operations(model, test.data, t_max), test.run(r).exit_timestep)
     return out
 
 
@@ -90,6 +93,15 @@ def render(results, demo_s, command) -> str:
             lines.append(f"| {rule} | {d['val_threshold']:.6g} | {e['accuracy']:.2%} | {(e['accuracy'] - full) * 100:+.2f} | "
                          f"{e['avg_timesteps']:.3f} | {e['exit_histogram']} | {e['false_exits']} | {e['rescued']} | "
                          f"{f['threshold']:.6g}, {f['accuracy']:.2%}, {f['avg_timesteps']:.3f} |")
+        en = r["energy"]
+        ps = en["per_sample"]
+        lines += ["", f"Energy per test image at the confidence threshold above ({en['pj_per_ac']} pJ per accumulate, "
+                      f"{en['pj_per_mac']} pJ per multiply-accumulate; `seenn energy`):", "",
+                  "| | MACs | ACs | energy (uJ) | relative |", "|---|---|---|---|---|"]
+        for k, label in (("early_exit", "SNN, early exit"), ("full", f"SNN, all {r['max_timesteps']} steps"),
+                         ("ann", "equivalent ANN")):
+            lines.append(f"| {label} | {ps[k]['macs']:,.0f} | {ps[k]['acs']:,.0f} | {ps[k]['energy_uj']:.3f} | "
+                         f"{ps[k]['energy_uj'] / ps['ann']['energy_uj']:.1%} of the ANN |")
         lines.append("")
     if demo_s is not None:
         lines.append(f"`seenn demo` (load, full-T pass and four exit rules on the 10,000 test images): {demo_s:.1f} s wall.")

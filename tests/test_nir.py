@@ -18,17 +18,20 @@ from seenn.nir_io import from_nir, import_nir, to_nir  # noqa: E402
 
 def simulate(graph, x: np.ndarray, steps: int, dt: float = 1.0) -> np.ndarray:
     """Reference interpreter: forward-Euler NIR semantics, written from the NIR node definitions only."""
-    succ = dict(graph.edges)
-    node = next(k for k, n in graph.nodes.items() if type(n).__name__ == "Input")
-    order = []
-    while node in succ:
-        node = succ[node]
-        order.append(node)
+    preds = {}
+    for a, b in graph.edges:
+        preds.setdefault(b, []).append(a)
+    order, done = [], {k for k, n in graph.nodes.items() if type(n).__name__ == "Input"}
+    while len(done) < len(graph.nodes):  # topological order
+        ready = [k for k in graph.nodes if k not in done and all(p in done for p in preds.get(k, []))]
+        order += ready
+        done |= set(ready)
     v = {}
     total = 0
     for _ in range(steps):
-        h = torch.from_numpy(x).double()
+        outs = {k: torch.from_numpy(x).double() for k in done - set(order)}
         for key in order:
+            h = sum(outs[p] for p in preds[key])  # NIR sums a node's inputs
             n = graph.nodes[key]
             kind = type(n).__name__
             if kind == "Conv2d":
@@ -57,7 +60,8 @@ def simulate(graph, x: np.ndarray, steps: int, dt: float = 1.0) -> np.ndarray:
                 h = F.avg_pool2d(h, k, tuple(np.atleast_1d(n.stride))) * (k[0] * k[-1])
             elif kind == "Flatten":
                 h = h.reshape(h.shape[0], -1)
-        total = total + h
+            outs[key] = h
+        total = total + outs[next(k for k, n in graph.nodes.items() if type(n).__name__ == "Output")]
     return total.numpy()
 
 
@@ -138,9 +142,29 @@ def test_unsupported_graphs_are_refused(tmp_path):
     cfg = {"dataset": "mnist", "max_timesteps": 4, "model": {"in_channels": 1, "image_size": 28, "num_classes": 10}}
     with pytest.raises(ConfigError, match="subtraction"):
         to_nir(m, cfg)
-    r = build_model("resnet19", in_channels=3, image_size=32, num_classes=10, width=0.0625)
-    with pytest.raises(ConfigError, match="residual"):
-        to_nir(r, {"dataset": "cifar10", "max_timesteps": 2,
-                   "model": {"in_channels": 3, "image_size": 32, "num_classes": 10}})
     (tmp_path / "bad.nir").write_bytes(b"not hdf5")
     assert main(["import", str(tmp_path / "bad.nir"), "--out", str(tmp_path / "r"), "--dataset", "mnist"]) == 2
+
+
+def test_resnet_export_with_residual_edges_matches_the_simulator():
+    from seenn.models import build_model
+
+    torch.manual_seed(0)
+    r = build_model("resnet19", in_channels=3, image_size=32, num_classes=10, width=0.0625)
+    for mod in r.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.weight.data.uniform_(0.5, 2.0)
+            mod.bias.data.uniform_(0.2, 1.0)
+            mod.running_var.uniform_(0.5, 1.5)
+    r.eval()
+    graph = to_nir(r, {"dataset": "cifar10", "max_timesteps": 3,
+                       "model": {"in_channels": 3, "image_size": 32, "num_classes": 10}})
+    assert sum(1 for a, b in graph.edges if b.endswith("lif2")) == 16  # 8 blocks, two inputs each
+    x = torch.randn(16, 3, 32, 32)
+    ref = simulate(graph, x.numpy().astype(np.float64), 3)
+    with torch.no_grad():
+        ours = r(x, 3).sum(0).numpy()
+    assert (ref.argmax(1) == ours.argmax(1)).mean() >= 0.9
+    assert np.abs(ref - ours).mean() < 0.05 * (np.abs(ours).mean() + 1e-6) + 1e-3
+    with pytest.raises(ConfigError, match="branches"):
+        from_nir(graph)

@@ -7,8 +7,9 @@ forward-Euler steps of ``dt``, a LIF ``tau dv/dt = (v_leak - v) + r I`` becomes
 given to ``export_to_nir``), gets ``decay = 1 - dt/tau`` and folds any input gain ``dt r / tau`` into the
 preceding synaptic layer.
 
+Export handles chains of layers and ResNet basic blocks (residual sums become two edges into one neuron node).
 What NIR cannot express is refused: reset by subtraction (the IF neurons of converted networks), a nonzero
-initial membrane, residual blocks (the exporter handles chains of layers).
+initial membrane. Import handles chains of layers.
 """
 
 from __future__ import annotations
@@ -41,35 +42,53 @@ def _pair(v) -> tuple[int, int]:
     return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
 
 
-def _chain(model: SpikingNetwork) -> list[tuple[str, nn.Module]]:
-    layers = []
-    for part in ("stem", "body"):
-        seq = getattr(model, part)
-        if not isinstance(seq, nn.Sequential):
-            raise ConfigError("the NIR exporter handles chains of layers")
-        for name, m in seq.named_children():
-            if isinstance(m, nn.Identity):
-                continue
-            if isinstance(m, nn.Sequential) or len(list(m.children())) and not isinstance(m, SpikingNeuron):
-                raise ConfigError(f"layer {part}.{name} ({type(m).__name__}) is a block with its own wiring "
-                                  "(residual blocks); the NIR exporter handles chains of layers")
-            layers.append((f"{part}.{name}", m))
-    return layers
-
-
-# ------------------------------------------------------------------------------------------- export
+def _leaf_node(nir, name: str, mod: nn.Module, ish, osh):
+    """The NIR node of one layer; ``ish`` / ``osh`` are its per-sample input / output shapes."""
+    f = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
+    if isinstance(mod, nn.Conv2d):
+        bias = f(mod.bias) if mod.bias is not None else np.zeros(mod.out_channels, np.float32)
+        return nir.Conv2d(input_shape=np.array(ish[1:]), weight=f(mod.weight), stride=np.array(mod.stride),
+                          padding=np.array(mod.padding), dilation=np.array(mod.dilation), groups=mod.groups, bias=bias)
+    if isinstance(mod, nn.Linear):
+        return (nir.Affine(weight=f(mod.weight), bias=f(mod.bias)) if mod.bias is not None
+                else nir.Linear(weight=f(mod.weight)))
+    if isinstance(mod, SpikingNeuron):
+        if mod.soft_reset:
+            raise ConfigError(f"{name} resets by subtraction (converted IF neurons); NIR's LIF and IF reset to "
+                              "a fixed potential, so this network cannot be exported faithfully")
+        if mod.v_init != 0.0:
+            raise ConfigError(f"{name} starts from a nonzero membrane potential, which NIR cannot express")
+        full = lambda v: np.full(osh, v, dtype=np.float32)  # noqa: E731
+        th = float(mod.threshold)
+        if mod.decay == 1.0:
+            return nir.IF(r=full(1.0), v_threshold=full(th), v_reset=full(0.0))
+        tau = 1.0 / (1.0 - mod.decay)
+        return nir.LIF(tau=full(tau), r=full(tau), v_leak=full(0.0), v_threshold=full(th), v_reset=full(0.0))
+    if isinstance(mod, (SumPool2d, nn.AvgPool2d)):
+        cls = nir.SumPool2d if isinstance(mod, SumPool2d) else nir.AvgPool2d
+        return cls(kernel_size=np.array(_pair(mod.kernel_size)), stride=np.array(_pair(mod.stride)),
+                   padding=np.array(_pair(mod.padding)))
+    if isinstance(mod, nn.AdaptiveAvgPool2d) and _pair(mod.output_size) == (1, 1):
+        return nir.AvgPool2d(kernel_size=np.array(ish[1:]), stride=np.array(ish[1:]), padding=np.array((0, 0)))
+    if isinstance(mod, nn.Flatten):
+        return nir.Flatten(input_type={"input": np.array(ish)}, start_dim=0, end_dim=-1)
+    raise ConfigError(f"{name} ({type(mod).__name__}) has no NIR counterpart")
 
 
 def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None):
-    """A NIR graph of ``model`` (BN folded), with the exit rule and data pipeline in its metadata."""
+    """A NIR graph of ``model`` (BN folded), with the exit rule and data pipeline in its metadata. Chains of
+    layers and ResNet basic blocks (the residual sum becomes two edges into the block's last neuron: NIR sums
+    a node's inputs)."""
+    from .models.resnet import BasicBlock
+
     nir = _nir()
     model = fold_batchnorm(model)
     m = config["model"]
     in_shape = (m["in_channels"], m["image_size"], m["image_size"])
-    layers = _chain(model)
     shapes = {}
+    leaves = [(n, mod) for n, mod in model.named_modules() if not list(mod.children())]
     hooks = [mod.register_forward_hook(lambda mod, i, o, n=n: shapes.__setitem__(n, (tuple(i[0].shape[1:]), tuple(o.shape[1:]))))
-             for n, mod in layers]
+             for n, mod in leaves]
     with torch.no_grad():
         model.reset()
         model.step(model.encode(torch.zeros(1, *in_shape)))
@@ -77,47 +96,33 @@ def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None):
     for h in hooks:
         h.remove()
     nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
-    edges, prev = [], "input"
-    for name, mod in layers:
-        ish, osh = shapes[name]
-        f = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
-        if isinstance(mod, nn.Conv2d):
-            bias = f(mod.bias) if mod.bias is not None else np.zeros(mod.out_channels, np.float32)
-            node = nir.Conv2d(input_shape=np.array(ish[1:]), weight=f(mod.weight), stride=np.array(mod.stride),
-                              padding=np.array(mod.padding), dilation=np.array(mod.dilation), groups=mod.groups,
-                              bias=bias)
-        elif isinstance(mod, nn.Linear):
-            node = (nir.Affine(weight=f(mod.weight), bias=f(mod.bias)) if mod.bias is not None
-                    else nir.Linear(weight=f(mod.weight)))
-        elif isinstance(mod, SpikingNeuron):
-            if mod.soft_reset:
-                raise ConfigError(f"{name} resets by subtraction (converted IF neurons); NIR's LIF and IF reset to "
-                                  "a fixed potential, so this network cannot be exported faithfully")
-            if mod.v_init != 0.0:
-                raise ConfigError(f"{name} starts from a nonzero membrane potential, which NIR cannot express")
-            full = lambda v: np.full(osh, v, dtype=np.float32)  # noqa: E731
-            th = float(mod.threshold)
-            if mod.decay == 1.0:
-                node = nir.IF(r=full(1.0), v_threshold=full(th), v_reset=full(0.0))
-            else:
-                tau = 1.0 / (1.0 - mod.decay)
-                node = nir.LIF(tau=full(tau), r=full(tau), v_leak=full(0.0), v_threshold=full(th), v_reset=full(0.0))
-        elif isinstance(mod, SumPool2d):
-            node = nir.SumPool2d(kernel_size=np.array(_pair(mod.kernel_size)), stride=np.array(_pair(mod.stride)),
-                                 padding=np.array(_pair(mod.padding)))
-        elif isinstance(mod, nn.AvgPool2d):
-            node = nir.AvgPool2d(kernel_size=np.array(_pair(mod.kernel_size)), stride=np.array(_pair(mod.stride)),
-                                 padding=np.array(_pair(mod.padding)))
-        elif isinstance(mod, nn.AdaptiveAvgPool2d) and _pair(mod.output_size) == (1, 1):
-            node = nir.AvgPool2d(kernel_size=np.array(ish[1:]), stride=np.array(ish[1:]), padding=np.array((0, 0)))
-        elif isinstance(mod, nn.Flatten):
-            node = nir.Flatten(input_type={"input": np.array(ish)}, start_dim=0, end_dim=-1)
-        else:
-            raise ConfigError(f"{name} ({type(mod).__name__}) has no NIR counterpart")
+    edges = []
+
+    def add(name: str, mod: nn.Module, sources: list[str]) -> str:
         key = name.replace(".", "_")
-        nodes[key] = node
-        edges.append((prev, key))
-        prev = key
+        nodes[key] = _leaf_node(nir, name, mod, *shapes[name])
+        edges.extend((src, key) for src in sources)
+        return key
+
+    prev = "input"
+    for part in ("stem", "body"):
+        for child, mod in getattr(model, part).named_children():
+            name = f"{part}.{child}"
+            if isinstance(mod, nn.Identity):
+                continue
+            if isinstance(mod, BasicBlock):
+                a = add(f"{name}.conv1", mod.conv1, [prev])
+                a = add(f"{name}.lif1", mod.lif1, [a])
+                a = add(f"{name}.conv2", mod.conv2, [a])
+                sc = [c for c in mod.shortcut.children() if not isinstance(c, nn.Identity)]
+                if len(sc) > 1:
+                    raise ConfigError(f"{name}: a shortcut of several layers is not supported")
+                short = add(f"{name}.shortcut.0", sc[0], [prev]) if sc else prev
+                prev = add(f"{name}.lif2", mod.lif2, [a, short])
+            elif list(mod.children()):
+                raise ConfigError(f"layer {name} ({type(mod).__name__}) is a block the NIR exporter does not know")
+            else:
+                prev = add(name, mod, [prev])
     nodes["output"] = nir.Output(output_type={"output": np.array([m["num_classes"]])})
     edges.append((prev, "output"))
     meta = {"source": "seenn", "seenn_version": __version__, "dt": 1.0, "max_timesteps": int(config["max_timesteps"]),

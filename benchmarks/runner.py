@@ -1,0 +1,58 @@
+"""Early exit as saved seconds: the step-by-step runner against full T on the shipped Fashion-MNIST run.
+
+    python benchmarks/runner.py [--run NAME] [--threshold A] [--batch-size 256] [--limit 4096] [--repeats 5]
+
+Runs ``seenn bench`` (seenn.bench.benchmark) and writes the section "runner" of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from _common import machine, today, update_section
+
+from seenn.bench import benchmark
+from seenn.checkpoint import load_run
+from seenn.data import load_dataset
+from seenn.exits import Confidence
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--run", default="fashion-mnist-convnet-t4")
+    p.add_argument("--threshold", type=float, default=0.8)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, default=4096)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--latency-samples", type=int, default=200)
+    args = p.parse_args()
+    model, config = load_run(args.run)
+    data = load_dataset(config["dataset"], "test", limit=args.limit)
+    r = benchmark(model, data, Confidence(args.threshold), config["max_timesteps"], batch_size=args.batch_size,
+                  repeats=args.repeats, latency_samples=args.latency_samples)
+    print(json.dumps(r, indent=1), file=sys.stderr)
+    cmd = (f"python benchmarks/runner.py --run {args.run} --threshold {args.threshold} --batch-size {args.batch_size} "
+           f"--limit {args.limit} --repeats {args.repeats} --latency-samples {args.latency_samples}")
+    lat, sps, paths = r["batch1_latency_ms"], r["samples_per_second"], r["full_seconds_by_path"]
+    lines = ["## Early exit as saved seconds (`seenn bench`)", "",
+             f"{today()}, `{cmd}`, {machine()}.", "",
+             f"{r['samples']} test images, confidence > {args.threshold}: {r['avg_timesteps']:.3f} average timesteps of "
+             f"{r['max_timesteps']}, so the ideal speedup is {r['ideal_speedup']:.2f}x. 'Full' is the faster of the two "
+             f"full-T paths (multi-step forward {paths['multistep']:.3f} s, step-by-step runner with a fixed budget "
+             f"{paths['runner']:.3f} s). Medians of {r['repeats']} interleaved repeats; BN folded in every path.", "",
+             "| measure | full T | early exit | speedup | ideal | efficiency (speedup / ideal) | target |",
+             "|---|---|---|---|---|---|---|",
+             f"| batch {r['batch_size']}, seconds | {r['full_seconds']:.3f} | {r['early_exit_seconds']:.3f} | "
+             f"{r['speedup']:.2f}x | {r['ideal_speedup']:.2f}x | {r['efficiency']:.2f} | >= 0.9 |",
+             f"| batch 1, p50 latency (ms) | {lat['full']:.3f} | {lat['early_exit']:.3f} | {r['batch1_speedup']:.2f}x | "
+             f"{r['batch1_ideal_speedup']:.2f}x | {r['batch1_speedup'] / r['batch1_ideal_speedup']:.2f} | >= 0.8 |", "",
+             f"Throughput (images/s): full T {sps['full']:.0f}, early exit {sps['early_exit']:.0f}, "
+             f"streaming (continuous batching, {r['batch_size']} slots) {sps['streaming']:.0f}."]
+    update_section("runner", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
