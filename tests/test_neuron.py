@@ -109,3 +109,26 @@ def test_bad_neuron_arguments():
         LIF(threshold=0.0)
     with pytest.raises(ConfigError):
         LIF(decay=1.5)
+
+
+def test_compiled_neuron_matches_eager():
+    import seenn.neuron as nmod
+
+    torch.manual_seed(3)
+    x = (torch.randn(4, 3, 5, 6) * 1.5).requires_grad_()
+    w = torch.randn(4, 3, 5, 6)
+    sg = make_surrogate("tanh")
+    out_e = neuron_multistep(x, LIF_PARAMS, sg)
+    (out_e * w).sum().backward()
+    g_e = x.grad.clone()
+    x.grad = None
+    nmod.set_compile(True)
+    try:
+        out_c = neuron_multistep(x, LIF_PARAMS, sg)
+        (out_c * w).sum().backward()
+    finally:
+        nmod.set_compile(False)
+    if nmod._compile["failed"]:
+        pytest.skip("torch.compile is not usable here (no C++ compiler)")
+    assert torch.equal(out_c, out_e)
+    assert torch.allclose(x.grad, g_e, atol=1e-5)

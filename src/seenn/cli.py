@@ -34,7 +34,8 @@ def _train_config(args):
     return TrainConfig(dataset=args.dataset, model=args.model, width=args.width, timesteps=args.timesteps,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
-                       seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment)
+                       seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
+                       compile=args.compile)
 
 
 def cmd_train(args) -> int:
@@ -492,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=int, help="train on the first N training samples only")
     t.add_argument("--val-size", type=int, default=5000, help="training samples held out for validation")
     t.add_argument("--no-augment", action="store_true", help="no random crop / flip (32x32 only)")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the neurons' BPTT loops: faster training after a one-off compile")
     t.add_argument("--device", default="cpu")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--out", required=True, help="run directory to write")

@@ -97,23 +97,29 @@ def count_operations(model: SpikingNetwork, data, max_timesteps: int, batch_size
     per_sample, per_layer = [], torch.zeros(len(body_syn), max_timesteps, dtype=torch.float64)
     rates = {n: torch.zeros(max_timesteps, dtype=torch.float64) for n, _ in neurons}
     total = 0
+    step = {"t": 0}
     for x, _ in data.batches(batch_size):
         b = len(x)
         acs = torch.zeros(b, max_timesteps, dtype=torch.float64)
         hooks = []
         for li, (_, m) in enumerate(body_syn):
             def hook(mod, inp, out, li=li):
-                a = _event_acs(mod, inp[0]).double().view(max_timesteps, b)
-                acs.add_(a.t())
-                per_layer[li] += a.sum(1)
+                a = _event_acs(mod, inp[0]).double()
+                acs[:, step["t"]] += a
+                per_layer[li, step["t"]] += a.sum()
             hooks.append(m.register_forward_hook(hook))
         for name, m in neurons:
             def nhook(mod, inp, out, name=name):
-                rates[name] += out.double().view(max_timesteps, b, -1).mean(2).sum(1)
+                rates[name][step["t"]] += out.double().flatten(1).mean(1).sum()
             hooks.append(m.register_forward_hook(nhook))
-        try:
-            model(x, max_timesteps)
+        try:  # step by step, as the runner runs it
+            model.reset()
+            e = model.encode(x)
+            for t in range(max_timesteps):
+                step["t"] = t
+                model.step(e)
         finally:
+            model.reset()
             for h in hooks:
                 h.remove()
         per_sample.append(acs)

@@ -14,6 +14,8 @@ neurons receive ``[T*B, ...]`` (time-major flattening) so every stateless layer 
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -188,6 +190,71 @@ def _forward_loop(x_seq: torch.Tensor, params: NeuronParams, keep_potentials: bo
     return s_seq, h_seq
 
 
+def _train_forward(x_seq: torch.Tensor, decay: float, threshold: float, soft_reset: bool, v_init: float):
+    """Spikes and charged potentials over all steps (the arithmetic of :func:`neuron_step`)."""
+    v = torch.full_like(x_seq[0], v_init * threshold)
+    spikes, potentials = [], []
+    for t in range(x_seq.shape[0]):
+        h = torch.add(x_seq[t], v, alpha=decay)
+        fired = h >= threshold
+        s = fired.to(h.dtype)
+        v = torch.sub(h, s, alpha=threshold) if soft_reset else h.masked_fill(fired, 0.0)
+        spikes.append(s)
+        potentials.append(h)
+    return torch.stack(spikes), torch.stack(potentials)
+
+
+def _train_backward(h_seq: torch.Tensor, grad_s: torch.Tensor, decay: float, threshold: float, soft_reset: bool,
+                    surrogate: Surrogate) -> torch.Tensor:
+    """BPTT through the neuron: dL/dx for every step, from dL/ds and the saved potentials."""
+    grads = []
+    grad_v = None  # dL/dv_t flowing back from step t+1
+    for t in range(h_seq.shape[0] - 1, -1, -1):
+        h = h_seq[t]
+        sg = surrogate.grad(h - threshold)
+        gh = grad_s[t] * sg
+        if grad_v is not None:
+            if soft_reset:
+                dv_dh = 1.0 - threshold * sg
+            else:
+                dv_dh = (1.0 - (h >= threshold).to(h.dtype)) - h * sg
+            gh = gh + grad_v * dv_dh
+        grads.append(gh)
+        grad_v = decay * gh
+    return torch.stack(grads[::-1])
+
+
+# Optional torch.compile of the two loops above: the elementwise work of all T steps fuses into a few C++ loops
+# (about 6x faster on CPU, after a one-off compile of some seconds per layer shape). Off by default; turned on by
+# set_compile(True), `seenn train --compile`, or SEENN_COMPILE=1. A failed compile (no C++ compiler) falls back.
+_compile = {"enabled": os.environ.get("SEENN_COMPILE", "0") == "1", "fwd": None, "bwd": None, "failed": False}
+
+
+def set_compile(enabled: bool) -> None:
+    _compile["enabled"] = bool(enabled)
+
+
+def _kernel(which: str):
+    eager = _train_forward if which == "fwd" else _train_backward
+    if not _compile["enabled"] or _compile["failed"]:
+        return eager
+    if _compile[which] is None:
+        _compile[which] = torch.compile(eager, dynamic=None)
+    return _compile[which]
+
+
+def _call(which: str, *args):
+    fn = _kernel(which)
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - any compiler failure: warn once, run eagerly
+        if fn is _train_forward or fn is _train_backward:
+            raise
+        _compile["failed"] = True
+        warnings.warn(f"torch.compile of the neuron failed ({type(e).__name__}); running without it")
+        return (_train_forward if which == "fwd" else _train_backward)(*args)
+
+
 class _FusedNeuron(torch.autograd.Function):
     """All T steps in one autograd node: forward keeps only the charged potentials h_t, backward runs BPTT
     in reverse. Same gradients as autograd through :func:`neuron_step`, without a per-step graph."""
@@ -195,7 +262,7 @@ class _FusedNeuron(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, params: NeuronParams, surrogate: Surrogate):
         with torch.no_grad():
-            s_seq, h_seq = _forward_loop(x_seq, params, keep_potentials=True)
+            s_seq, h_seq = _call("fwd", x_seq, params.decay, params.threshold, params.soft_reset, params.v_init)
         ctx.save_for_backward(h_seq)
         ctx.params = params
         ctx.surrogate = surrogate
@@ -205,21 +272,8 @@ class _FusedNeuron(torch.autograd.Function):
     def backward(ctx, grad_s):
         (h_seq,) = ctx.saved_tensors
         p: NeuronParams = ctx.params
-        grad_x = torch.empty_like(h_seq)
-        grad_v = None  # dL/dv_t flowing back from step t+1
-        for t in range(h_seq.shape[0] - 1, -1, -1):
-            h = h_seq[t]
-            sg = ctx.surrogate.grad(h - p.threshold)
-            gh = grad_s[t] * sg
-            if grad_v is not None:
-                if p.soft_reset:
-                    dv_dh = 1.0 - p.threshold * sg
-                else:
-                    s = (h >= p.threshold).to(h.dtype)
-                    dv_dh = (1.0 - s) - h * sg
-                gh = gh + grad_v * dv_dh
-            grad_x[t] = gh
-            grad_v = p.decay * gh
+        with torch.no_grad():
+            grad_x = _call("bwd", h_seq, grad_s.contiguous(), p.decay, p.threshold, p.soft_reset, ctx.surrogate)
         return grad_x, None, None
 
 

@@ -46,6 +46,7 @@ class TrainConfig:
     limit: int | None = None
     val_size: int = DEFAULT_VAL_SIZE
     augment: bool = True  # random crop + flip for 32x32 RGB; no effect on 28x28
+    compile: bool = False  # torch.compile the neurons' BPTT loops (faster on CPU after a one-off compile)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -102,6 +103,10 @@ def step_logits(model: SpikingNetwork, data: Dataset, timesteps: int, batch_size
 def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: bool = True,
           device: str = "cpu", log=print) -> dict:
     cfg.validate()
+    if cfg.compile:
+        from .neuron import set_compile
+
+        set_compile(True)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_set = load_dataset(cfg.dataset, "train", data_dir=data_dir, limit=cfg.limit, val_size=cfg.val_size)

@@ -50,7 +50,13 @@ class SpikingNetwork(nn.Module):
         return self.body(encoded)
 
     def forward(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
-        """All ``timesteps`` steps at once; returns each step's own logits ``[T, B, K]``."""
+        """All ``timesteps`` steps; returns each step's own logits ``[T, B, K]``.
+
+        With gradients (training) the steps run at once in multi-step mode (``[T*B, ...]``, fused BPTT); without
+        (inference) they run one after another on ``[B, ...]``, which gives the same numbers and is about 1.5x
+        faster on CPU (smaller working set, no potentials kept)."""
+        if not torch.is_grad_enabled():
+            return self._forward_steps(x, timesteps)
         e = self.stem(x)
         b = e.shape[0]
         e = e.unsqueeze(0).expand(timesteps, *e.shape).reshape(timesteps * b, *e.shape[1:])
@@ -60,3 +66,13 @@ class SpikingNetwork(nn.Module):
         finally:
             self._set_timesteps(None)
         return out.reshape(timesteps, b, *out.shape[1:])
+
+    def _forward_steps(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
+        saved = [n.v for n in self.neurons()]  # leave any running state as it was
+        self.reset()
+        try:
+            e = self.encode(x)
+            return torch.stack([self.step(e) for _ in range(timesteps)])
+        finally:
+            for n, v in zip(self.neurons(), saved):
+                n.__dict__["v"] = v
