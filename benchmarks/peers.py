@@ -137,13 +137,13 @@ def real_batch(n: int):
 def check_equivalence(n: int = 256) -> dict:
     x, _ = real_batch(n)
     ref = seenn_net()
-    spikes = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o, k=k: spikes.setdefault("seenn", []).append(o))
+    spikes = {}  # neuron index -> its spikes at each step (seenn's inference runs step by step)
+    hooks = [m.register_forward_hook(lambda mod, i, o, k=k: spikes.setdefault(k, []).append(o))
              for k, m in enumerate(ref.neurons())]
     out_seenn = ref(x, T)
     for h in hooks:
         h.remove()
-    seenn_spikes = [s.reshape(T, n, *s.shape[1:]) for s in spikes["seenn"]]
+    seenn_spikes = [torch.stack(spikes[k]) for k in sorted(spikes)]
 
     sj = build("spikingjelly")
     sj_spikes = []
@@ -172,6 +172,19 @@ def check_equivalence(n: int = 256) -> dict:
 
 
 def train_step_fn(lib: str, batch: int):
+    if lib == "seenn-compiled":
+        from seenn.neuron import set_compile
+
+        inner = train_step_fn("seenn", batch)
+
+        def compiled_step():
+            set_compile(True)
+            try:
+                inner()
+            finally:
+                set_compile(False)
+
+        return compiled_step
     net = build(lib).train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     x, y = real_batch(batch)
@@ -188,6 +201,10 @@ def train_step_fn(lib: str, batch: int):
 
 def infer_fn(lib: str, batch: int):
     net = build(lib).eval()
+    if lib == "seenn":  # seenn's inference paths (runner, eval) run the BN-folded model
+        from seenn.fold import fold_batchnorm
+
+        net = fold_batchnorm(net)
     x, _ = real_batch(batch)
 
     @torch.inference_mode()
@@ -214,6 +231,8 @@ def _rss_kib(field: str) -> int:
 def memory_probe(lib: str, batch: int) -> None:
     """Run in a fresh process: peak resident memory of one training step above the level just before it."""
     step = train_step_fn(lib, batch)
+    if lib == "seenn-compiled":
+        step()  # compile first: the compiler's own memory is not the training step's
     with open("/proc/self/clear_refs", "w") as f:  # resets the peak (VmHWM) to the current level
         f.write("5")
     before = _rss_kib("VmRSS")
@@ -228,6 +247,7 @@ def measure_memory(lib: str, batch: int) -> float:
 
 
 LIBS = ("seenn", "spikingjelly", "snntorch")
+TRAIN_VARIANTS = ("seenn", "seenn-compiled", "spikingjelly", "snntorch")
 
 
 def main() -> None:
@@ -243,20 +263,24 @@ def main() -> None:
         return
     eq = check_equivalence()
     print(json.dumps(eq, indent=1), file=sys.stderr)
-    train_fns = {lib: train_step_fn(lib, args.batch_size) for lib in LIBS}
+    train_fns = {lib: train_step_fn(lib, args.batch_size) for lib in TRAIN_VARIANTS}
     infer_fns = {lib: infer_fn(lib, args.infer_batch_size) for lib in LIBS}
-    for lib in LIBS:  # warm-up
-        train_fns[lib]()
+    for lib in TRAIN_VARIANTS:  # warm-up (and the one-off compile of seenn-compiled)
+        for _ in range(2):
+            train_fns[lib]()
+    for lib in LIBS:
         infer_fns[lib]()
-    tr = {lib: [] for lib in LIBS}
+    tr = {lib: [] for lib in TRAIN_VARIANTS}
     inf = {lib: [] for lib in LIBS}
     for _ in range(args.rounds):  # interleaved rounds: load drifts hit every library alike
-        for lib in LIBS:
+        for lib in TRAIN_VARIANTS:
             tr[lib].append(args.batch_size / timed(train_fns[lib], args.repeats))
+        for lib in LIBS:
             inf[lib].append(args.infer_batch_size / timed(infer_fns[lib], args.repeats))
-    mem = {lib: statistics.median(measure_memory(lib, args.batch_size) for _ in range(3)) for lib in LIBS}
-    res = {lib: {"train_images_per_s": statistics.median(tr[lib]), "infer_images_per_s": statistics.median(inf[lib]),
-                 "train_peak_mib": mem[lib]} for lib in LIBS}
+    mem = {lib: statistics.median(measure_memory(lib, args.batch_size) for _ in range(3)) for lib in TRAIN_VARIANTS}
+    res = {lib: {"train_images_per_s": statistics.median(tr[lib]),
+                 "infer_images_per_s": statistics.median(inf[lib]) if lib in inf else None,
+                 "train_peak_mib": mem[lib]} for lib in TRAIN_VARIANTS}
     print(json.dumps(res, indent=1), file=sys.stderr)
     versions = {}
     for mod in ("spikingjelly", "snntorch"):
@@ -281,13 +305,18 @@ def main() -> None:
     lines += ["", f"Training step: batch {args.batch_size}, forward over T, per-step cross-entropy, backward, SGD. "
               f"Inference: batch {args.infer_batch_size}, full T, inference mode. Medians of {args.rounds} interleaved "
               f"rounds of {args.repeats} repeats; memory: median of 3 fresh processes.", "",
-              "| library | training images/s | inference images/s | training-step peak memory (MiB) | seenn training speed / it | seenn inference speed / it |",
+              "| library | training images/s | inference images/s | training-step peak memory (MiB) | seenn (compiled) training speed / it | seenn inference speed / it |",
               "|---|---|---|---|---|---|"]
-    for lib in LIBS:
+    sc = res["seenn-compiled"]
+    for lib in TRAIN_VARIANTS:
         r = res[lib]
-        lines.append(f"| {lib} | {r['train_images_per_s']:.0f} | {r['infer_images_per_s']:.0f} | {r['train_peak_mib']:.1f} | "
-                     f"{s['train_images_per_s'] / r['train_images_per_s']:.2f}x | "
-                     f"{s['infer_images_per_s'] / r['infer_images_per_s']:.2f}x |")
+        inf_cell = "(same as seenn)" if r["infer_images_per_s"] is None else f"{r['infer_images_per_s']:.0f}"
+        ratio = "" if r["infer_images_per_s"] is None else f"{s['infer_images_per_s'] / r['infer_images_per_s']:.2f}x"
+        lines.append(f"| {lib} | {r['train_images_per_s']:.0f} | {inf_cell} | {r['train_peak_mib']:.1f} | "
+                     f"{sc['train_images_per_s'] / r['train_images_per_s']:.2f}x | {ratio} |")
+    lines += ["", "seenn-compiled is `seenn train --compile`: the neurons' BPTT loops through torch.compile (one-off "
+                  "compile of some seconds per layer shape, excluded from the timing by the warm-up). seenn's inference "
+                  "runs step by step on the BN-folded network, as its runner and `seenn eval` do."]
     update_section("peers", "\n".join(lines))
     print("\n".join(lines))
 

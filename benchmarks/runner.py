@@ -25,7 +25,7 @@ def main() -> None:
     p.add_argument("--threshold", type=float, default=0.8)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=4096)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--latency-samples", type=int, default=200)
     args = p.parse_args()
     model, config = load_run(args.run)
@@ -41,7 +41,7 @@ def main() -> None:
              f"{r['samples']} test images, confidence > {args.threshold}: {r['avg_timesteps']:.3f} average timesteps of "
              f"{r['max_timesteps']}, so the ideal speedup is {r['ideal_speedup']:.2f}x. 'Full' is the faster of the two "
              f"full-T paths (multi-step forward {paths['multistep']:.3f} s, step-by-step runner with a fixed budget "
-             f"{paths['runner']:.3f} s). Medians of {r['repeats']} interleaved repeats; BN folded in every path.", "",
+             f"{paths['runner']:.3f} s). Fastest of {r['repeats']} interleaved repeats (noise on a shared machine only adds time); batch-1 latencies are medians over {args.latency_samples} samples, each timed on every path; BN folded in every path.", "",
              "| measure | full T | early exit | speedup | ideal | efficiency (speedup / ideal) | target |",
              "|---|---|---|---|---|---|---|",
              f"| batch {r['batch_size']}, seconds | {r['full_seconds']:.3f} | {r['early_exit_seconds']:.3f} | "

@@ -1,7 +1,8 @@
 """Wall-clock benchmark of early exit against full T: same samples, same model, measured side by side.
 
-``full`` is the faster of the two full-T paths (the multi-step forward over all T at once, and the step-by-step
-runner with a fixed budget of T), so the speedup is measured against the best way to run every step.
+``full`` is the faster of the full-T paths (the multi-step forward over all T at once, and the step-by-step runner
+with a fixed budget of T; at batch 1 also the plain step loop), so the speedup is measured against the best way to
+run every step. Batch timings are the fastest of interleaved repeats; latencies are medians over samples.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: in
     @torch.inference_mode()
     def full_multistep():
         for x in batches:
-            model(x.to(device), max_timesteps)
+            model(x.to(device), max_timesteps, multistep=True)
 
     def full_runner():
         for x in batches:
@@ -55,10 +56,11 @@ def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: in
         times["runner"].append(_timed(full_runner))
         times["early"].append(_timed(early_exit))
         times["stream"].append(_timed(streaming))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    full_s = min(med["multistep"], med["runner"])
+    # the fastest of the interleaved repeats: on a shared machine noise only ever adds time
+    best = {k: min(v) for k, v in times.items()}
+    full_s = min(best["multistep"], best["runner"])
     avg_t = result_holder["steps"].double().mean().item()
-    speedup = full_s / med["early"]
+    speedup = full_s / best["early"]
     ideal = max_timesteps / avg_t
 
     # batch-1 latency, interleaved per sample
@@ -67,7 +69,9 @@ def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: in
     with torch.inference_mode():
         for x in singles:
             x = x[None]
-            lat_full.append(min(_timed(lambda: model(x.to(device), max_timesteps)), _timed(lambda: fixed.predict(x))))
+            lat_full.append(min(_timed(lambda: model(x.to(device), max_timesteps, multistep=True)),
+                                _timed(lambda: model(x.to(device), max_timesteps, multistep=False)),
+                                _timed(lambda: fixed.predict(x))))
             lat_early.append(_timed(lambda: early.predict(x)))
     single_steps = result_holder["steps"][:latency_samples].double().mean().item()
     p50_full = statistics.median(lat_full) * 1e3
@@ -79,15 +83,15 @@ def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: in
         "rule": rule.describe(),
         "avg_timesteps": avg_t,
         "full_seconds": full_s,
-        "full_seconds_by_path": {"multistep": med["multistep"], "runner": med["runner"]},
-        "early_exit_seconds": med["early"],
+        "full_seconds_by_path": {"multistep": best["multistep"], "runner": best["runner"]},
+        "early_exit_seconds": best["early"],
         "speedup": speedup,
         "ideal_speedup": ideal,
         "efficiency": speedup / ideal,
         "batch1_latency_ms": {"full": p50_full, "early_exit": p50_early},
         "batch1_speedup": p50_full / p50_early,
         "batch1_ideal_speedup": max_timesteps / single_steps,  # over the same latency samples
-        "samples_per_second": {"full": n / full_s, "early_exit": n / med["early"], "streaming": n / med["stream"]},
+        "samples_per_second": {"full": n / full_s, "early_exit": n / best["early"], "streaming": n / best["stream"]},
         "repeats": repeats,
         "threads": torch.get_num_threads(),
     }

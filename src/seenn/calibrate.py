@@ -12,8 +12,9 @@ that cannot be rejected at level delta = 1 - confidence; the last rejected one i
 the same distribution is at most alpha.
 
 Per-step thresholds (one per timestep) are chosen the same way along a one-dimensional path of threshold vectors
-found greedily on one half of the validation split; the test runs on the other half, so the path does not depend
-on the data that certifies it.
+``1 - s (1 - shape)``, where the shape is fitted on one half of the validation split (coordinate descent under the
+same false-exit budget) and the scale s is certified on the other half, so the path does not depend on the data
+that certifies it.
 """
 
 from __future__ import annotations
@@ -131,35 +132,36 @@ def candidate_grid(scores: torch.Tensor, size: int = 200) -> torch.Tensor:
     return torch.cat([torch.ones(1, dtype=torch.double), q]).unique().flip(0)
 
 
-def greedy_path(scores, correct, alpha: float, grid_size: int = 60) -> list[torch.Tensor]:
-    """Per-step threshold vectors from all-ones down: each move lowers the one step's threshold that saves the
-    most timesteps per false exit added; stops once the false exits exceed twice the alpha budget."""
+def fit_per_step(scores, correct, budget: int, grid_size: int = 60, sweeps: int = 3) -> torch.Tensor:
+    """Per-step thresholds with the fewest average timesteps whose false exits stay within ``budget`` on the
+    given samples: the best single threshold first, then coordinate descent over each step's threshold."""
     n, t_max = scores.shape
     grids = [candidate_grid(scores[:, t], grid_size) for t in range(t_max - 1)]
-    pos = [0] * (t_max - 1)
-    current = torch.ones(t_max, dtype=torch.double)
-    path = [current.clone()]
-    false, steps = _outcomes(scores, current, correct)
-    budget = 2 * alpha * n + 2
-    while True:
-        best = None
+    single = candidate_grid(scores[:, :-1], grid_size)
+    best = torch.ones(t_max, dtype=torch.double)
+    best_steps = _outcomes(scores, best, correct)[1]
+    for th in single:
+        trial = torch.full((t_max,), float(th), dtype=torch.double)
+        f, st = _outcomes(scores, trial, correct)
+        if f <= budget and st < best_steps:
+            best, best_steps = trial, st
+    for _ in range(sweeps):
+        improved = False
         for t in range(t_max - 1):
-            if pos[t] + 1 >= len(grids[t]):
-                continue
-            trial = current.clone()
-            trial[t] = grids[t][pos[t] + 1]
-            f, s = _outcomes(scores, trial, correct)
-            gain = (steps - s) / (max(f - false, 0) + 1)
-            if best is None or gain > best[0]:
-                best = (gain, t, trial, f, s)
-        if best is None:
+            for th in grids[t]:
+                trial = best.clone()
+                trial[t] = th
+                f, st = _outcomes(scores, trial, correct)
+                if f <= budget and st < best_steps - 1e-12:
+                    best, best_steps, improved = trial, st, True
+        if not improved:
             break
-        _, t, current, false, steps = best
-        pos[t] += 1
-        path.append(current.clone())
-        if false > budget:
-            break
-    return path
+    return best
+
+
+def scaled_path(shape: torch.Tensor, points: int = 120) -> list[torch.Tensor]:
+    """Threshold vectors from all-ones (never exit early) through ``shape`` and beyond: 1 - s (1 - shape)."""
+    return [(1.0 - s * (1.0 - shape)).clamp(0.0, 1.0) for s in torch.linspace(0.0, 2.0, points, dtype=torch.double)]
 
 
 def calibrate(step_logits: torch.Tensor, labels: torch.Tensor, *, max_accuracy_drop: float,
@@ -189,7 +191,8 @@ def calibrate(step_logits: torch.Tensor, labels: torch.Tensor, *, max_accuracy_d
         g = torch.Generator().manual_seed(seed)
         perm = torch.randperm(n, generator=g)
         fit_idx, test_idx = perm[: n // 2], perm[n // 2:]
-        paths = greedy_path(scores[fit_idx], correct[fit_idx], max_accuracy_drop)
+        shape = fit_per_step(scores[fit_idx], correct[fit_idx], int(max_accuracy_drop * len(fit_idx)))
+        paths = scaled_path(shape)
         out["path_fit_samples"] = len(fit_idx)
     s_test, c_test = scores[test_idx], correct[test_idx]
     outcomes = [_outcomes(s_test, p, c_test) for p in paths]

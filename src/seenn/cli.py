@@ -73,6 +73,15 @@ def _load(args):
 DEFAULT_THRESHOLD = 0.9
 
 
+def _load_with_rule(args, purpose: str):
+    """_load plus the exit rule, for commands that run the rule without labels (not the oracle)."""
+    model, config, data, max_t = _load(args)
+    rule = _rule(args, config)
+    if rule is None:
+        raise ConfigError(f"{purpose} needs an exit rule that runs without labels (not the oracle)")
+    return model, config, data, max_t, rule
+
+
 def _rule(args, config):
     """The exit rule asked for; without --threshold, the run's calibrated setting (seenn calibrate), else 0.9."""
     from .exits import make_rule
@@ -143,10 +152,7 @@ def cmd_bench(args) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.latency_samples < 1:
         raise ConfigError(f"--latency-samples must be >= 1, got {args.latency_samples}")
-    model, config, data, max_t = _load(args)
-    rule = _rule(args, config)
-    if rule is None:
-        raise ConfigError("the oracle needs the labels and cannot be run for timing; choose another --exit")
+    model, config, data, max_t, rule = _load_with_rule(args, "timing")
     r = benchmark(model, data, rule, max_t, batch_size=args.batch_size, repeats=args.repeats,
                   latency_samples=args.latency_samples, device=args.device)
     if args.json:
@@ -221,10 +227,7 @@ def cmd_robustness(args) -> int:
     from .evaluate import Evaluation
     from .robustness import corrupted, parse_severities, subset
 
-    model, config, data, max_t = _load(args)
-    rule = _rule(args, config)
-    if rule is None:
-        raise ConfigError("choose a real exit rule for robustness (not the oracle)")
+    model, config, data, max_t, rule = _load_with_rule(args, "robustness")
     calib = config.get("exit", {}).get(args.exit, {}).get("calibration") if args.threshold is None else None
     if args.corruption == "jpeg":
         if data.info.name != "cifar10" or data.split != "test":
@@ -270,12 +273,9 @@ def cmd_explain(args) -> int:
 
     from .engine import EarlyExitRunner, score_matrix
 
-    model, config, data, max_t = _load(args)
+    model, config, data, max_t, rule = _load_with_rule(args, "explain")
     if not 0 <= args.index < len(data):
         raise ConfigError(f"--index must be in [0, {len(data)}), got {args.index}")
-    rule = _rule(args, config)
-    if rule is None:
-        raise ConfigError("explain needs a real exit rule (not the oracle)")
     x, y = data.normalize(data.images[args.index:args.index + 1]), int(data.labels[args.index])
     with torch.inference_mode():
         logits = model(x, max_t).transpose(0, 1)  # [1, T, K]
@@ -320,10 +320,7 @@ def cmd_report(args) -> int:
     from .evaluate import Evaluation
     from .report import build_report
 
-    model, config, data, max_t = _load(args)
-    rule = _rule(args, config)
-    if rule is None:
-        raise ConfigError("the report needs a real exit rule (not the oracle)")
+    model, config, data, max_t, rule = _load_with_rule(args, "the report")
     ev = Evaluation(model, data, max_t, batch_size=args.batch_size, device=args.device, progress=True)
     page = build_report(ev, rule, Path(args.out), f"seenn report: {Path(str(args.run)).name} on {data.info.name}")
     print(page)
@@ -472,6 +469,33 @@ def _data_args(p) -> None:
                                       "/usr/share/datasets)")
 
 
+ALL_RULES = ["confidence", "entropy", "fixed", "oracle"]
+REAL_RULES = ALL_RULES[:3]  # the rules that run without labels
+
+
+def _run_parser(sub, name: str, help: str, *, split: str = "test", rules=REAL_RULES, batch_size: int | None = 500,
+                limit: int | None = None, json_flag: bool = True):
+    """A sub-command that evaluates a run on a dataset split: the arguments they all share."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("run", help="a run directory or the name of a shipped run")
+    p.add_argument("--dataset", help="default: the run's dataset")
+    p.add_argument("--split", default=split, choices=["train", "val", "test"])
+    if rules:
+        p.add_argument("--exit", default="confidence", choices=rules)
+        p.add_argument("--threshold", type=float, help="exit threshold in [0, 1] (default: the run's calibrated "
+                                                       "threshold, else 0.9)")
+        p.add_argument("--timesteps", type=int, help="steps for --exit fixed")
+    p.add_argument("--max-timesteps", type=int, help="default: the run's T")
+    p.add_argument("--limit", type=int, default=limit, help="only the first N samples of the split")
+    if batch_size:
+        p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--device", default="cpu")
+    if json_flag:
+        p.add_argument("--json", action="store_true")
+    _data_args(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seenn", description="Spiking neural networks with temporal early exit (SEENN).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -501,120 +525,44 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a run with temporal early exit")
-    e.add_argument("run", help="a run directory or the name of a shipped run")
-    e.add_argument("--dataset", help="default: the run's dataset")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed", "oracle"])
-    e.add_argument("--threshold", type=float, help="exit threshold in [0, 1] (confidence, entropy)")
-    e.add_argument("--timesteps", type=int, help="steps for --exit fixed")
-    e.add_argument("--max-timesteps", type=int, help="default: the run's T")
+    e = _run_parser(sub, "eval", "evaluate a run with temporal early exit", rules=ALL_RULES)
     e.add_argument("--sweep", action="store_true", help="also sweep a grid of thresholds")
     e.add_argument("--dump", help="write per-sample arrays to this .npz file")
-    e.add_argument("--limit", type=int, help="only the first N samples of the split")
-    e.add_argument("--batch-size", type=int, default=500)
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--json", action="store_true")
-    _data_args(e)
     e.set_defaults(func=cmd_eval)
 
-    b = sub.add_parser("bench", help="time early exit against full T (same samples, side by side)")
-    b.add_argument("run", help="a run directory or the name of a shipped run")
-    b.add_argument("--dataset", help="default: the run's dataset")
-    b.add_argument("--split", default="test", choices=["train", "val", "test"])
-    b.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
-    b.add_argument("--threshold", type=float)
-    b.add_argument("--timesteps", type=int, help="steps for --exit fixed")
-    b.add_argument("--max-timesteps", type=int, help="default: the run's T")
-    b.add_argument("--batch-size", type=int, default=256)
-    b.add_argument("--limit", type=int, default=4096, help="samples to time (default 4096)")
+    b = _run_parser(sub, "bench", "time early exit against full T (same samples, side by side)", batch_size=256,
+                    limit=4096)
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--latency-samples", type=int, default=100)
-    b.add_argument("--device", default="cpu")
-    b.add_argument("--json", action="store_true")
-    _data_args(b)
     b.set_defaults(func=cmd_bench)
 
-    c = sub.add_parser("calibrate", help="choose the exit threshold with a statistical guarantee")
-    c.add_argument("run", help="a run directory or the name of a shipped run (then --out is needed)")
-    c.add_argument("--dataset", help="default: the run's dataset")
-    c.add_argument("--split", default="val", choices=["train", "val", "test"])
+    c = _run_parser(sub, "calibrate", "choose the exit threshold with a statistical guarantee", split="val",
+                    rules=None, batch_size=None)
     c.add_argument("--max-accuracy-drop", type=float, default=0.005, help="e.g. 0.005 = half a point")
     c.add_argument("--confidence-level", type=float, default=0.95)
     c.add_argument("--per-step", action="store_true", help="one threshold per timestep")
     c.add_argument("--temperature", action="store_true", help="fit a softmax temperature first")
-    c.add_argument("--max-timesteps", type=int, help="default: the run's T")
-    c.add_argument("--limit", type=int)
     c.add_argument("--out", help="write a calibrated copy of the run here instead of updating it")
-    c.add_argument("--device", default="cpu")
-    c.add_argument("--json", action="store_true")
-    _data_args(c)
     c.set_defaults(func=cmd_calibrate)
 
-    r = sub.add_parser("robustness", help="early exit under corrupted inputs (distribution shift)")
-    r.add_argument("run")
-    r.add_argument("--dataset")
-    r.add_argument("--split", default="test", choices=["train", "val", "test"])
+    r = _run_parser(sub, "robustness", "early exit under corrupted inputs (distribution shift)")
     r.add_argument("--corruption", default="gaussian-noise", choices=["gaussian-noise", "blur", "contrast", "jpeg"],
                    help="jpeg: the JPEG part of the CIFAR-10 test batch against its exact part")
     r.add_argument("--severity", default="1..5", help="1..5, 3 or 1,3,5")
-    r.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
-    r.add_argument("--threshold", type=float, help="default: the run's calibrated threshold, else 0.9")
-    r.add_argument("--timesteps", type=int)
-    r.add_argument("--max-timesteps", type=int)
-    r.add_argument("--limit", type=int)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--batch-size", type=int, default=500)
-    r.add_argument("--device", default="cpu")
-    r.add_argument("--json", action="store_true")
-    _data_args(r)
     r.set_defaults(func=cmd_robustness)
 
-    x = sub.add_parser("explain", help="why one sample exited when it did")
-    x.add_argument("run")
-    x.add_argument("--dataset")
-    x.add_argument("--split", default="test", choices=["train", "val", "test"])
+    x = _run_parser(sub, "explain", "why one sample exited when it did", batch_size=None)
     x.add_argument("--index", type=int, required=True)
-    x.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
-    x.add_argument("--threshold", type=float)
-    x.add_argument("--timesteps", type=int)
-    x.add_argument("--max-timesteps", type=int)
-    x.add_argument("--limit", type=int)
-    x.add_argument("--device", default="cpu")
-    x.add_argument("--json", action="store_true")
-    _data_args(x)
     x.set_defaults(func=cmd_explain)
 
-    rp = sub.add_parser("report", help="write an HTML report with plots")
-    rp.add_argument("run")
-    rp.add_argument("--dataset")
-    rp.add_argument("--split", default="test", choices=["train", "val", "test"])
-    rp.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
-    rp.add_argument("--threshold", type=float)
-    rp.add_argument("--timesteps", type=int)
-    rp.add_argument("--max-timesteps", type=int)
-    rp.add_argument("--limit", type=int)
-    rp.add_argument("--batch-size", type=int, default=500)
-    rp.add_argument("--device", default="cpu")
+    rp = _run_parser(sub, "report", "write an HTML report with plots", json_flag=False)
     rp.add_argument("--out", required=True, help="folder for index.html and its PNG plots")
-    _data_args(rp)
     rp.set_defaults(func=cmd_report)
 
-    en = sub.add_parser("energy", help="synaptic operations and energy per sample under early exit")
-    en.add_argument("run")
-    en.add_argument("--dataset")
-    en.add_argument("--split", default="test", choices=["train", "val", "test"])
-    en.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed", "oracle"])
-    en.add_argument("--threshold", type=float)
-    en.add_argument("--timesteps", type=int)
-    en.add_argument("--max-timesteps", type=int)
+    en = _run_parser(sub, "energy", "synaptic operations and energy per sample under early exit", rules=ALL_RULES)
     en.add_argument("--pj-per-ac", type=float, default=0.9, help="picojoules per accumulate (45 nm: 0.9)")
     en.add_argument("--pj-per-mac", type=float, default=4.6, help="picojoules per multiply-accumulate (45 nm: 4.6)")
-    en.add_argument("--limit", type=int)
-    en.add_argument("--batch-size", type=int, default=500)
-    en.add_argument("--device", default="cpu")
-    en.add_argument("--json", action="store_true")
-    _data_args(en)
     en.set_defaults(func=cmd_energy)
 
     ex = sub.add_parser("export", help="write a run as a NIR graph")

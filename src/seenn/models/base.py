@@ -49,13 +49,16 @@ class SpikingNetwork(nn.Module):
         (Single-step is the neurons' resting mode: :meth:`forward` switches to multi-step and back.)"""
         return self.body(encoded)
 
-    def forward(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: int, multistep: bool | None = None) -> torch.Tensor:
         """All ``timesteps`` steps; returns each step's own logits ``[T, B, K]``.
 
-        With gradients (training) the steps run at once in multi-step mode (``[T*B, ...]``, fused BPTT); without
-        (inference) they run one after another on ``[B, ...]``, which gives the same numbers and is about 1.5x
-        faster on CPU (smaller working set, no potentials kept)."""
-        if not torch.is_grad_enabled():
+        Multi-step mode runs the steps at once on ``[T*B, ...]`` (fused BPTT): the default with gradients
+        (training). Without gradients the default runs them one after another on ``[B, ...]``: the same numbers,
+        about 1.5x faster at large batches on CPU (smaller working set); ``multistep=True`` forces the former
+        (faster for tiny batches, where per-call overhead dominates)."""
+        if multistep is None:
+            multistep = torch.is_grad_enabled()
+        if not multistep:
             return self._forward_steps(x, timesteps)
         e = self.stem(x)
         b = e.shape[0]
