@@ -88,6 +88,8 @@ def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: in
         "speedup": speedup,
         "ideal_speedup": ideal,
         "efficiency": speedup / ideal,
+        "streaming_speedup": full_s / best["stream"],
+        "streaming_efficiency": full_s / best["stream"] / ideal,
         "batch1_latency_ms": {"full": p50_full, "early_exit": p50_early},
         "batch1_speedup": p50_full / p50_early,
         "batch1_ideal_speedup": max_timesteps / single_steps,  # over the same latency samples

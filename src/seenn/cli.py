@@ -161,7 +161,8 @@ def cmd_bench(args) -> int:
     print(f"{r['samples']} samples, batch {r['batch_size']}, T = {r['max_timesteps']}, "
           f"{r['rule']['rule']} exit: {r['avg_timesteps']:.3f} avg timesteps")
     print(f"full T {r['full_seconds']:.3f} s, early exit {r['early_exit_seconds']:.3f} s: speedup {r['speedup']:.2f}x "
-          f"of an ideal {r['ideal_speedup']:.2f}x (efficiency {r['efficiency']:.2f})")
+          f"of an ideal {r['ideal_speedup']:.2f}x (efficiency {r['efficiency']:.2f}); continuous batching "
+          f"{r['streaming_speedup']:.2f}x (efficiency {r['streaming_efficiency']:.2f})")
     lat = r["batch1_latency_ms"]
     print(f"batch-1 p50 latency: full {lat['full']:.2f} ms, early exit {lat['early_exit']:.2f} ms "
           f"({r['batch1_speedup']:.2f}x of an ideal {r['batch1_ideal_speedup']:.2f}x)")

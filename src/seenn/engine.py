@@ -43,9 +43,9 @@ class EarlyExitRunner:
     """``EarlyExitRunner(model, rule, max_timesteps).predict(x)`` -> :class:`ExitResult`.
 
     - :meth:`predict`: one batch; exited samples leave the batch after every step.
-    - :meth:`predict_dataset`: batch after batch (static batching: a batch's last sample holds its slot).
     - :meth:`stream`: continuous batching: a fixed number of slots, and when a sample exits the next input
       takes its slot, so the batch stays full.
+    - :meth:`predict_dataset`: a dataset through :meth:`stream`.
     """
 
     def __init__(self, model: SpikingNetwork, rule: ExitRule, max_timesteps: int, device: str | torch.device = "cpu",
@@ -63,7 +63,8 @@ class EarlyExitRunner:
         return self._run(iter([x]), slots=x.shape[0], total=x.shape[0])
 
     def predict_dataset(self, data, batch_size: int = 256) -> ExitResult:
-        return ExitResult.cat([self.predict(x) for x, _ in data.batches(batch_size)])
+        """A whole dataset with continuous batching over ``batch_size`` slots (the fastest way through it)."""
+        return self.stream((x for x, _ in data.batches(batch_size)), slots=batch_size, total=len(data))
 
     def stream(self, inputs, slots: int = 256, total: int | None = None) -> ExitResult:
         """Continuous batching over an iterable of input batches (any sizes); results in input order."""
@@ -75,66 +76,84 @@ class EarlyExitRunner:
     def _run(self, chunks, slots: int, total: int | None) -> ExitResult:
         model, rule, t_max, dev = self.model, self.rule, self.max_timesteps, self.device
         neurons = model.neurons()  # walked once per run, not once per step
+        feed = _Feed(chunks, dev)
         done_parts = []  # (index, prediction, timestep, score, logits) of samples that have exited
-        pending = None  # inputs read but not yet admitted
-        n_read = 0
-        index = encoded = summed = steps = None  # the running batch: one row per active sample
         model.reset()
         try:
-            while True:
-                free = slots - (0 if index is None else len(index))
-                while free > 0:  # admit new inputs into free slots
-                    if pending is None or len(pending) == 0:
-                        pending = next(chunks, None)
-                        if pending is None:
-                            break
-                        if len(pending) == 0:
-                            continue
-                        check_input(pending)
-                        pending = pending.to(dev)
-                        n_read_start, n_read = n_read, n_read + len(pending)
-                        pending_index = torch.arange(n_read_start, n_read, device=dev)
-                    x, pending, new_index = pending[:free], pending[free:], pending_index[:free]
-                    pending_index = pending_index[free:]
-                    e = model.encode(x)  # direct encoding: the stem's output is the same at every step
-                    if index is None:
-                        for n in neurons:
-                            n.reset()
-                        index, encoded, summed = new_index, e, None
-                        steps = torch.zeros(len(x), dtype=torch.long, device=dev)
-                    else:
-                        for n in neurons:
-                            n.extend(len(x))
-                        index, encoded = torch.cat([index, new_index]), torch.cat([encoded, e])
-                        if summed is not None:  # None: nothing has been stepped yet
-                            summed = torch.cat([summed, summed.new_zeros(len(x), summed.shape[1])])
-                        steps = torch.cat([steps, steps.new_zeros(len(x))])
-                    free -= len(x)
-                if index is None:
-                    break
+            x, index = feed.take(slots)
+            encoded = model.encode(x) if index is not None else None  # direct encoding: computed once per input
+            summed = None
+            steps = None if index is None else torch.zeros(len(index), dtype=torch.long, device=dev)
+            while index is not None:
                 out = model.step(encoded).float()
                 summed = out if summed is None else summed + out
                 steps += 1
                 score = rule.score(summed, steps)
                 done = rule.exits(score, steps) | (steps >= t_max)
-                if done.all():  # the whole running batch leaves: no compaction needed
-                    done_parts.append((index, summed.argmax(dim=1), steps, score, summed))
-                    index = None
-                elif done.any():
-                    done_parts.append((index[done], summed[done].argmax(dim=1), steps[done], score[done], summed[done]))
-                    keep = (~done).nonzero().squeeze(1)
+                if not done.any():
+                    continue
+                rows = done.nonzero().squeeze(1)
+                done_parts.append((index[rows], summed[rows].argmax(dim=1), steps[rows], score[rows], summed[rows]))
+                x, new_index = feed.take(len(rows))
+                k = 0 if new_index is None else len(new_index)
+                if k:  # continuous batching: new inputs take the freed slots, in place
+                    refill = rows[:k]
+                    encoded[refill] = model.encode(x)
+                    summed[refill] = 0.0
+                    steps[refill] = 0
+                    index[refill] = new_index
+                    for n in neurons:
+                        n.reset_rows(refill)
+                if k < len(rows):  # no inputs left for the other freed slots: the batch shrinks
+                    if k == 0 and len(rows) == len(index):
+                        break
+                    keep_mask = torch.ones(len(index), dtype=torch.bool, device=dev)
+                    keep_mask[rows[k:]] = False
+                    keep = keep_mask.nonzero().squeeze(1)
                     index, encoded, summed, steps = index[keep], encoded[keep], summed[keep], steps[keep]
                     for n in neurons:
                         n.select(keep)
         finally:
             model.reset()
-        n = n_read if total is None else total
+        n = feed.count if total is None else total
+        if not done_parts:
+            raise DataError("no input samples")
         idx = torch.cat([p[0] for p in done_parts])
         order = torch.empty_like(idx)
         order[idx] = torch.arange(len(idx), device=dev)
         cols = [torch.cat([p[i] for p in done_parts])[order].cpu() for i in range(1, 5)]
         assert len(idx) == n
         return ExitResult(*cols)
+
+
+class _Feed:
+    """Inputs for the runner: pulls batches from an iterator and hands out up to m samples at a time."""
+
+    def __init__(self, chunks, device):
+        self.chunks, self.device = chunks, device
+        self.pending = None
+        self.count = 0  # samples handed out so far (their input-order index)
+
+    def take(self, m: int):
+        xs = []
+        got = 0
+        while got < m:
+            if self.pending is None or len(self.pending) == 0:
+                nxt = next(self.chunks, None)
+                if nxt is None:
+                    break
+                if len(nxt) == 0:
+                    continue
+                check_input(nxt)
+                self.pending = nxt.to(self.device)
+            part, self.pending = self.pending[: m - got], self.pending[m - got:]
+            xs.append(part)
+            got += len(part)
+        if not got:
+            return None, None
+        first = self.count
+        self.count += got
+        return (xs[0] if len(xs) == 1 else torch.cat(xs)), torch.arange(first, first + got, device=self.device)
 
 
 def score_matrix(step_logits: torch.Tensor, rule: ExitRule) -> torch.Tensor:

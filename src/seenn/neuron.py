@@ -321,12 +321,10 @@ class SpikingNeuron(nn.Module):
         if self.v is not None:
             self.__dict__["v"] = self.v[index]
 
-    def extend(self, count: int) -> None:
-        """Append ``count`` rows of initial membrane (new samples joining a running batch)."""
+    def reset_rows(self, rows: torch.Tensor) -> None:
+        """Set some rows back to the initial membrane (new samples taking freed slots of a running batch)."""
         if self.v is not None:
-            fresh = torch.full((count, *self.v.shape[1:]), self.v_init * float(self.threshold),
-                               dtype=self.v.dtype, device=self.v.device)
-            self.__dict__["v"] = torch.cat([self.v, fresh])
+            self.v[rows] = self.v_init * float(self.threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self.params

@@ -7,7 +7,7 @@ neurons and ends in the readout that produces one logit vector per step).
 - ``forward(x, timesteps)``: training / full evaluation, multi-step, returns ``[T, B, K]`` step logits.
 - ``encode(x)`` once, then ``step(e)`` per timestep: single-step inference; the membranes live on the neuron
   modules, :meth:`reset` clears them, :meth:`select` keeps only some samples (batch compaction) and
-  :meth:`extend` appends fresh rows for samples joining a running batch (streaming).
+  :meth:`reset_rows` restarts the rows whose slots new samples take (streaming).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ class SpikingNetwork(nn.Module):
         for n in self.neurons():
             n.select(index)
 
-    def extend(self, count: int) -> None:
+    def reset_rows(self, rows: torch.Tensor) -> None:
         for n in self.neurons():
-            n.extend(count)
+            n.reset_rows(rows)
 
     def step(self, encoded: torch.Tensor) -> torch.Tensor:
         """One timestep on the encoded input ``[B, ...]``; returns that step's logits ``[B, K]``.
