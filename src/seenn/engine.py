@@ -54,6 +54,7 @@ class EarlyExitRunner:
             raise DataError(f"max_timesteps must be >= 1, got {max_timesteps}")
         model = model.to(device).eval()
         self.model = fold_batchnorm(model) if fold_bn else model  # inference only: BN folded into the convs
+        self.neurons = self.model.neurons()  # walked once here, not on every call (the model is not rewired later)
         self.rule = rule
         self.max_timesteps = int(max_timesteps)
         self.device = torch.device(device)
@@ -75,10 +76,11 @@ class EarlyExitRunner:
     @torch.inference_mode()
     def _run(self, chunks, slots: int, total: int | None) -> ExitResult:
         model, rule, t_max, dev = self.model, self.rule, self.max_timesteps, self.device
-        neurons = model.neurons()  # walked once per run, not once per step
+        neurons = self.neurons
         feed = _Feed(chunks, dev)
         done_parts = []  # (index, prediction, timestep, score, logits) of samples that have exited
-        model.reset()
+        for nrn in neurons:
+            nrn.reset()
         try:
             x, index = feed.take(slots)
             encoded = model.encode(x) if index is not None else None  # direct encoding: computed once per input
@@ -114,7 +116,8 @@ class EarlyExitRunner:
                     for n in neurons:
                         n.select(keep)
         finally:
-            model.reset()
+            for nrn in neurons:
+                nrn.reset()
         n = feed.count if total is None else total
         if not done_parts:
             raise DataError("no input samples")
