@@ -137,7 +137,7 @@ def test_demo_on_shipped_run(capsys):
     code, out, _ = run_cli(capsys, "demo", "--json", "--limit", "1000", "--data-dir", real_data_dir())
     assert code == 0
     r = json.loads(out)
-    assert r["samples"] == 1000 and len(r["exits"]) == 4
+    assert r["samples"] == 1000 and len(r["exits"]) >= 4
     assert r["accuracy_per_timestep"][-1] > 0.85
     code, out, _ = run_cli(capsys, "demo", "--limit", "500", "--data-dir", real_data_dir())
     assert code == 0 and "t=1" in out and "oracle" in out

@@ -140,7 +140,10 @@ def _print_report(r: dict) -> None:
 def _print_sweep(rows, full_accuracy: float) -> None:
     print(f"{'rule':<11}{'threshold':>10}{'accuracy':>10}{'vs full T':>11}{'avg steps':>11}  exits per step")
     for row in rows:
-        print(f"{row['rule']:<11}{row['threshold']:>10g}{row['accuracy']:>10.2%}"
+        th = "per-step" if row.get("threshold") is None else f"{row['threshold']:.4g}"
+        if row.get("temperature"):
+            th = "calib " + th
+        print(f"{row['rule']:<11}{th:>10}{row['accuracy']:>10.2%}"
               f"{(row['accuracy'] - full_accuracy) * 100:>+10.2f}p{row['avg_timesteps']:>11.3f}  {row['exit_histogram']}")
 
 
@@ -322,8 +325,12 @@ def cmd_report(args) -> int:
     from .report import build_report
 
     model, config, data, max_t, rule = _load_with_rule(args, "the report")
+    from .energy import count_operations, energy_report
+
     ev = Evaluation(model, data, max_t, batch_size=args.batch_size, device=args.device, progress=True)
-    page = build_report(ev, rule, Path(args.out), f"seenn report: {Path(str(args.run)).name} on {data.info.name}")
+    energy = energy_report(count_operations(model, data, max_t), ev.run(rule).exit_timestep)
+    page = build_report(ev, rule, Path(args.out), f"seenn report: {Path(str(args.run)).name} on {data.info.name}",
+                        energy=energy)
     print(page)
     return 0
 
@@ -417,10 +424,13 @@ def cmd_demo(args) -> int:
     data = load_dataset(config["dataset"], "test", data_dir=args.data_dir, limit=args.limit)
     max_t = config["max_timesteps"]
     ev = Evaluation(model, data, max_t)
-    rows = []
-    for name, th in [("confidence", t) for t in DEMO_THRESHOLDS] + [("entropy", 0.9)]:
-        rule = make_rule(name, threshold=th)
-        rows.append(ev.summarize(rule.describe(), ev.run(rule)))
+    rules = [make_rule(name, threshold=th) for name, th in [("confidence", t) for t in DEMO_THRESHOLDS]
+             + [("entropy", 0.9)]]
+    stored = config.get("exit", {}).get("confidence")
+    if stored:  # the run's calibrated rule (seenn calibrate) comes first
+        rules.insert(0, make_rule("confidence", threshold=stored.get("thresholds") or stored["threshold"],
+                                  temperature=stored.get("temperature", 1.0)))
+    rows = [ev.summarize(rule.describe(), ev.run(rule)) for rule in rules]
     report = {**ev.header(), "run": str(run), "exits": rows, "seconds": time.perf_counter() - t0}
     if args.json:
         _emit_json(report)
@@ -431,6 +441,10 @@ def cmd_demo(args) -> int:
     for i, a in enumerate(report["accuracy_per_timestep"]):
         print(f"  t={i + 1}: {a:.2%}")
     print("temporal early exit, run step by step with exited samples dropped from the batch:")
+    if stored and stored.get("calibration"):
+        c = stored["calibration"]
+        print(f"(first row: the run's calibrated threshold, at most {c['max_accuracy_drop'] * 100:g} points below "
+              f"full T with {c['confidence_level']:.0%} confidence; `seenn calibrate`)")
     _print_sweep(rows, report["accuracy_per_timestep"][-1])
     print(f"oracle (each sample leaves at its first correct step): {report['oracle_accuracy']:.2%} at "
           f"{report['oracle_avg_timesteps']:.3f} avg timesteps")

@@ -56,7 +56,8 @@ def _reliability(ev: Evaluation, rule: ExitRule, bins: int = 10):
     return out
 
 
-def build_report(ev: Evaluation, rule: ExitRule, out_dir: Path, title: str, policy_points=None) -> Path:
+def build_report(ev: Evaluation, rule: ExitRule, out_dir: Path, title: str, policy_points=None,
+                 energy: dict | None = None) -> Path:
     plt = _plt()
     out_dir = Path(out_dir)
     try:
@@ -161,6 +162,7 @@ figure{{margin:1.2em 0}}img{{max-width:100%}}figcaption{{color:#555;font-size:.9
 <tr><td>oracle</td><td>{head['oracle_accuracy']:.2%} at {head['oracle_avg_timesteps']:.3f} steps</td></tr>
 <tr><td>ideal exit at full-T accuracy</td><td>{head['ideal_avg_timesteps']:.3f} steps</td></tr>
 </table>
+{_energy_table(energy)}
 <h2>Accuracy per timestep</h2><table>{rows}</table>
 {img('tradeoff.png', 'Accuracy against average timesteps: threshold sweeps, fixed T, oracle and the ideal limit')}
 {img('exits.png', 'Where samples exit, and accuracy of the logits summed over steps 1..t')}
@@ -176,3 +178,16 @@ figure{{margin:1.2em 0}}img{{max-width:100%}}figcaption{{color:#555;font-size:.9
 def _fixed(ev: Evaluation, k: int):
     r = posthoc_exits(ev.step_logits, Fixed(k))
     return r.prediction, r.exit_timestep
+
+
+def _energy_table(energy: dict | None) -> str:
+    if not energy:
+        return ""
+    ps = energy["per_sample"]
+    rows = "".join(f"<tr><td>{label}</td><td>{ps[k]['macs']:,.0f}</td><td>{ps[k]['acs']:,.0f}</td>"
+                   f"<td>{ps[k]['energy_uj']:.3f}</td></tr>"
+                   for k, label in (("early_exit", "SNN with early exit"), ("full", "SNN, all steps"),
+                                    ("ann", "equivalent ANN")))
+    return (f"<h2>Energy per sample</h2><p>{energy['pj_per_ac']} pJ per accumulate, {energy['pj_per_mac']} pJ per "
+            f"multiply-accumulate (45 nm).</p><table><tr><th></th><th>MACs</th><th>ACs</th><th>energy (uJ)</th></tr>"
+            f"{rows}</table>")
