@@ -20,7 +20,7 @@ def run_cli(capsys, *args):
 
 def test_train_writes_a_complete_run(tiny_run):
     files = sorted(p.name for p in tiny_run.iterdir())
-    assert files == ["config.json", "metrics.json", "model.safetensors"]
+    assert files == ["config.json", "metrics.json", "model.safetensors", "train_state.safetensors"]
     cfg = json.loads((tiny_run / "config.json").read_text())
     assert cfg["max_timesteps"] == 3 and cfg["model"]["name"] == "convnet"
     metrics = json.loads((tiny_run / "metrics.json").read_text())

@@ -41,10 +41,13 @@ def _train_config(args):
 def cmd_train(args) -> int:
     from .train import train
 
-    metrics = train(_train_config(args), args.out, data_dir=args.data_dir, progress=not args.quiet,
-                    device=args.device, log=_log)
-    _log(f"best validation accuracy {metrics['best_val_accuracy']}; run written to {args.out}")
-    print(args.out)
+    if args.resume is None and args.out is None:
+        raise ConfigError("seenn train needs --out RUN_DIR (or --resume RUN_DIR)")
+    out = args.resume or args.out
+    metrics = train(_train_config(args), out, data_dir=args.data_dir, progress=not args.quiet,
+                    device=args.device, log=_log, resume=args.resume is not None)
+    _log(f"best validation accuracy {metrics['best_val_accuracy']}; run written to {out}")
+    print(out)
     return 0
 
 
@@ -536,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the neurons' BPTT loops: faster training after a one-off compile")
     t.add_argument("--device", default="cpu")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
-    t.add_argument("--out", required=True, help="run directory to write")
+    t.add_argument("--out", help="run directory to write")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (its own settings are used)")
     _data_args(t)
     t.set_defaults(func=cmd_train)
 

@@ -8,6 +8,7 @@ training data; the test split is never looked at).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,10 +18,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as save_tensors
+
 from . import __version__
 from .checkpoint import save_run
-from .data import DEFAULT_VAL_SIZE, Dataset, load_dataset
-from .errors import ConfigError
+from .data import DEFAULT_VAL_SIZE, Dataset, atomic_write_bytes, load_dataset
+from .errors import CheckpointError, ConfigError
 from .metrics import accuracy_per_timestep
 from .models import MODELS, SpikingNetwork, build_model
 
@@ -100,8 +104,52 @@ def step_logits(model: SpikingNetwork, data: Dataset, timesteps: int, batch_size
     return torch.cat(outs)
 
 
+TRAIN_STATE = "train_state.safetensors"
+
+
+def _save_state(path: Path, model, best, opt, sched, gen, epoch: int, history: list, cfg: TrainConfig) -> None:
+    """Everything needed to continue exactly: weights, best weights, momentum, schedule, random states. One file,
+    written atomically, so a kill at any moment leaves the previous epoch's state intact."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best[1].items()})
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                tensors[f"optim.{names[id(p)]}"] = buf.detach().cpu().contiguous()
+    tensors["rng.generator"] = gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"epoch": str(epoch), "best_score": repr(best[0]), "history": json.dumps(history),
+            "scheduler": json.dumps(sched.state_dict()), "lrs": json.dumps([g["lr"] for g in opt.param_groups]),
+            "config": json.dumps(asdict(cfg))}
+    atomic_write_bytes(path, save_tensors(tensors, metadata=meta))
+
+
+def read_train_state(run_dir: str | Path):
+    """(config, tensors, metadata) of an interrupted run, for ``--resume``."""
+    path = Path(run_dir) / TRAIN_STATE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: nothing to resume (runs write it at the end of every epoch)")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        cfg = TrainConfig(**json.loads(meta["config"]))
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a valid training state ({e})") from None
+    return cfg, tensors, meta
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: bool = True,
-          device: str = "cpu", log=print) -> dict:
+          device: str = "cpu", log=print, resume: bool = False) -> dict:
+    """Train and write a run directory. ``resume``: continue the interrupted run in ``out_dir`` exactly where
+    its last completed epoch left it (``cfg`` is then taken from the saved state)."""
+    out_dir = Path(out_dir)
+    state = None
+    if resume:
+        cfg, tensors, meta = read_train_state(out_dir)
+        state = (tensors, meta)
     cfg.validate()
     if cfg.compile:
         from .neuron import set_compile
@@ -124,49 +172,79 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     config = {"seenn_version": __version__, "dataset": cfg.dataset, "max_timesteps": cfg.timesteps,
               "model": model_config(cfg, train_set), "training": asdict(cfg)}
     history = []
-    best = (-1.0, None)
+    best = (-1.0, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    start_epoch = 1
+    if state is not None:
+        tensors, meta = state
+        try:
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            best = (float(meta["best_score"]), {k[5:]: v for k, v in tensors.items() if k.startswith("best.")})
+            params = dict(model.named_parameters())
+            for k, v in tensors.items():
+                if k.startswith("optim."):
+                    opt.state[params[k[6:]]]["momentum_buffer"] = v.to(device)
+            for g, lr in zip(opt.param_groups, json.loads(meta["lrs"])):
+                g["lr"] = lr
+            sched.load_state_dict(json.loads(meta["scheduler"]))
+            gen.set_state(tensors["rng.generator"])
+            torch.set_rng_state(tensors["rng.torch"])
+            history = json.loads(meta["history"])
+            start_epoch = int(meta["epoch"]) + 1
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{out_dir / TRAIN_STATE} does not match its config ({e})") from None
+        log(f"resuming {out_dir} after epoch {start_epoch - 1} of {cfg.epochs}")
     t_start = time.time()
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        t0 = time.time()
-        loss_sum, correct, seen = 0.0, 0, 0
-        it = train_set.batches(cfg.batch_size, shuffle=True, generator=gen, augment=cfg.augment)
-        if progress:
-            it = tqdm(it, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
-        for x, y in it:
-            x, y = x.to(device), y.to(device)
-            out = model(x, cfg.timesteps)
-            if cfg.loss == "tet":
-                loss = tet_loss(out, y, cfg.tet_lambda, cfg.tet_phi)
-            else:
-                loss = mean_ce_loss(out, y)
-            if not torch.isfinite(loss):
-                raise ConfigError(f"training diverged at epoch {epoch} (loss {loss.item()}); lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.item() * len(y)
-            correct += (out.sum(0).argmax(1) == y).sum().item()
-            seen += len(y)
-            if progress:
-                it.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-        rec = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-               "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
-        if val_set is not None:
-            acc = accuracy_per_timestep(step_logits(model, val_set, cfg.timesteps, device=device), val_set.labels)
-            rec["val_accuracy_per_timestep"] = acc
-            rec["val_accuracy"] = acc[-1]
-        history.append(rec)
-        score = rec.get("val_accuracy", epoch)  # without validation: keep the last epoch
-        if score >= best[0]:
-            best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()})
-            rec["kept"] = True
-        log(f"epoch {epoch}: loss {rec['train_loss']:.4f} train acc {rec['train_accuracy']:.4f}"
-            + (f" val acc/step {' '.join(f'{a:.4f}' for a in rec['val_accuracy_per_timestep'])}" if val_set else "")
-            + f" ({rec['seconds']:.0f}s)")
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            rec = _train_epoch(model, opt, sched, gen, train_set, cfg, epoch, steps_per_epoch, device, progress)
+            if val_set is not None:
+                acc = accuracy_per_timestep(step_logits(model, val_set, cfg.timesteps, device=device), val_set.labels)
+                rec["val_accuracy_per_timestep"] = acc
+                rec["val_accuracy"] = acc[-1]
+            history.append(rec)
+            score = rec.get("val_accuracy", epoch)  # without validation: keep the last epoch
+            if score >= best[0]:
+                best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                rec["kept"] = True
+            _save_state(out_dir / TRAIN_STATE, model, best, opt, sched, gen, epoch, history, cfg)
+            log(f"epoch {epoch}: loss {rec['train_loss']:.4f} train acc {rec['train_accuracy']:.4f}"
+                + (f" val acc/step {' '.join(f'{a:.4f}' for a in rec['val_accuracy_per_timestep'])}" if val_set else "")
+                + f" ({rec['seconds']:.0f}s)")
+    except KeyboardInterrupt:
+        if history:  # leave a usable run behind: the best epoch so far, and the state to resume from
+            model.load_state_dict(best[1])
+            save_run(out_dir, model, config, {"epochs": history, "best_val_accuracy": best[0], "interrupted": True})
+        log(f"interrupted after epoch {len(history)}; continue with: seenn train --resume {out_dir}")
+        raise
     model.load_state_dict(best[1])
     metrics = {"epochs": history, "best_val_accuracy": best[0] if val_set is not None else None,
                "train_seconds": time.time() - t_start}
-    save_run(Path(out_dir), model, config, metrics)
+    save_run(out_dir, model, config, metrics)
     return metrics
+
+
+def _train_epoch(model, opt, sched, gen, train_set, cfg: TrainConfig, epoch: int, steps_per_epoch: int, device,
+                 progress: bool) -> dict:
+    model.train()
+    t0 = time.time()
+    loss_sum, correct, seen = 0.0, 0, 0
+    it = train_set.batches(cfg.batch_size, shuffle=True, generator=gen, augment=cfg.augment)
+    if progress:
+        it = tqdm(it, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
+    for x, y in it:
+        x, y = x.to(device), y.to(device)
+        out = model(x, cfg.timesteps)
+        loss = tet_loss(out, y, cfg.tet_lambda, cfg.tet_phi) if cfg.loss == "tet" else mean_ce_loss(out, y)
+        if not torch.isfinite(loss):
+            raise ConfigError(f"training diverged at epoch {epoch} (loss {loss.item()}); lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.item() * len(y)
+        correct += (out.sum(0).argmax(1) == y).sum().item()
+        seen += len(y)
+        if progress:
+            it.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+    return {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+            "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
