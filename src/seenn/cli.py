@@ -43,11 +43,17 @@ def cmd_train(args) -> int:
 
     if args.resume is None and args.out is None:
         raise ConfigError("seenn train needs --out RUN_DIR (or --resume RUN_DIR)")
+    from .distributed import finish, world
+
     out = args.resume or args.out
-    metrics = train(_train_config(args), out, data_dir=args.data_dir, progress=not args.quiet,
-                    device=args.device, log=_log, resume=args.resume is not None)
-    _log(f"best validation accuracy {metrics['best_val_accuracy']}; run written to {out}")
-    print(out)
+    try:
+        metrics = train(_train_config(args), out, data_dir=args.data_dir, progress=not args.quiet,
+                        device=args.device, log=_log, resume=args.resume is not None)
+        if world()[0] == 0:
+            _log(f"best validation accuracy {metrics['best_val_accuracy']}; run written to {out}")
+            print(out)
+    finally:
+        finish()
     return 0
 
 
@@ -101,6 +107,16 @@ def _rule(args, config):
 
 
 def cmd_eval(args) -> int:
+    from .distributed import finish, init_from_env
+
+    rank, _ = init_from_env(args.device)  # under torchrun: each process evaluates its shard
+    try:
+        return _eval(args, rank)
+    finally:
+        finish()
+
+
+def _eval(args, rank: int) -> int:
     from .evaluate import Evaluation
 
     if args.batch_size < 1:
@@ -117,6 +133,8 @@ def cmd_eval(args) -> int:
     if args.sweep:
         report["sweep"] = ev.sweep(args.exit if args.exit in ("confidence", "entropy") else "confidence")
     report["seconds"] = time.perf_counter() - t0
+    if rank != 0:  # only rank 0 writes and prints
+        return 0
     if args.dump:
         ev.dump(args.dump, rule, result)
     if args.json:

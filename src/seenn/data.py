@@ -184,6 +184,10 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def shard(self, rank: int, world: int) -> "Dataset":
+        """Every ``world``-th sample from ``rank`` (a process's share under torchrun)."""
+        return Dataset(self.info, self.split, self.images[rank::world].numpy(), self.labels[rank::world].numpy())
+
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
         return (images_uint8.float() / 255.0 - self._mean) / self._std
 

@@ -12,6 +12,7 @@ import torch
 from .data import Dataset, atomic_write_bytes
 from .engine import EarlyExitRunner, ExitResult, posthoc_exits, score_matrix
 from .exits import Confidence, ExitRule, make_rule
+from .distributed import world
 from .fold import fold_batchnorm
 from .metrics import (accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps,
                       oracle_timesteps)
@@ -34,7 +35,11 @@ class Evaluation:
         self.data, self.max_timesteps = data, max_timesteps
         self.batch_size, self.device = batch_size, device
         self.labels = data.labels
-        self.step_logits = full_step_logits(model, data, max_timesteps, batch_size, device, progress)
+        # under torchrun each process computes its shard [rank::world] and all of them get every row back
+        self.rank, self.world = world()
+        self._local = data if self.world == 1 else data.shard(self.rank, self.world)
+        self.step_logits = self._gather(full_step_logits(self.model, self._local, max_timesteps, batch_size, device,
+                                                         progress and self.rank == 0))
         self.correct = correct_per_timestep(self.step_logits, self.labels)
         self.full_prediction = self.step_logits.sum(dim=1).argmax(dim=1)
 
@@ -54,7 +59,21 @@ class Evaluation:
     def run(self, rule: ExitRule, batch_size: int | None = None) -> ExitResult:
         """The rule run for real: step by step, exited samples dropped from the batch."""
         runner = EarlyExitRunner(self.model, rule, self.max_timesteps, self.device)
-        return runner.predict_dataset(self.data, batch_size or self.batch_size)
+        r = runner.predict_dataset(self._local, batch_size or self.batch_size)
+        return ExitResult(*(self._gather(getattr(r, f)) for f in ("prediction", "exit_timestep", "score", "logits")))
+
+    def _gather(self, local: torch.Tensor) -> torch.Tensor:
+        """The rows of every process's shard, back in dataset order."""
+        if self.world == 1:
+            return local
+        import torch.distributed as dist
+
+        parts = [None] * self.world
+        dist.all_gather_object(parts, local.cpu())
+        out = torch.empty((len(self.data), *local.shape[1:]), dtype=local.dtype)
+        for r, part in enumerate(parts):
+            out[r::self.world] = part
+        return out
 
     def oracle(self) -> ExitResult:
         t = oracle_timesteps(self.correct)

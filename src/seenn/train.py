@@ -24,6 +24,7 @@ from safetensors.torch import save as save_tensors
 from . import __version__
 from .checkpoint import save_run
 from .data import DEFAULT_VAL_SIZE, Dataset, atomic_write_bytes, load_dataset
+from .distributed import all_sum, init_from_env, plain_batchnorm, sync_batchnorm, world
 from .errors import CheckpointError, ConfigError
 from .metrics import accuracy_per_timestep
 from .models import MODELS, SpikingNetwork, build_model
@@ -151,6 +152,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
         cfg, tensors, meta = read_train_state(out_dir)
         state = (tensors, meta)
     cfg.validate()
+    rank, size = init_from_env(device)
+    if size > 1 and cfg.batch_size % size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of the {size} processes")
     if cfg.compile:
         from .neuron import set_compile
 
@@ -161,6 +165,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     val_set = load_dataset(cfg.dataset, "val", data_dir=data_dir, val_size=cfg.val_size) if cfg.val_size else None
     model = build_model(cfg.model, in_channels=train_set.info.channels, image_size=train_set.info.image_size,
                         num_classes=train_set.info.num_classes, width=cfg.width, surrogate=cfg.surrogate).to(device)
+    net = model
+    if size > 1:  # DDP: gradients averaged across ranks, BN statistics over the global batch
+        net = torch.nn.parallel.DistributedDataParallel(sync_batchnorm(model))
     # no weight decay on BN and biases
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -196,7 +203,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     t_start = time.time()
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
-            rec = _train_epoch(model, opt, sched, gen, train_set, cfg, epoch, steps_per_epoch, device, progress)
+            rec = _train_epoch(net, opt, sched, gen, train_set, cfg, epoch, steps_per_epoch, device,
+                               progress and rank == 0)
+            if rank != 0:  # only rank 0 validates and writes
+                history.append(rec)
+                continue
             if val_set is not None:
                 acc = accuracy_per_timestep(step_logits(model, val_set, cfg.timesteps, device=device), val_set.labels)
                 rec["val_accuracy_per_timestep"] = acc
@@ -211,34 +222,41 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
                 + (f" val acc/step {' '.join(f'{a:.4f}' for a in rec['val_accuracy_per_timestep'])}" if val_set else "")
                 + f" ({rec['seconds']:.0f}s)")
     except KeyboardInterrupt:
-        if history:  # leave a usable run behind: the best epoch so far, and the state to resume from
+        if history and rank == 0:  # leave a usable run behind: the best epoch so far, and the state to resume from
             model.load_state_dict(best[1])
             save_run(out_dir, model, config, {"epochs": history, "best_val_accuracy": best[0], "interrupted": True})
         log(f"interrupted after epoch {len(history)}; continue with: seenn train --resume {out_dir}")
         raise
-    model.load_state_dict(best[1])
     metrics = {"epochs": history, "best_val_accuracy": best[0] if val_set is not None else None,
-               "train_seconds": time.time() - t_start}
-    save_run(out_dir, model, config, metrics)
+               "train_seconds": time.time() - t_start, "processes": size}
+    if rank == 0:
+        model.load_state_dict(best[1])
+        save_run(out_dir, plain_batchnorm(model), config, metrics)
     return metrics
 
 
-def _train_epoch(model, opt, sched, gen, train_set, cfg: TrainConfig, epoch: int, steps_per_epoch: int, device,
+def _train_epoch(net, opt, sched, gen, train_set, cfg: TrainConfig, epoch: int, steps_per_epoch: int, device,
                  progress: bool) -> dict:
-    model.train()
+    """One epoch. With several processes every rank draws the same global batch and keeps its shard; the loss is
+    weighted by the shard's share so that DDP's gradient average is the gradient of the global-batch loss."""
+    rank, size = world()
+    net.train()
     t0 = time.time()
     loss_sum, correct, seen = 0.0, 0, 0
     it = train_set.batches(cfg.batch_size, shuffle=True, generator=gen, augment=cfg.augment)
     if progress:
         it = tqdm(it, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
     for x, y in it:
+        n_global = len(y)
+        if size > 1:
+            x, y = x[rank::size], y[rank::size]
         x, y = x.to(device), y.to(device)
-        out = model(x, cfg.timesteps)
+        out = net(x, cfg.timesteps)
         loss = tet_loss(out, y, cfg.tet_lambda, cfg.tet_phi) if cfg.loss == "tet" else mean_ce_loss(out, y)
         if not torch.isfinite(loss):
             raise ConfigError(f"training diverged at epoch {epoch} (loss {loss.item()}); lower --lr")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * (len(y) * size / n_global) if size > 1 else loss).backward()
         opt.step()
         sched.step()
         loss_sum += loss.item() * len(y)
@@ -246,5 +264,6 @@ def _train_epoch(model, opt, sched, gen, train_set, cfg: TrainConfig, epoch: int
         seen += len(y)
         if progress:
             it.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+    loss_sum, correct, seen = all_sum([loss_sum, correct, seen])
     return {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
             "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
