@@ -17,6 +17,23 @@ DEMO_RUN = "fashion-mnist-convnet-t4"
 DEMO_THRESHOLDS = (0.9, 0.99, 0.999)
 
 
+def _writable_dir(path) -> Path:
+    """Create an output folder up front, so a path that cannot be written fails before any work is done."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output folder {path}: {e.strerror}") from None
+    return path
+
+
+def _writable_file(path) -> Path:
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: {path.parent} is not a folder")
+    return path
+
+
 def _emit_json(obj) -> None:
     print(json.dumps(obj, indent=2, allow_nan=False))
 
@@ -46,6 +63,9 @@ def cmd_train(args) -> int:
     from .distributed import finish, world
 
     out = args.resume or args.out
+    if args.out:
+        _train_config(args).validate()  # argument mistakes first, then the folder
+        _writable_dir(args.out)
     try:
         metrics = train(_train_config(args), out, data_dir=args.data_dir, progress=not args.quiet,
                         device=args.device, log=_log, resume=args.resume is not None)
@@ -73,7 +93,7 @@ def _load(args):
     have = tuple(data.images.shape[1:])
     if want != have:
         raise ConfigError(f"the run expects images of shape {want}, {dataset} has {have}")
-    max_t = args.max_timesteps or config["max_timesteps"]
+    max_t = config["max_timesteps"] if args.max_timesteps is None else args.max_timesteps
     if max_t < 1:
         raise ConfigError(f"--max-timesteps must be >= 1, got {max_t}")
     return model, config, data, max_t
@@ -121,6 +141,8 @@ def _eval(args, rank: int) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.dump:
+        _writable_file(args.dump)
     model, config, data, max_t = _load(args)
     rule = _rule(args, config)
     if rule is not None and getattr(rule, "timesteps", 1) > max_t:
@@ -196,10 +218,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    import shutil
-
     from .calibrate import calibrate
     from .checkpoint import CONFIG, PRETRAINED_DIR, read_json, resolve_run, write_json
+    from .data import atomic_write_bytes
     from .train import step_logits
 
     if args.split == "test":
@@ -207,6 +228,10 @@ def cmd_calibrate(args) -> int:
     src = resolve_run(args.run).resolve()
     if args.out is None and PRETRAINED_DIR.resolve() in src.parents:
         raise ConfigError(f"{args.run} is a shipped run and stays unchanged; write a calibrated copy with --out DIR")
+    if args.out:
+        dest = _writable_dir(args.out)
+        if any(dest.iterdir()) and dest.resolve() != src:
+            raise ConfigError(f"{dest} exists and is not empty")
     model, config, data, max_t = _load(args)
     logits = step_logits(model, data, max_t, device=args.device, progress=not args.json)
     result = calibrate(logits, data.labels, max_accuracy_drop=args.max_accuracy_drop,
@@ -215,12 +240,9 @@ def cmd_calibrate(args) -> int:
     result.update({"dataset": data.info.name, "split": data.split})
     dest = Path(args.out) if args.out else src
     if args.out:
-        if dest.exists() and any(dest.iterdir()) and dest.resolve() != src:
-            raise ConfigError(f"{dest} exists and is not empty")
-        dest.mkdir(parents=True, exist_ok=True)
         for f in src.iterdir():
             if f.is_file() and f.name != CONFIG:
-                shutil.copyfile(f, dest / f.name)
+                atomic_write_bytes(dest / f.name, f.read_bytes())
     config = read_json(src / CONFIG)
     config.setdefault("exit", {})["confidence"] = {
         "threshold": result["threshold"], "thresholds": result["thresholds"], "temperature": result["temperature"],
@@ -348,6 +370,7 @@ def cmd_report(args) -> int:
     model, config, data, max_t, rule = _load_with_rule(args, "the report")
     from .energy import count_operations, energy_report
 
+    _writable_dir(args.out)
     ev = Evaluation(model, data, max_t, batch_size=args.batch_size, device=args.device, progress=True)
     energy = energy_report(count_operations(model, data, max_t), ev.run(rule).exit_timestep)
     page = build_report(ev, rule, Path(args.out), f"seenn report: {Path(str(args.run)).name} on {data.info.name}",
@@ -532,8 +555,15 @@ def _run_parser(sub, name: str, help: str, *, split: str = "test", rules=REAL_RU
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument mistakes are user mistakes too: one line, exit code 2 (through SeennError), no usage dump."""
+
+    def error(self, message):
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seenn", description="Spiking neural networks with temporal early exit (SEENN).")
+    p = _Parser(prog="seenn", description="Spiking neural networks with temporal early exit (SEENN).")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a spiking network directly (BPTT, TET loss)")
@@ -642,11 +672,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except SeennError as e:
         print(f"seenn: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no (permissions, a file where a folder should be, a full disk)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"seenn: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("seenn: interrupted", file=sys.stderr)
