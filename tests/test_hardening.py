@@ -136,3 +136,12 @@ def test_unwritable_output_keeps_what_was_there(tiny_run, tiny_data, tmp_path, c
 def test_errors_are_typed():
     for cls in (DataError, CheckpointError, ConfigError):
         assert issubclass(cls, SeennError)
+
+
+def test_wrong_shape_through_the_python_api():
+    from seenn.models import build_model
+
+    runner = EarlyExitRunner(build_model("convnet", in_channels=1, image_size=28, num_classes=10, width=0.25),
+                             Confidence(0.9), 2)
+    with pytest.raises(DataError, match="does not fit"):
+        runner.predict(torch.zeros(2, 3, 28, 28))

@@ -83,7 +83,7 @@ class EarlyExitRunner:
             nrn.reset()
         try:
             x, index = feed.take(slots)
-            encoded = model.encode(x) if index is not None else None  # direct encoding: computed once per input
+            encoded = _encode(model, x) if index is not None else None  # direct encoding: computed once per input
             summed = None
             steps = None if index is None else torch.zeros(len(index), dtype=torch.long, device=dev)
             while index is not None:
@@ -100,7 +100,7 @@ class EarlyExitRunner:
                 k = 0 if new_index is None else len(new_index)
                 if k:  # continuous batching: new inputs take the freed slots, in place
                     refill = rows[:k]
-                    encoded[refill] = model.encode(x)
+                    encoded[refill] = _encode(model, x)
                     summed[refill] = 0.0
                     steps[refill] = 0
                     index[refill] = new_index
@@ -127,6 +127,14 @@ class EarlyExitRunner:
         cols = [torch.cat([p[i] for p in done_parts])[order].cpu() for i in range(1, 5)]
         assert len(idx) == n
         return ExitResult(*cols)
+
+
+def _encode(model: SpikingNetwork, x: torch.Tensor) -> torch.Tensor:
+    try:
+        return model.encode(x)
+    except RuntimeError as e:  # a shape the first layer cannot take
+        raise DataError(f"an input batch of shape {tuple(x.shape)} does not fit the model "
+                        f"({str(e).splitlines()[0]})") from None
 
 
 class _Feed:
