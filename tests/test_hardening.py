@@ -145,3 +145,5 @@ def test_wrong_shape_through_the_python_api():
                              Confidence(0.9), 2)
     with pytest.raises(DataError, match="does not fit"):
         runner.predict(torch.zeros(2, 3, 28, 28))
+    with pytest.raises(DataError, match="does not fit"):
+        runner.predict(torch.zeros(2, 1, 32, 32))

@@ -87,7 +87,10 @@ class EarlyExitRunner:
             summed = None
             steps = None if index is None else torch.zeros(len(index), dtype=torch.long, device=dev)
             while index is not None:
-                out = model.step(encoded).float()
+                try:
+                    out = model.step(encoded).float()
+                except RuntimeError as e:  # e.g. an image size the readout was not built for
+                    raise DataError(f"the input does not fit the model ({str(e).splitlines()[0]})") from None
                 summed = out if summed is None else summed + out
                 steps += 1
                 score = rule.score(summed, steps)
