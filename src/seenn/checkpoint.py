@@ -39,9 +39,25 @@ def pretrained_runs() -> list[dict]:
         for d in sorted(PRETRAINED_DIR.iterdir()):
             if (d / CONFIG).is_file() and (d / WEIGHTS).is_file():
                 cfg = read_json(d / CONFIG)
-                out.append({"name": d.name, "dataset": cfg["dataset"], "max_timesteps": cfg["max_timesteps"],
-                            "path": str(d)})
+                entry = {"name": d.name, "dataset": cfg["dataset"], "max_timesteps": cfg["max_timesteps"],
+                         "path": str(d)}
+                best = _best_policy(d)
+                if best:
+                    entry["policy"], entry["policy_rule"] = best
+                out.append(entry)
     return out
+
+
+def _best_policy(run_dir: Path):
+    """(name, rule) of the shipped policy with the fewest validation timesteps among those within 0.1 points of
+    full T on validation, else the most accurate one; None without policies."""
+    cands = []
+    for p in sorted((run_dir / "policies").glob("*/policy.json")):
+        v = read_json(p).get("validation", {})
+        if "accuracy" in v:
+            ok = v["accuracy"] >= v.get("full_accuracy", 1.0) - 0.001 - 1e-12
+            cands.append((not ok, v["avg_timesteps"] if ok else -v["accuracy"], p.parent.name, read_json(p)["kind"]))
+    return min(cands)[2:] if cands else None
 
 
 def resolve_run(run: str | Path) -> Path:

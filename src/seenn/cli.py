@@ -117,6 +117,16 @@ def _rule(args, config):
 
     if args.exit == "oracle":
         return None
+    if args.exit in ("policy", "learned"):
+        from .policy import LearnedExitRule, PolicyRule, load_policy
+
+        if not getattr(args, "policy", None):
+            raise ConfigError(f"--exit {args.exit} needs --policy POLICY_DIR (seenn policy train makes one)")
+        rule = load_policy(args.policy, config["max_timesteps"])
+        want = PolicyRule if args.exit == "policy" else LearnedExitRule
+        if not isinstance(rule, want):
+            raise ConfigError(f"{args.policy} is a {rule.name!r} policy; use --exit {rule.name}")
+        return rule
     if args.exit in ("confidence", "entropy") and args.threshold is None:
         stored = config.get("exit", {}).get(args.exit)
         if stored:
@@ -441,6 +451,57 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_policy_train(args) -> int:
+    import torch
+
+    from .engine import EarlyExitRunner, posthoc_exits
+    from .evaluate import Evaluation
+    from .exits import Fixed
+    from .policy import PolicyRule, choose_learned_threshold, save_policy, train_policy
+
+    _writable_dir(args.out)
+    args.split, args.max_timesteps = "train", None
+    model, config, train_data, max_t = _load(args)
+    _log(f"the frozen SNN's step logits on {len(train_data)} training images ...")
+    train_ev = Evaluation(model, train_data, max_t, progress=True)
+    net, info = train_policy(train_data, train_ev.step_logits, kind=args.kind, beta=args.beta,
+                             weighting=args.weighting, objective=args.objective, epochs=args.epochs, lr=args.lr,
+                             seed=args.seed, log=_log)
+    args.split, args.limit = "val", None
+    _, _, val_data, _ = _load(args)
+    val = Evaluation(model, val_data, max_t)
+    if args.kind == "learned":
+        info["threshold"] = choose_learned_threshold(net, val.step_logits, val.labels)
+        from .policy import LearnedExitRule
+
+        rule = LearnedExitRule(net, info["threshold"], max_t, args.out)
+    else:
+        rule = PolicyRule(net, args.out)
+    res = val.run(rule)
+    info["validation"] = val.summarize(rule.describe(), res)
+    info["validation"]["full_accuracy"] = val.header()["accuracy_per_timestep"][-1]
+    if args.kind == "policy":  # the policy's own cost, timed against one SNN step on the same images
+        x = val_data.normalize(val_data.images[:256])
+        step = EarlyExitRunner(model, Fixed(1), max_t)
+        with torch.inference_mode():
+            t_policy = min(_timed(lambda: net(x)) for _ in range(5))
+        t_step = min(_timed(lambda: step.predict(x)) for _ in range(5))
+        info["policy_time_per_snn_step"] = t_policy / t_step
+    info.update({"run": str(args.run), "dataset": val_data.info.name})
+    save_policy(Path(args.out), net, info)
+    v = info["validation"]
+    print(f"{args.kind} written to {args.out}: validation accuracy {v['accuracy']:.2%} (full T {v['full_accuracy']:.2%}) "
+          f"at {v['avg_timesteps']:.3f} avg timesteps, exits per step {v['exit_histogram']}"
+          + (f"; policy costs {info['policy_time_per_snn_step']:.1%} of one SNN step" if args.kind == "policy" else ""))
+    return 0
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 # ------------------------------------------------------------------------------------------- demo
 
 
@@ -528,8 +589,8 @@ def _data_args(p) -> None:
                                       "/usr/share/datasets)")
 
 
-ALL_RULES = ["confidence", "entropy", "fixed", "oracle"]
-REAL_RULES = ALL_RULES[:3]  # the rules that run without labels
+ALL_RULES = ["confidence", "entropy", "fixed", "policy", "learned", "oracle"]
+REAL_RULES = ALL_RULES[:5]  # the rules that run without labels
 
 
 def _run_parser(sub, name: str, help: str, *, split: str = "test", rules=REAL_RULES, batch_size: int | None = 500,
@@ -544,6 +605,7 @@ def _run_parser(sub, name: str, help: str, *, split: str = "test", rules=REAL_RU
         p.add_argument("--threshold", type=float, help="exit threshold in [0, 1] (default: the run's calibrated "
                                                        "threshold, else 0.9)")
         p.add_argument("--timesteps", type=int, help="steps for --exit fixed")
+        p.add_argument("--policy", help="policy folder or shipped policy name for --exit policy / learned")
     p.add_argument("--max-timesteps", type=int, help="default: the run's T")
     p.add_argument("--limit", type=int, default=limit, help="only the first N samples of the split")
     if batch_size:
@@ -649,6 +711,25 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--timesteps", type=int, help="max timesteps (default: the graph's metadata, else 4)")
     im.add_argument("--dt", type=float, default=1.0, help="the time step the graph's time constants assume")
     im.set_defaults(func=cmd_import)
+
+    po = sub.add_parser("policy", help="SEENN-II policies and learned exit rules")
+    posub = po.add_subparsers(dest="policy_command", required=True)
+    pt = posub.add_parser("train", help="train a policy on a frozen SNN run")
+    pt.add_argument("run")
+    pt.add_argument("--dataset", help="default: the run's dataset")
+    pt.add_argument("--kind", default="policy", choices=["policy", "learned"],
+                    help="policy: SEENN-II (steps chosen from the image); learned: exit rule after each step")
+    pt.add_argument("--beta", type=float, default=2.0, help="penalty for a wrong prediction (SEENN-II)")
+    pt.add_argument("--weighting", default="authors", choices=["authors", "none"])
+    pt.add_argument("--objective", default="exact", choices=["exact", "reinforce"])
+    pt.add_argument("--epochs", type=int, default=5)
+    pt.add_argument("--lr", type=float, default=1e-3)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--limit", type=int, help="train on the first N training images")
+    pt.add_argument("--device", default="cpu")
+    pt.add_argument("--out", required=True)
+    _data_args(pt)
+    pt.set_defaults(func=cmd_policy_train)
 
     d = sub.add_parser("demo", help="the main job: the shipped Fashion-MNIST SNN with early exit")
     d.add_argument("--train", action="store_true", help="train the model from scratch first")

@@ -84,6 +84,9 @@ class EarlyExitRunner:
         try:
             x, index = feed.take(slots)
             encoded = _encode(model, x) if index is not None else None  # direct encoding: computed once per input
+            # a rule that decides up front (SEENN-II) gives every sample its budget of steps before step 1
+            planner = getattr(rule, "budget", None)
+            budget = None if (planner is None or index is None) else planner(x).clamp(1, t_max)
             summed = None
             steps = None if index is None else torch.zeros(len(index), dtype=torch.long, device=dev)
             while index is not None:
@@ -94,7 +97,7 @@ class EarlyExitRunner:
                 summed = out if summed is None else summed + out
                 steps += 1
                 score = rule.score(summed, steps)
-                done = rule.exits(score, steps) | (steps >= t_max)
+                done = rule.exits(score, steps) | (steps >= (t_max if budget is None else budget))
                 if not done.any():
                     continue
                 rows = done.nonzero().squeeze(1)
@@ -104,6 +107,8 @@ class EarlyExitRunner:
                 if k:  # continuous batching: new inputs take the freed slots, in place
                     refill = rows[:k]
                     encoded[refill] = _encode(model, x)
+                    if budget is not None:
+                        budget[refill] = planner(x).clamp(1, t_max)
                     summed[refill] = 0.0
                     steps[refill] = 0
                     index[refill] = new_index
@@ -116,6 +121,8 @@ class EarlyExitRunner:
                     keep_mask[rows[k:]] = False
                     keep = keep_mask.nonzero().squeeze(1)
                     index, encoded, summed, steps = index[keep], encoded[keep], summed[keep], steps[keep]
+                    if budget is not None:
+                        budget = budget[keep]
                     for n in neurons:
                         n.select(keep)
         finally:

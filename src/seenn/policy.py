@@ -1,0 +1,302 @@
+"""SEENN-II and learned exit rules.
+
+- **SEENN-II** (``kind="policy"``): a small ANN reads the image and picks the number of timesteps t in 1..T before
+  step 1. Trained with the SNN frozen, against the reward ``2^-(t-1)`` if the SNN's prediction from the logits
+  summed over steps 1..t is right, ``-beta`` if wrong. The expectation over the T actions is computed exactly
+  (``objective="exact"``), or estimated by REINFORCE with a batch-mean baseline (``objective="reinforce"``).
+  Samples are weighted as the authors do: 1 if the SNN is right at step 1, else r / (1 - r) with r the step-1
+  training accuracy (``weighting="authors"``), or all 1 (``"none"``). At inference the runner gives each sample
+  exactly its chosen number of steps (samples leave the batch when their budget is spent).
+- **Learned exit rule** (``kind="learned"``): after each step, a tiny MLP reads what the SNN has computed (top-2
+  probabilities, margin, entropy of the summed softmax, the logit scale, t/T) and gives the probability that
+  exiting now keeps the full-T decision; the sample exits when it passes a threshold chosen on validation data.
+  Supervised target (equivalent to RL over the stop decision with the same reward ordering): exit at t when the
+  prediction at t equals the full-T prediction and stays so up to T.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import nn
+
+from .checkpoint import read_json, write_json
+from .data import Dataset, atomic_write_bytes
+from .errors import CheckpointError, ConfigError
+from .exits import ExitRule
+
+POLICY_WEIGHTS = "policy.safetensors"
+POLICY_CONFIG = "policy.json"
+
+
+# ------------------------------------------------------------------------------------------- networks
+
+
+class PolicyCNN(nn.Module):
+    """Compact policy for small images: two strided conv blocks, global pooling, a linear head over T actions."""
+
+    def __init__(self, in_channels: int, max_timesteps: int, width: int = 16):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(2 * width, max_timesteps)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def exit_features(summed_logits: torch.Tensor, t, max_timesteps: int) -> torch.Tensor:
+    """Per-sample features of the accumulated logits after step t: [top1, top2, margin, certainty, scale, t/T]."""
+    p = torch.softmax(summed_logits.float(), dim=-1)
+    top = p.topk(2, dim=-1).values
+    logp = torch.log(p.clamp_min(1e-12))
+    certainty = 1.0 + (p * logp).sum(-1) / math.log(p.shape[-1])
+    tt = torch.as_tensor(t, dtype=torch.float32, device=p.device).expand(p.shape[0])
+    scale = summed_logits.float().abs().mean(-1) / tt
+    return torch.stack([top[:, 0], top[:, 1], top[:, 0] - top[:, 1], certainty, scale.tanh(), tt / max_timesteps], 1)
+
+
+class ExitMLP(nn.Module):
+    def __init__(self, features: int = 6, hidden: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, f):
+        return self.net(f).squeeze(-1)
+
+
+# ------------------------------------------------------------------------------------------- objectives
+
+
+def rewards(correct: torch.Tensor, beta: float) -> torch.Tensor:
+    """``[N, T]``: 2^-(t-1) where the SNN is right after t steps, -beta where it is wrong."""
+    t = torch.arange(correct.shape[1], dtype=torch.float32)
+    return torch.where(correct, 2.0 ** (-t), torch.full_like(t, -beta).expand_as(correct))
+
+
+def sample_weights(correct: torch.Tensor, weighting: str) -> torch.Tensor:
+    if weighting == "none":
+        return torch.ones(correct.shape[0])
+    if weighting != "authors":
+        raise ConfigError(f"--weighting must be authors or none, got {weighting!r}")
+    r = correct[:, 0].float().mean().item()
+    hard = r / (1 - r) if r < 1 else 1.0
+    return torch.where(correct[:, 0], torch.ones(()), torch.full((), hard))
+
+
+def expected_reward_loss(logits: torch.Tensor, reward: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Minus the weighted mean over samples of sum_t pi(t | x) r(t): the exact expectation over the T actions."""
+    pi = torch.softmax(logits, dim=-1)
+    return -(weight * (pi * reward).sum(-1)).sum() / weight.sum()
+
+
+def reinforce_loss(logits: torch.Tensor, reward: torch.Tensor, weight: torch.Tensor, generator=None) -> torch.Tensor:
+    """REINFORCE with a batch-mean baseline: one sampled action per sample."""
+    pi = torch.softmax(logits, dim=-1)
+    a = torch.multinomial(pi.detach(), 1, generator=generator).squeeze(1)
+    r = reward.gather(1, a[:, None]).squeeze(1)
+    adv = r - (weight * r).sum() / weight.sum()
+    logp = torch.log_softmax(logits, -1).gather(1, a[:, None]).squeeze(1)
+    return -(weight * adv * logp).sum() / weight.sum()
+
+
+# ------------------------------------------------------------------------------------------- rules
+
+
+class PolicyRule(ExitRule):
+    """SEENN-II at inference: each sample's budget of steps is chosen from its image before step 1."""
+
+    name = "policy"
+
+    def __init__(self, net: PolicyCNN, path: str = ""):
+        self.net = net.eval()
+        self.path = path
+
+    @torch.inference_mode()
+    def budget(self, x: torch.Tensor) -> torch.Tensor:
+        """Steps for each (normalised) input image: the policy's most likely action."""
+        return self.net(x).argmax(-1) + 1
+
+    def exits(self, score, t):  # the budget decides; see EarlyExitRunner
+        return torch.zeros_like(score, dtype=torch.bool)
+
+    def reason(self, score, t, exited):
+        return f"the policy chose {t} steps" if exited else f"the policy's budget is not spent at step {t}"
+
+    def describe(self):
+        return {"rule": self.name, "threshold": None, "policy": self.path}
+
+
+class LearnedExitRule(ExitRule):
+    """Exit when the learned probability that stopping now keeps the full-T decision passes the threshold."""
+
+    name = "learned"
+
+    def __init__(self, net: ExitMLP, threshold: float, max_timesteps: int, path: str = ""):
+        self.net = net.eval()
+        self.threshold = float(threshold)
+        self.max_timesteps = max_timesteps
+        self.path = path
+
+    @torch.inference_mode()
+    def score(self, summed_logits, t):
+        return torch.sigmoid(self.net(exit_features(summed_logits, t, self.max_timesteps)))
+
+    def exits(self, score, t):
+        return score > self.threshold
+
+    def reason(self, score, t, exited):
+        op = ">" if exited else "<="
+        return f"learned exit probability {score:.4f} {op} {self.threshold:g} at step {t}"
+
+    def describe(self):
+        return {"rule": self.name, "threshold": self.threshold, "policy": self.path}
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def policy_net_cost(net: nn.Module, in_shape) -> int:
+    """Multiply-accumulates of one policy pass on one sample (convs and linear layers)."""
+    from .energy import conv_macs
+
+    shapes = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.__setitem__(m, tuple(i[0].shape[1:])))
+             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, *in_shape))
+    for h in hooks:
+        h.remove()
+    return sum(conv_macs(m, s) if isinstance(m, nn.Conv2d) else m.in_features * m.out_features
+               for m, s in shapes.items())
+
+
+def train_policy(data: Dataset, step_logits: torch.Tensor, *, kind: str = "policy", beta: float = 2.0,
+                 weighting: str = "authors", objective: str = "exact", epochs: int = 5, lr: float = 1e-3,
+                 batch_size: int = 128, seed: int = 0, log=print) -> tuple[nn.Module, dict]:
+    """Train a policy (SEENN-II) or a learned exit rule on the SNN's step logits for ``data`` (frozen SNN)."""
+    if kind not in ("policy", "learned"):
+        raise ConfigError(f"--kind must be policy or learned, got {kind!r}")
+    if objective not in ("exact", "reinforce"):
+        raise ConfigError(f"--objective must be exact or reinforce, got {objective!r}")
+    if epochs < 1 or not lr > 0 or beta < 0:
+        raise ConfigError("--epochs must be >= 1, --lr > 0 and --beta >= 0")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    n, t_max, _ = step_logits.shape
+    summed = step_logits.cumsum(1)
+    pred = summed.argmax(2)
+    correct = pred == data.labels[:, None]
+    info = {"kind": kind, "max_timesteps": t_max, "seed": seed, "epochs": epochs, "lr": lr,
+            "training_samples": n, "step1_train_accuracy": correct[:, 0].float().mean().item()}
+    t0 = time.time()
+    if kind == "policy":
+        net = PolicyCNN(data.info.channels, t_max)
+        reward = rewards(correct, beta)
+        weight = sample_weights(correct, weighting)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        for epoch in range(1, epochs + 1):
+            net.train()
+            order = torch.randperm(n, generator=gen)
+            total = 0.0
+            for i in range(0, n, batch_size):
+                idx = order[i:i + batch_size]
+                logits = net(data.normalize(data.images[idx]))
+                if objective == "exact":
+                    loss = expected_reward_loss(logits, reward[idx], weight[idx])
+                else:
+                    loss = reinforce_loss(logits, reward[idx], weight[idx], gen)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            log(f"policy epoch {epoch}: loss {total / n:.4f}")
+        info.update({"beta": beta, "weighting": weighting, "objective": objective, "in_channels": data.info.channels,
+                     "policy_macs": policy_net_cost(net, tuple(data.images.shape[1:]))})
+    else:
+        # target: stopping at t keeps the full-T decision from t on
+        same = pred == pred[:, -1:]
+        stays = same.flip(1).cumprod(1).flip(1).bool()
+        feats = torch.cat([exit_features(summed[:, t], t + 1, t_max) for t in range(t_max)])
+        target = torch.cat([stays[:, t] for t in range(t_max)]).float()
+        net = ExitMLP()
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        m = len(target)
+        for epoch in range(1, epochs + 1):
+            order = torch.randperm(m, generator=gen)
+            total = 0.0
+            for i in range(0, m, 1024):
+                idx = order[i:i + 1024]
+                loss = F.binary_cross_entropy_with_logits(net(feats[idx]), target[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            log(f"learned-exit epoch {epoch}: loss {total / m:.4f}")
+    info["train_seconds"] = time.time() - t0
+    return net.eval(), info
+
+
+def choose_learned_threshold(net: ExitMLP, step_logits: torch.Tensor, labels: torch.Tensor,
+                             tolerance: float = 0.001) -> float:
+    """The threshold with the fewest average timesteps whose accuracy stays within ``tolerance`` of full T."""
+    from .engine import posthoc_exits
+
+    full = (step_logits.sum(1).argmax(1) == labels).double().mean().item()
+    best = (1.0, float(step_logits.shape[1]))
+    for th in torch.linspace(0.05, 0.999, 120).tolist():
+        res = posthoc_exits(step_logits, LearnedExitRule(net, th, step_logits.shape[1]))
+        acc = (res.prediction == labels).double().mean().item()
+        steps = res.exit_timestep.double().mean().item()
+        if acc >= full - tolerance - 1e-12 and steps < best[1]:
+            best = (th, steps)
+    return best[0]
+
+
+# ------------------------------------------------------------------------------------------- files
+
+
+def save_policy(out_dir: Path, net: nn.Module, info: dict) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / POLICY_WEIGHTS,
+                       save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}))
+    write_json(out_dir / POLICY_CONFIG, info)
+
+
+def load_policy(path: str | Path, max_timesteps: int | None = None) -> ExitRule:
+    from .checkpoint import PRETRAINED_DIR
+
+    p = Path(path)
+    if not p.is_dir():
+        shipped = [d for d in PRETRAINED_DIR.glob(f"*/policies/{path}") if d.is_dir()]
+        if not shipped:
+            raise CheckpointError(f"{path} is neither a policy folder nor a shipped policy")
+        p = shipped[0]
+    info = read_json(p / POLICY_CONFIG)
+    try:
+        state = load_file(str(p / POLICY_WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{p / POLICY_WEIGHTS} is not a valid safetensors file ({e})") from None
+    t_max = info.get("max_timesteps")
+    if max_timesteps is not None and t_max != max_timesteps:
+        raise ConfigError(f"the policy was made for {t_max} timesteps, the run has {max_timesteps}")
+    try:
+        if info["kind"] == "policy":
+            net = PolicyCNN(info["in_channels"], t_max)
+            net.load_state_dict(state)
+            return PolicyRule(net, str(path))
+        net = ExitMLP()
+        net.load_state_dict(state)
+        return LearnedExitRule(net, info["threshold"], t_max, str(path))
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{p} does not hold a valid policy ({e})") from None

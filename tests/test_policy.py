@@ -1,0 +1,99 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from seenn.cli import main
+from seenn.data import Dataset, DATASETS
+from seenn.engine import EarlyExitRunner
+from seenn.policy import (PolicyRule, expected_reward_loss, rewards, reinforce_loss, sample_weights,
+                          train_policy)
+
+
+def test_rewards_and_exact_expected_reward_on_a_hand_example():
+    correct = torch.tensor([[True, True, False], [False, False, True]])
+    r = rewards(correct, beta=3.0)
+    assert r.tolist() == [[1.0, 0.5, -3.0], [-3.0, -3.0, 0.25]]
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.2, 0.6]]))
+    w = torch.tensor([1.0, 2.0])
+    # E1 = .5*1 + .25*.5 + .25*-3 = -0.125 ; E2 = .2*-3 + .2*-3 + .6*.25 = -1.05
+    expected = -(1.0 * -0.125 + 2.0 * -1.05) / 3.0
+    assert expected_reward_loss(logits, r, w).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_authors_weighting():
+    correct = torch.tensor([[True], [True], [True], [False]])  # step-1 accuracy r = 0.75 -> hard weight 3
+    assert sample_weights(correct, "authors").tolist() == [1.0, 1.0, 1.0, 3.0]
+    assert sample_weights(correct, "none").tolist() == [1.0] * 4
+
+
+def synthetic_task(n=600, seed=0):
+    """Images whose brightness says how many steps the 'SNN' needs: dark ones are right from step 1,
+    bright ones only from step 3. The right action is known for every sample."""
+    g = np.random.default_rng(seed)
+    hard = g.random(n) < 0.5
+    images = np.where(hard[:, None, None, None], 200, 30).astype(np.uint8) + g.integers(0, 20, (n, 1, 28, 28)).astype(np.uint8)
+    labels = g.integers(0, 10, n)
+    data = Dataset(DATASETS["mnist"], "train", images, labels)
+    logits = torch.zeros(n, 3, 10)
+    idx = torch.arange(n)
+    wrong = (torch.from_numpy(labels) + 1) % 10
+    first_right = torch.where(torch.from_numpy(hard), 2, 0)
+    for t in range(3):
+        right = t >= first_right
+        target = torch.where(right, torch.from_numpy(labels), wrong)
+        logits[idx, t, target] += 10.0 * (t + 1)
+    return data, logits, torch.from_numpy(hard)
+
+
+@pytest.mark.parametrize("objective", ["exact", "reinforce"])
+def test_policy_learns_the_known_timestep(objective):
+    data, logits, hard = synthetic_task()
+    net, info = train_policy(data, logits, kind="policy", beta=2.0, weighting="none", objective=objective,
+                             epochs=8 if objective == "exact" else 25, lr=3e-3, log=lambda m: None)
+    with torch.no_grad():
+        choice = net(data.normalize(data.images)).argmax(-1) + 1
+    want = torch.where(hard, 3, 1)
+    assert (choice == want).float().mean() > 0.95
+    assert info["policy_macs"] > 0
+
+
+def test_grouping_by_chosen_steps_equals_running_each_sample_alone():
+    from seenn.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("convnet", in_channels=1, image_size=28, num_classes=10, width=0.25).eval()
+    class ByBrightness(torch.nn.Module):  # a stand-in policy: brighter images get more steps
+        def forward(self, x):
+            m = x.mean((1, 2, 3))
+            return torch.stack([-(m - c).abs() for c in (-1.5, -0.5, 0.5, 1.5)], 1)
+
+    x = torch.randn(24, 1, 28, 28) + torch.linspace(-2, 2, 24)[:, None, None, None]
+    rule = PolicyRule(ByBrightness())
+    runner = EarlyExitRunner(model, rule, 4)
+    together = runner.predict(x)
+    budget = rule.budget(x)
+    assert len(set(budget.tolist())) > 1  # several groups
+    assert torch.equal(together.exit_timestep, budget)
+    for i in range(len(x)):
+        alone = runner.predict(x[i:i + 1])
+        assert alone.prediction.item() == together.prediction[i].item()
+        assert alone.exit_timestep.item() == budget[i].item()
+
+
+def test_policy_cli_round_trip(tiny_run, tiny_data, tmp_path, capsys):
+    for kind in ("policy", "learned"):
+        out = tmp_path / kind
+        assert main(["policy", "train", str(tiny_run), "--data-dir", str(tiny_data), "--kind", kind, "--epochs", "1",
+                     "--out", str(out)]) == 0
+        info = json.loads((out / "policy.json").read_text())
+        assert info["kind"] == kind and 1 <= info["validation"]["avg_timesteps"] <= 3
+        capsys.readouterr()
+        assert main(["eval", str(tiny_run), "--data-dir", str(tiny_data), "--exit", kind, "--policy", str(out),
+                     "--json", "--limit", "30"]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["exit"]["rule"] == kind and sum(r["exit"]["exit_histogram"]) == 30
+    assert main(["eval", str(tiny_run), "--data-dir", str(tiny_data), "--exit", "policy",
+                 "--policy", str(tmp_path / "learned")]) == 2
+    assert main(["eval", str(tiny_run), "--data-dir", str(tiny_data), "--exit", "policy"]) == 2
