@@ -157,3 +157,13 @@ def test_bench_json(tiny_run, tiny_data, capsys):
     assert set(r["samples_per_second"]) == {"full", "early_exit", "streaming"}
     code, _, err = run_cli(capsys, "bench", tiny_run, "--batch-size", "0", "--data-dir", tiny_data)
     assert code == 2 and err.count("\n") == 1
+
+
+def test_fine_tuning_from_a_run(tiny_run, tiny_data, tmp_path, capsys):
+    base = ["train", "--data-dir", tiny_data, "--timesteps", "3", "--epochs", "1", "--limit", "64", "--val-size", "60",
+            "--quiet", "--init", tiny_run, "--exit-aware", "0.5"]
+    assert run_cli(capsys, *base, "--width", "0.25", "--out", tmp_path / "ft")[0] == 0
+    cfg = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert cfg["training"]["init"] == str(tiny_run) and cfg["training"]["exit_aware"] == 0.5
+    code, _, err = run_cli(capsys, *base, "--width", "0.5", "--out", tmp_path / "bad")
+    assert code == 2 and "another shape" in err

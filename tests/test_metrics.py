@@ -114,3 +114,12 @@ def test_exit_invariants(n, t, k, th, seed):
     ideal = ideal_timesteps(correct)
     assert ((1 <= ideal) & (ideal <= t)).all()
     assert (oracle[correct[:, -1]] <= ideal[correct[:, -1]]).all()
+
+
+def test_exit_aware_loss_hand_example():
+    from seenn.train import exit_aware_loss
+
+    out = torch.tensor([[[0.0, 0.0]], [[1.0, 0.0]]])  # T=2, B=1; accumulated: [0,0] then [1,0]
+    y = torch.tensor([0])
+    ce1, ce2 = math.log(2), math.log(1 + math.exp(-1))
+    assert exit_aware_loss(out, y).item() == pytest.approx((1.0 * ce1 + 0.5 * ce2) / 1.5, rel=1e-6)

@@ -52,7 +52,7 @@ def _train_config(args):
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
                        seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
-                       compile=args.compile)
+                       compile=args.compile, init=args.init, exit_aware=args.exit_aware)
 
 
 def cmd_train(args) -> int:
@@ -651,6 +651,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--out", help="run directory to write")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (its own settings are used)")
+    t.add_argument("--init", metavar="RUN", help="start from this run's weights (fine-tuning; same model and width)")
+    t.add_argument("--exit-aware", type=float, default=0.0, metavar="W",
+                   help="weight in [0, 1] of the exit-aware loss (accumulated-logit cross-entropy weighted toward "
+                        "early steps); with --init: exit-aware fine-tuning")
     _data_args(t)
     t.set_defaults(func=cmd_train)
 

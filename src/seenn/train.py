@@ -52,6 +52,8 @@ class TrainConfig:
     val_size: int = DEFAULT_VAL_SIZE
     augment: bool = True  # random crop + flip for 32x32 RGB; no effect on 28x28
     compile: bool = False  # torch.compile the neurons' BPTT loops (faster on CPU after a one-off compile)
+    init: str | None = None  # start from this run's weights (fine-tuning)
+    exit_aware: float = 0.0  # weight of the exit-aware term (0: plain loss)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -65,6 +67,8 @@ class TrainConfig:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.exit_aware <= 1.0:
+            raise ConfigError(f"--exit-aware must be in [0, 1], got {self.exit_aware}")
         if self.loss not in LOSSES:
             raise ConfigError(f"--loss must be one of {list(LOSSES)}, got {self.loss!r}")
         if not 0.0 <= self.tet_lambda <= 1.0:
@@ -79,6 +83,16 @@ def tet_loss(step_logits: torch.Tensor, labels: torch.Tensor, lam: float = 1e-3,
         return ce
     mse = F.mse_loss(step_logits, torch.full_like(step_logits, phi))
     return (1.0 - lam) * ce + lam * mse
+
+
+def exit_aware_loss(step_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the *accumulated* logits after each step (what SEENN-I's confidence reads), weighted
+    2^-(t-1) toward early steps: makes early steps confident where they are right, and unconfident where wrong."""
+    t = step_logits.shape[0]
+    summed = step_logits.cumsum(0)
+    w = 2.0 ** -torch.arange(t, dtype=step_logits.dtype, device=step_logits.device)
+    ce = torch.stack([F.cross_entropy(summed[i], labels) for i in range(t)])
+    return (w * ce).sum() / w.sum()
 
 
 def mean_ce_loss(step_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -165,6 +179,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     val_set = load_dataset(cfg.dataset, "val", data_dir=data_dir, val_size=cfg.val_size) if cfg.val_size else None
     model = build_model(cfg.model, in_channels=train_set.info.channels, image_size=train_set.info.image_size,
                         num_classes=train_set.info.num_classes, width=cfg.width, surrogate=cfg.surrogate).to(device)
+    if cfg.init and state is None:  # fine-tuning starts from another run's weights
+        from .checkpoint import load_run
+
+        src, src_cfg = load_run(cfg.init)
+        if src_cfg["model"] != model_config(cfg, train_set):
+            raise ConfigError(f"--init {cfg.init} is a {src_cfg['model']['name']} of another shape; give the same "
+                              "--model, --width and dataset")
+        model.load_state_dict(src.state_dict())
+        model.train()
     net = model
     if size > 1:  # DDP: gradients averaged across ranks, BN statistics over the global batch
         net = torch.nn.parallel.DistributedDataParallel(sync_batchnorm(model))
@@ -253,6 +276,8 @@ def _train_epoch(net, opt, sched, gen, train_set, cfg: TrainConfig, epoch: int, 
         x, y = x.to(device), y.to(device)
         out = net(x, cfg.timesteps)
         loss = tet_loss(out, y, cfg.tet_lambda, cfg.tet_phi) if cfg.loss == "tet" else mean_ce_loss(out, y)
+        if cfg.exit_aware:
+            loss = (1.0 - cfg.exit_aware) * loss + cfg.exit_aware * exit_aware_loss(out, y)
         if not torch.isfinite(loss):
             raise ConfigError(f"training diverged at epoch {epoch} (loss {loss.item()}); lower --lr")
         opt.zero_grad(set_to_none=True)
