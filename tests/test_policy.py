@@ -97,3 +97,13 @@ def test_policy_cli_round_trip(tiny_run, tiny_data, tmp_path, capsys):
     assert main(["eval", str(tiny_run), "--data-dir", str(tiny_data), "--exit", "policy",
                  "--policy", str(tmp_path / "learned")]) == 2
     assert main(["eval", str(tiny_run), "--data-dir", str(tiny_data), "--exit", "policy"]) == 2
+
+
+def test_report_plots_policies(tiny_run, tiny_data, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pol = tmp_path / "pol"
+    assert main(["policy", "train", str(tiny_run), "--data-dir", str(tiny_data), "--kind", "learned", "--epochs", "1",
+                 "--out", str(pol)]) == 0
+    assert main(["report", str(tiny_run), "--data-dir", str(tiny_data), "--limit", "40", "--out", str(tmp_path / "r"),
+                 "--policies", str(pol)]) == 0
+    assert (tmp_path / "r" / "index.html").is_file()

@@ -374,17 +374,25 @@ def cmd_explain(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .checkpoint import resolve_run
+    from .energy import count_operations, energy_report
     from .evaluate import Evaluation
+    from .policy import load_policy
     from .report import build_report
 
     model, config, data, max_t, rule = _load_with_rule(args, "the report")
-    from .energy import count_operations, energy_report
-
     _writable_dir(args.out)
     ev = Evaluation(model, data, max_t, batch_size=args.batch_size, device=args.device, progress=True)
     energy = energy_report(count_operations(model, data, max_t), ev.run(rule).exit_timestep)
+    # SEENN-II / learned-rule points: the run's own policies (a policies/ folder beside it) and any --policies
+    folders = sorted(p for p in (resolve_run(args.run) / "policies").glob("*") if (p / "policy.json").is_file())
+    points = {}
+    for folder in folders + [Path(p) for p in args.policies or []]:
+        prule = load_policy(folder, max_t)
+        e = ev.summarize(prule.describe(), ev.run(prule))
+        points[f"{prule.name}: {folder.name}"] = (e["avg_timesteps"], e["accuracy"])
     page = build_report(ev, rule, Path(args.out), f"seenn report: {Path(str(args.run)).name} on {data.info.name}",
-                        energy=energy)
+                        policy_points=points, energy=energy)
     print(page)
     return 0
 
@@ -691,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = _run_parser(sub, "report", "write an HTML report with plots", json_flag=False)
     rp.add_argument("--out", required=True, help="folder for index.html and its PNG plots")
+    rp.add_argument("--policies", nargs="*", help="policy folders to plot beside the threshold sweeps")
     rp.set_defaults(func=cmd_report)
 
     en = _run_parser(sub, "energy", "synaptic operations and energy per sample under early exit", rules=ALL_RULES)
