@@ -24,11 +24,6 @@ class ExitResult:
     score: torch.Tensor  # [N] the rule's score at the exit step
     logits: torch.Tensor  # [N, K] logits summed over the steps run
 
-    @staticmethod
-    def cat(parts: list["ExitResult"]) -> "ExitResult":
-        return ExitResult(*(torch.cat([getattr(p, f) for p in parts]) for f in
-                            ("prediction", "exit_timestep", "score", "logits")))
-
 
 def check_input(x: torch.Tensor) -> None:
     if not torch.is_floating_point(x) or x.dim() != 4:
@@ -60,7 +55,6 @@ class EarlyExitRunner:
         self.device = torch.device(device)
 
     def predict(self, x: torch.Tensor) -> ExitResult:
-        check_input(x)
         return self._run(iter([x]), slots=x.shape[0], total=x.shape[0])
 
     def predict_dataset(self, data, batch_size: int = 256) -> ExitResult:
@@ -130,7 +124,9 @@ class EarlyExitRunner:
                 nrn.reset()
         n = feed.count if total is None else total
         if not done_parts:
-            raise DataError("no input samples")
+            raise DataError("the input is empty")
+        if len(done_parts) == 1:  # one batch that left together (batch 1 always does): already in order
+            return ExitResult(*(t.cpu() for t in done_parts[0][1:]))
         idx = torch.cat([p[0] for p in done_parts])
         order = torch.empty_like(idx)
         order[idx] = torch.arange(len(idx), device=dev)
