@@ -107,3 +107,13 @@ def test_report_plots_policies(tiny_run, tiny_data, tmp_path, capsys):
     assert main(["report", str(tiny_run), "--data-dir", str(tiny_data), "--limit", "40", "--out", str(tmp_path / "r"),
                  "--policies", str(pol)]) == 0
     assert (tmp_path / "r" / "index.html").is_file()
+
+
+def test_beta_is_picked_on_validation(tiny_run, tiny_data, tmp_path, capsys):
+    out = tmp_path / "auto"
+    assert main(["policy", "train", str(tiny_run), "--data-dir", str(tiny_data), "--beta", "1,10", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    info = json.loads((out / "policy.json").read_text())
+    assert info["beta"] in (1.0, 10.0) and info["beta_candidates"] == [1.0, 10.0]
+    assert main(["policy", "train", str(tiny_run), "--data-dir", str(tiny_data), "--beta", "x",
+                 "--out", str(tmp_path / "bad")]) == 2

@@ -462,22 +462,37 @@ def cmd_import(args) -> int:
 def cmd_policy_train(args) -> int:
     import torch
 
-    from .engine import EarlyExitRunner, posthoc_exits
+    from .engine import EarlyExitRunner
     from .evaluate import Evaluation
     from .exits import Fixed
     from .policy import PolicyRule, choose_learned_threshold, save_policy, train_policy
 
+    betas = _parse_betas(args.beta)
     _writable_dir(args.out)
     args.split, args.max_timesteps = "train", None
     model, config, train_data, max_t = _load(args)
     _log(f"the frozen SNN's step logits on {len(train_data)} training images ...")
     train_ev = Evaluation(model, train_data, max_t, progress=True)
-    net, info = train_policy(train_data, train_ev.step_logits, kind=args.kind, beta=args.beta,
-                             weighting=args.weighting, objective=args.objective, epochs=args.epochs, lr=args.lr,
-                             seed=args.seed, log=_log)
     args.split, args.limit = "val", None
     _, _, val_data, _ = _load(args)
     val = Evaluation(model, val_data, max_t)
+    full_val = val.header()["accuracy_per_timestep"][-1]
+    candidates = []
+    for beta in betas if args.kind == "policy" else [betas[0]]:
+        net, info = train_policy(train_data, train_ev.step_logits, kind=args.kind, beta=beta,
+                                 weighting=args.weighting, objective=args.objective, epochs=args.epochs, lr=args.lr,
+                                 seed=args.seed, log=_log)
+        if len(betas) > 1 and args.kind == "policy":  # pick beta on validation for the accuracy target
+            e = val.summarize({}, val.run(PolicyRule(net)))
+            ok = e["accuracy"] >= full_val - args.max_accuracy_drop - 1e-12
+            candidates.append(((not ok, e["avg_timesteps"] if ok else -e["accuracy"]), beta, net, info))
+            _log(f"beta {beta:g}: validation accuracy {e['accuracy']:.2%} at {e['avg_timesteps']:.3f} steps")
+        else:
+            candidates.append(((False, 0.0), beta, net, info))
+    _, beta, net, info = min(candidates, key=lambda c: c[0])
+    if len(candidates) > 1:
+        info["beta_candidates"] = betas
+        info["beta_rule"] = f"fewest validation timesteps within {args.max_accuracy_drop:g} of full T"
     if args.kind == "learned":
         info["threshold"] = choose_learned_threshold(net, val.step_logits, val.labels)
         from .policy import LearnedExitRule
@@ -502,6 +517,18 @@ def cmd_policy_train(args) -> int:
           f"at {v['avg_timesteps']:.3f} avg timesteps, exits per step {v['exit_histogram']}"
           + (f"; policy costs {info['policy_time_per_snn_step']:.1%} of one SNN step" if args.kind == "policy" else ""))
     return 0
+
+
+def _parse_betas(spec: str) -> list[float]:
+    """'2', or 'auto' (a grid), or '1,2,5'."""
+    text = "0.5,1,2,5,10,20" if spec == "auto" else spec
+    try:
+        betas = [float(b) for b in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--beta must be a number, a list like 1,2,5 or auto; got {spec!r}") from None
+    if not betas or any(not (b >= 0) or b == float("inf") for b in betas):
+        raise ConfigError(f"--beta values must be >= 0, got {spec!r}")
+    return betas
 
 
 def _timed(fn) -> float:
@@ -732,7 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--dataset", help="default: the run's dataset")
     pt.add_argument("--kind", default="policy", choices=["policy", "learned"],
                     help="policy: SEENN-II (steps chosen from the image); learned: exit rule after each step")
-    pt.add_argument("--beta", type=float, default=2.0, help="penalty for a wrong prediction (SEENN-II)")
+    pt.add_argument("--beta", default="2", help="penalty for a wrong prediction (SEENN-II): a number, a list "
+                                                "1,2,5, or auto; with several, the one picked on validation wins")
+    pt.add_argument("--max-accuracy-drop", type=float, default=0.001,
+                    help="accuracy target for picking beta on validation (default 0.1 points)")
     pt.add_argument("--weighting", default="authors", choices=["authors", "none"])
     pt.add_argument("--objective", default="exact", choices=["exact", "reinforce"])
     pt.add_argument("--epochs", type=int, default=5)
