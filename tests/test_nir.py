@@ -168,3 +168,24 @@ def test_resnet_export_with_residual_edges_matches_the_simulator():
     assert np.abs(ref - ours).mean() < 0.05 * (np.abs(ours).mean() + 1e-6) + 1e-3
     with pytest.raises(ConfigError, match="branches"):
         from_nir(graph)
+
+
+def test_shipped_run_export_matches_the_simulator_on_real_images(tmp_path):
+    from conftest import real_data_dir
+    from seenn.checkpoint import pretrained_runs
+
+    root = real_data_dir()
+    if root is None or not (root / "fashion-mnist").is_dir() or not any(
+            r["name"] == "fashion-mnist-convnet-t4" for r in pretrained_runs()):
+        pytest.skip("needs Fashion-MNIST and the shipped run")
+    model, config = load_run("fashion-mnist-convnet-t4")
+    graph = to_nir(model, config)
+    path = tmp_path / "fm.nir"
+    nir.write(str(path), graph)
+    graph = nir.read(str(path))
+    data = load_dataset("fashion-mnist", "test", data_dir=root, limit=500)
+    x = data.normalize(data.images)
+    ref = simulate(graph, x.numpy().astype(np.float64), 4).argmax(1)
+    with torch.no_grad():
+        ours = model(x, 4).sum(0).argmax(1).numpy()
+    assert (ref == ours).mean() >= 0.99
