@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -796,6 +797,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    rc = _main(argv)
+    from .distributed import left_group
+
+    if left_group() and argv is None:  # a torchrun worker: end without the interpreter's teardown (see left_group)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
+
+
+def _main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

@@ -85,6 +85,19 @@ def all_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+_state = {"left": False}
+
+
 def finish() -> None:
+    """Leave the process group together (a barrier first: no rank tears down while another still works)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
+        _state["left"] = True
+
+
+def left_group() -> bool:
+    """Whether this process took part in a process group. Such a process should end with os._exit once its work
+    is flushed: the interpreter's own teardown can hit std::terminate in the communication threads (seen as
+    SIGABRT after a run had finished and written everything), which would fail the whole torchrun job."""
+    return _state["left"]
