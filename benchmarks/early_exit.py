@@ -82,7 +82,7 @@ def demo_seconds(data_dir) -> float:
 
 
 def render(results, demo_s, command) -> str:
-    lines = [f"## Temporal early exit (SEENN-I) on the shipped runs", "",
+    lines = ["## Temporal early exit (SEENN-I) on the shipped runs", "",
              f"{today()}, `{command}`, {machine()}.", "",
              "Full test splits. The threshold is chosen on the validation split (held out from training) as the one "
              "with the fewest average timesteps whose accuracy stays within 0.1 points of full T there, then run on "

@@ -10,7 +10,6 @@ process; its peak resident memory is read from the kernel. Writes the section "m
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile

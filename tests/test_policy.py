@@ -7,7 +7,7 @@ import torch
 from seenn.cli import main
 from seenn.data import Dataset, DATASETS
 from seenn.engine import EarlyExitRunner
-from seenn.policy import (PolicyRule, expected_reward_loss, rewards, reinforce_loss, sample_weights,
+from seenn.policy import (PolicyRule, expected_reward_loss, rewards, sample_weights,
                           train_policy)
 
 

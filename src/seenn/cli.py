@@ -463,6 +463,7 @@ def cmd_import(args) -> int:
 def cmd_policy_train(args) -> int:
     import torch
 
+    from .data import load_dataset
     from .engine import EarlyExitRunner
     from .evaluate import Evaluation
     from .exits import Fixed
@@ -474,8 +475,8 @@ def cmd_policy_train(args) -> int:
     model, config, train_data, max_t = _load(args)
     _log(f"the frozen SNN's step logits on {len(train_data)} training images ...")
     train_ev = Evaluation(model, train_data, max_t, progress=True)
-    args.split, args.limit = "val", None
-    _, _, val_data, _ = _load(args)
+    val_data = load_dataset(train_data.info.name, "val", data_dir=args.data_dir,
+                            val_size=config.get("training", {}).get("val_size", 5000))
     val = Evaluation(model, val_data, max_t)
     full_val = val.header()["accuracy_per_timestep"][-1]
     candidates = []

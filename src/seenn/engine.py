@@ -106,8 +106,8 @@ class EarlyExitRunner:
                     summed[refill] = 0.0
                     steps[refill] = 0
                     index[refill] = new_index
-                    for n in neurons:
-                        n.reset_rows(refill)
+                    for nrn in neurons:
+                        nrn.reset_rows(refill)
                 if k < len(rows):  # no inputs left for the other freed slots: the batch shrinks
                     if k == 0 and len(rows) == len(index):
                         break
@@ -117,8 +117,8 @@ class EarlyExitRunner:
                     index, encoded, summed, steps = index[keep], encoded[keep], summed[keep], steps[keep]
                     if budget is not None:
                         budget = budget[keep]
-                    for n in neurons:
-                        n.select(keep)
+                    for nrn in neurons:
+                        nrn.select(keep)
         finally:
             for nrn in neurons:
                 nrn.reset()

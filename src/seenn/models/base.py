@@ -6,8 +6,8 @@ neurons and ends in the readout that produces one logit vector per step).
 
 - ``forward(x, timesteps)``: training / full evaluation, multi-step, returns ``[T, B, K]`` step logits.
 - ``encode(x)`` once, then ``step(e)`` per timestep: single-step inference; the membranes live on the neuron
-  modules, :meth:`reset` clears them, :meth:`select` keeps only some samples (batch compaction) and
-  :meth:`reset_rows` restarts the rows whose slots new samples take (streaming).
+  modules (:meth:`neurons`), :meth:`reset` clears them; each neuron's ``select`` keeps only some samples
+  (batch compaction) and ``reset_rows`` restarts the rows whose slots new samples take (streaming).
 """
 
 from __future__ import annotations
@@ -35,14 +35,6 @@ class SpikingNetwork(nn.Module):
     def reset(self) -> None:
         for n in self.neurons():
             n.reset()
-
-    def select(self, index: torch.Tensor) -> None:
-        for n in self.neurons():
-            n.select(index)
-
-    def reset_rows(self, rows: torch.Tensor) -> None:
-        for n in self.neurons():
-            n.reset_rows(rows)
 
     def step(self, encoded: torch.Tensor) -> torch.Tensor:
         """One timestep on the encoded input ``[B, ...]``; returns that step's logits ``[B, K]``.
