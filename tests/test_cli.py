@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from seenn.checkpoint import pretrained_runs
 from seenn.cli import main
@@ -166,4 +167,57 @@ def test_fine_tuning_from_a_run(tiny_run, tiny_data, tmp_path, capsys):
     cfg = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert cfg["training"]["init"] == str(tiny_run) and cfg["training"]["exit_aware"] == 0.5
     code, _, err = run_cli(capsys, *base, "--width", "0.5", "--out", tmp_path / "bad")
+    assert code == 2 and "another shape" in err
+
+
+def test_ann_train_convert_eval_and_refusals(tiny_data, tmp_path, capsys):
+    """seenn train --ann writes an ANN run; eval reports its accuracy; convert makes an ordinary SNN run that
+    eval (every rule) and bench accept; the mistakes around it are one-line errors."""
+    ann, snn = tmp_path / "ann", tmp_path / "snn"
+    code, _, _ = run_cli(capsys, "train", "--ann", "--quant-levels", "4", "--data-dir", tiny_data, "--width", "0.25",
+                         "--epochs", "2", "--limit", "200", "--val-size", "60", "--quiet", "--out", ann)
+    assert code == 0
+    cfg = json.loads((ann / "config.json").read_text())
+    assert cfg["kind"] == "ann" and cfg["model"]["neuron"] == "qcfs" and cfg["model"]["quant_levels"] == 4
+    code, out, _ = run_cli(capsys, "eval", ann, "--json", "--data-dir", tiny_data)
+    r = json.loads(out)
+    assert code == 0 and r["kind"] == "ann" and r["accuracy"] > 0.5  # the synthetic task is learnable
+    assert run_cli(capsys, "convert", ann, "--out", snn, "--timesteps", "16")[0] == 0
+    scfg = json.loads((snn / "config.json").read_text())
+    assert scfg["max_timesteps"] == 16 and scfg["model"]["name"] == "sequential"
+    assert len(scfg["converted_from"]["thresholds"]) == 3
+    for rule in (["--exit", "confidence", "--threshold", "0.9"], ["--exit", "fixed", "--timesteps", "16"]):
+        code, out, _ = run_cli(capsys, "eval", snn, "--json", "--data-dir", tiny_data, *rule)
+        r = json.loads(out)
+        assert code == 0 and len(r["accuracy_per_timestep"]) == 16
+    assert abs(r["exit"]["accuracy"] - json.loads(run_cli(capsys, "eval", ann, "--json", "--data-dir",
+                                                          tiny_data)[1])["accuracy"]) < 0.1
+    code, out, _ = run_cli(capsys, "bench", snn, "--json", "--data-dir", tiny_data, "--limit", "40",
+                           "--batch-size", "20", "--threshold", "0.9", "--repeats", "1")
+    assert code == 0 and json.loads(out)["max_timesteps"] == 16
+    for args, msg in [(["convert", snn, "--out", tmp_path / "x"], "spiking run, not an ANN"),
+                      (["convert", ann, "--out", tmp_path / "y", "--timesteps", "0"], "--timesteps must be >= 1"),
+                      (["bench", ann, "--data-dir", tiny_data], "is an ANN run"),
+                      (["export", ann, "--out", tmp_path / "a.nir"], "is an ANN run"),
+                      (["train", "--ann", "--model", "resnet19", "--out", tmp_path / "r"], "does not convert"),
+                      (["train", "--ann", "--clip-init", "0", "--out", tmp_path / "r"], "--clip-init")]:
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_direct_training_starts_from_an_ann(tiny_data, tmp_path, capsys):
+    """The path from an ANN to direct training: a QCFS ANN's weights start an LIF run of the same layout."""
+    from safetensors.torch import load_file
+
+    ann, snn = tmp_path / "ann", tmp_path / "snn"
+    common = ["--data-dir", tiny_data, "--width", "0.25", "--limit", "200", "--val-size", "60", "--quiet"]
+    assert run_cli(capsys, "train", "--ann", "--epochs", "2", *common, "--out", ann)[0] == 0
+    assert run_cli(capsys, "train", "--init", ann, "--timesteps", "2", "--epochs", "1", "--lr", "1e-9",
+                   *common, "--out", snn)[0] == 0
+    a, s = load_file(str(ann / "model.safetensors")), load_file(str(snn / "model.safetensors"))
+    assert torch.allclose(a["stem.0.weight"], s["stem.0.weight"], atol=1e-6)  # tiny lr: the ANN's weights
+    assert s["body.0.threshold"].item() == 1.0 and a["body.0.threshold"].item() != 1.0
+    metrics = json.loads((snn / "metrics.json").read_text())
+    assert metrics["best_val_accuracy"] > 0.3  # the ANN's features already work as spikes (chance is 0.1)
+    code, _, err = run_cli(capsys, "train", "--init", ann, "--model", "vgg", *common, "--out", tmp_path / "x")
     assert code == 2 and "another shape" in err

@@ -41,6 +41,8 @@ def pretrained_runs() -> list[dict]:
                 cfg = read_json(d / CONFIG)
                 entry = {"name": d.name, "dataset": cfg["dataset"], "max_timesteps": cfg["max_timesteps"],
                          "path": str(d)}
+                if "converted_from" in cfg:
+                    entry["converted_from"] = "QCFS ANN"
                 best = _best_policy(d)
                 if best:
                     entry["policy"], entry["policy_rule"] = best
@@ -88,7 +90,7 @@ def save_run(out_dir: Path, model: SpikingNetwork, config: dict, metrics: dict |
 def model_from_config(config: dict) -> SpikingNetwork:
     try:
         m = config["model"]
-        options = {"layers": m["layers"]} if "layers" in m else {}
+        options = {k: m[k] for k in ("layers", "neuron", "quant_levels") if k in m}
         return build_model(m["name"], in_channels=m["in_channels"], image_size=m["image_size"],
                            num_classes=m["num_classes"], width=m.get("width", 1.0),
                            surrogate=m.get("surrogate", "tanh"), **options)

@@ -53,7 +53,8 @@ def _train_config(args):
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
                        seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
-                       compile=args.compile, init=args.init, exit_aware=args.exit_aware)
+                       compile=args.compile, init=args.init, exit_aware=args.exit_aware,
+                       ann=args.ann, quant_levels=args.quant_levels, clip_init=args.clip_init)
 
 
 def cmd_train(args) -> int:
@@ -81,11 +82,13 @@ def cmd_train(args) -> int:
 # ------------------------------------------------------------------------------------------- eval
 
 
-def _load(args):
+def _load(args, ann_ok: bool = False):
     from .checkpoint import load_run
     from .data import load_dataset
 
     model, config = load_run(args.run, device=args.device)
+    if config.get("kind") == "ann" and not ann_ok:
+        raise ConfigError(f"{args.run} is an ANN run: turn it into an SNN first (seenn convert {args.run} --out DIR)")
     dataset = args.dataset or config["dataset"]
     data = load_dataset(dataset, args.split, data_dir=args.data_dir, limit=args.limit,
                         val_size=config.get("training", {}).get("val_size", 5000))
@@ -94,6 +97,8 @@ def _load(args):
     have = tuple(data.images.shape[1:])
     if want != have:
         raise ConfigError(f"the run expects images of shape {want}, {dataset} has {have}")
+    if config.get("kind") == "ann":
+        return model, config, data, None
     max_t = config["max_timesteps"] if args.max_timesteps is None else args.max_timesteps
     if max_t < 1:
         raise ConfigError(f"--max-timesteps must be >= 1, got {max_t}")
@@ -154,7 +159,9 @@ def _eval(args, rank: int) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.dump:
         _writable_file(args.dump)
-    model, config, data, max_t = _load(args)
+    model, config, data, max_t = _load(args, ann_ok=True)
+    if max_t is None:
+        return _eval_ann(args, model, data, rank)
     rule = _rule(args, config)
     if rule is not None and getattr(rule, "timesteps", 1) > max_t:
         raise ConfigError(f"--timesteps {rule.timesteps} is more than the max timesteps {max_t}")
@@ -174,6 +181,24 @@ def _eval(args, rank: int) -> int:
         _emit_json(report)
     else:
         _print_report(report)
+    return 0
+
+
+def _eval_ann(args, model, data, rank: int) -> int:
+    """An ANN run (before conversion): its accuracy, one pass per image."""
+    from .train import step_logits
+
+    t0 = time.perf_counter()
+    logits = step_logits(model.to(args.device), data, 1, batch_size=args.batch_size, device=args.device)[:, 0]
+    acc = (logits.argmax(1) == data.labels).sum().item() / len(data)
+    report = {"dataset": data.info.name, "split": args.split, "samples": len(data), "kind": "ann",
+              "accuracy": acc, "seconds": time.perf_counter() - t0}
+    if rank == 0:
+        if args.json:
+            _emit_json(report)
+        else:
+            print(f"{data.info.name} {args.split}: {len(data)} samples, ANN accuracy {acc:.4f} (convert it to "
+                  f"early-exit: seenn convert {args.run} --out DIR)")
     return 0
 
 
@@ -438,6 +463,8 @@ def cmd_export(args) -> int:
     if args.format != "nir":
         raise ConfigError(f"unknown export format {args.format!r}; choose nir")
     model, config = load_run(args.run)
+    if config.get("kind") == "ann":
+        raise ConfigError(f"{args.run} is an ANN run: convert it first (seenn convert {args.run} --out DIR)")
     rule = _rule(args, config)
     export_nir(model, config, Path(args.out), None if rule is None else rule.describe())
     print(args.out)
@@ -456,6 +483,17 @@ def cmd_import(args) -> int:
         raise ConfigError(f"the graph takes {m['in_channels']}x{m['image_size']}x{m['image_size']} images, "
                           f"{args.dataset} has {info.channels}x{info.image_size}x{info.image_size}")
     save_run(Path(args.out), model, config)
+    print(args.out)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .convert import convert_run
+
+    _writable_dir(args.out)
+    config = convert_run(args.run, Path(args.out), timesteps=args.timesteps)
+    th = config["converted_from"]["thresholds"]
+    _log(f"{len(th)} IF layers, thresholds {' '.join(f'{t:.3g}' for t in th)}; max timesteps {args.timesteps}")
     print(args.out)
     return 0
 
@@ -692,6 +730,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--exit-aware", type=float, default=0.0, metavar="W",
                    help="weight in [0, 1] of the exit-aware loss (accumulated-logit cross-entropy weighted toward "
                         "early steps); with --init: exit-aware fine-tuning")
+    t.add_argument("--ann", action="store_true",
+                   help="train an ANN with QCFS activations instead (convnet or vgg), to turn into an SNN with "
+                        "seenn convert")
+    t.add_argument("--quant-levels", type=int, default=8, metavar="L", help="QCFS quantization levels (with --ann)")
+    t.add_argument("--clip-init", type=float, default=2.0, metavar="LAM",
+                   help="QCFS initial clip value (with --ann; learned from there)")
     _data_args(t)
     t.set_defaults(func=cmd_train)
 
@@ -753,6 +797,12 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--timesteps", type=int, help="max timesteps (default: the graph's metadata, else 4)")
     im.add_argument("--dt", type=float, default=1.0, help="the time step the graph's time constants assume")
     im.set_defaults(func=cmd_import)
+
+    cv = sub.add_parser("convert", help="turn a QCFS ANN run (seenn train --ann) into an SNN run (IF neurons)")
+    cv.add_argument("run", help="the ANN run directory")
+    cv.add_argument("--out", required=True, help="SNN run directory to write")
+    cv.add_argument("--timesteps", type=int, default=64, help="max timesteps of the SNN run")
+    cv.set_defaults(func=cmd_convert)
 
     po = sub.add_parser("policy", help="SEENN-II policies and learned exit rules")
     posub = po.add_subparsers(dest="policy_command", required=True)

@@ -1,5 +1,7 @@
 """Direct training of a spiking network with BPTT and the TET loss.
 
+With ``ann`` the same loop trains a QCFS ANN (cross-entropy on its one pass) for ``seenn convert``.
+
 TET (Deng et al. 2022): ``(1 - lam) * mean_t CE(O_t, y) + lam * MSE(O, phi)``, every step's own output is
 pushed toward the label, which is exactly what early exit needs: early steps that are already right.
 The checkpoint kept is the epoch with the best validation accuracy at full T (validation is held out from the
@@ -28,6 +30,8 @@ from .distributed import all_sum, init_from_env, plain_batchnorm, sync_batchnorm
 from .errors import CheckpointError, ConfigError
 from .metrics import accuracy_per_timestep
 from .models import MODELS, SpikingNetwork, build_model
+from .neuron import SpikingNeuron
+from .qcfs import QCFS
 
 LOSSES = ("tet", "mean-ce")
 
@@ -54,6 +58,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the neurons' BPTT loops (faster on CPU after a one-off compile)
     init: str | None = None  # start from this run's weights (fine-tuning)
     exit_aware: float = 0.0  # weight of the exit-aware term (0: plain loss)
+    ann: bool = False  # train the network as an ANN with QCFS activations, for ``seenn convert``
+    quant_levels: int = 8  # QCFS quantization levels L (with ``ann``)
+    clip_init: float = 2.0  # QCFS initial clip value lam (with ``ann``; see qcfs.py on why not the paper's 8)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -71,6 +78,14 @@ class TrainConfig:
             raise ConfigError(f"--exit-aware must be in [0, 1], got {self.exit_aware}")
         if self.loss not in LOSSES:
             raise ConfigError(f"--loss must be one of {list(LOSSES)}, got {self.loss!r}")
+        if self.ann and self.model not in ("convnet", "vgg"):
+            raise ConfigError(f"--ann trains convnet or vgg (chains that convert); {self.model!r} does not convert")
+        if self.ann and self.exit_aware:
+            raise ConfigError("--exit-aware is for spiking runs; an --ann run has no timesteps")
+        if not (self.clip_init > 0 and math.isfinite(self.clip_init)):
+            raise ConfigError(f"--clip-init must be a positive number, got {self.clip_init}")
+        if self.quant_levels < 1:
+            raise ConfigError(f"--quant-levels must be >= 1, got {self.quant_levels}")
         if not 0.0 <= self.tet_lambda <= 1.0:
             raise ConfigError(f"--tet-lambda must be in [0, 1], got {self.tet_lambda}")
 
@@ -101,8 +116,11 @@ def mean_ce_loss(step_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 def model_config(cfg: TrainConfig, data: Dataset) -> dict:
     info = data.info
-    return {"name": cfg.model, "in_channels": info.channels, "image_size": info.image_size,
+    spec = {"name": cfg.model, "in_channels": info.channels, "image_size": info.image_size,
             "num_classes": info.num_classes, "width": cfg.width, "surrogate": cfg.surrogate}
+    if cfg.ann:
+        spec.update(neuron="qcfs", quant_levels=cfg.quant_levels)
+    return spec
 
 
 @torch.no_grad()
@@ -117,6 +135,28 @@ def step_logits(model: SpikingNetwork, data: Dataset, timesteps: int, batch_size
     for x, _ in it:
         outs.append(model(x.to(device), timesteps).transpose(0, 1).float().cpu())
     return torch.cat(outs)
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: SpikingNetwork, data: Dataset, timesteps: int, batch_size: int, *,
+                         batches: int = 20, seed: int = 0) -> None:
+    """Replace every BN's running statistics by their average over ``batches`` training batches run as the network
+    runs in training (multi-step): for weights that come from elsewhere (an ANN), whose statistics do not fit."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    gen = torch.Generator().manual_seed(seed + 1)
+    try:
+        for i, (x, _) in enumerate(data.batches(batch_size, shuffle=True, generator=gen)):
+            if i == batches:
+                break
+            model(x, timesteps, multistep=True)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
 
 
 TRAIN_STATE = "train_state.safetensors"
@@ -177,16 +217,32 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     gen = torch.Generator().manual_seed(cfg.seed)
     train_set = load_dataset(cfg.dataset, "train", data_dir=data_dir, limit=cfg.limit, val_size=cfg.val_size)
     val_set = load_dataset(cfg.dataset, "val", data_dir=data_dir, val_size=cfg.val_size) if cfg.val_size else None
-    model = build_model(cfg.model, in_channels=train_set.info.channels, image_size=train_set.info.image_size,
-                        num_classes=train_set.info.num_classes, width=cfg.width, surrogate=cfg.surrogate).to(device)
+    spec = model_config(cfg, train_set)
+    model = build_model(**spec).to(device)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, QCFS):
+                m.threshold.fill_(cfg.clip_init)
     if cfg.init and state is None:  # fine-tuning starts from another run's weights
         from .checkpoint import load_run
 
         src, src_cfg = load_run(cfg.init)
-        if src_cfg["model"] != model_config(cfg, train_set):
+        from_ann = src_cfg.get("kind") == "ann" and not cfg.ann
+        shape = (lambda m: {k: v for k, v in m.items() if k not in ("neuron", "quant_levels", "surrogate")}) \
+            if from_ann else (lambda m: m)
+        if shape(src_cfg["model"]) != shape(model_config(cfg, train_set)):
             raise ConfigError(f"--init {cfg.init} is a {src_cfg['model']['name']} of another shape; give the same "
                               "--model, --width and dataset")
-        model.load_state_dict(src.state_dict())
+        weights = src.state_dict()
+        if from_ann:  # an ANN's weights start a spiking run (hybrid training); the QCFS clip values are dropped,
+            # the LIF neurons keep their thresholds, and BN, re-estimated in training, absorbs the change of scale
+            neuron_keys = {f"{n}.threshold" for n, m in model.named_modules() if isinstance(m, SpikingNeuron)}
+            weights = {k: v for k, v in weights.items() if k not in neuron_keys}
+        missing = model.load_state_dict(weights, strict=not from_ann).missing_keys
+        if from_ann and set(missing) - neuron_keys:
+            raise ConfigError(f"--init {cfg.init} lacks {sorted(set(missing) - neuron_keys)[:3]}")
+        if from_ann:
+            reestimate_batchnorm(model, train_set, cfg.timesteps, cfg.batch_size, seed=cfg.seed)
         model.train()
     net = model
     if size > 1:  # DDP: gradients averaged across ranks, BN statistics over the global batch
@@ -200,7 +256,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     config = {"seenn_version": __version__, "dataset": cfg.dataset, "max_timesteps": cfg.timesteps,
-              "model": model_config(cfg, train_set), "training": asdict(cfg)}
+              "model": spec, "training": asdict(cfg)}
+    if cfg.ann:
+        config.update(kind="ann", max_timesteps=None)
     history = []
     best = (-1.0, {k: v.detach().clone() for k, v in model.state_dict().items()})
     start_epoch = 1
@@ -223,6 +281,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{out_dir / TRAIN_STATE} does not match its config ({e})") from None
         log(f"resuming {out_dir} after epoch {start_epoch - 1} of {cfg.epochs}")
+    steps = 1 if cfg.ann else cfg.timesteps  # a QCFS ANN is stateless: its one pass is one step
     t_start = time.time()
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
@@ -232,9 +291,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
                 history.append(rec)
                 continue
             if val_set is not None:
-                acc = accuracy_per_timestep(step_logits(model, val_set, cfg.timesteps, device=device), val_set.labels)
-                rec["val_accuracy_per_timestep"] = acc
+                acc = accuracy_per_timestep(step_logits(model, val_set, steps, device=device), val_set.labels)
                 rec["val_accuracy"] = acc[-1]
+                if cfg.ann:
+                    rec["clip_thresholds"] = [m.threshold.item() for m in model.modules() if isinstance(m, QCFS)]
+                else:
+                    rec["val_accuracy_per_timestep"] = acc
             history.append(rec)
             score = rec.get("val_accuracy", epoch)  # without validation: keep the last epoch
             if score >= best[0]:
@@ -242,7 +304,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
                 rec["kept"] = True
             _save_state(out_dir / TRAIN_STATE, model, best, opt, sched, gen, epoch, history, cfg)
             log(f"epoch {epoch}: loss {rec['train_loss']:.4f} train acc {rec['train_accuracy']:.4f}"
-                + (f" val acc/step {' '.join(f'{a:.4f}' for a in rec['val_accuracy_per_timestep'])}" if val_set else "")
+                + (f" val acc {rec['val_accuracy']:.4f}" if val_set and cfg.ann else "")
+                + (f" val acc/step {' '.join(f'{a:.4f}' for a in rec['val_accuracy_per_timestep'])}"
+                   if val_set and not cfg.ann else "")
                 + f" ({rec['seconds']:.0f}s)")
     except KeyboardInterrupt:
         if history and rank == 0:  # leave a usable run behind: the best epoch so far, and the state to resume from
@@ -274,8 +338,12 @@ def _train_epoch(net, opt, sched, gen, train_set, cfg: TrainConfig, epoch: int, 
         if size > 1:
             x, y = x[rank::size], y[rank::size]
         x, y = x.to(device), y.to(device)
-        out = net(x, cfg.timesteps)
-        loss = tet_loss(out, y, cfg.tet_lambda, cfg.tet_phi) if cfg.loss == "tet" else mean_ce_loss(out, y)
+        if cfg.ann:  # a QCFS network is stateless: one "step" is the ANN's forward pass, [1, B, K]
+            out = net(x, 1)
+            loss = F.cross_entropy(out[0], y)
+        else:
+            out = net(x, cfg.timesteps)
+            loss = tet_loss(out, y, cfg.tet_lambda, cfg.tet_phi) if cfg.loss == "tet" else mean_ce_loss(out, y)
         if cfg.exit_aware:
             loss = (1.0 - cfg.exit_aware) * loss + cfg.exit_aware * exit_aware_loss(out, y)
         if not torch.isfinite(loss):

@@ -24,8 +24,10 @@ def build_model(name: str, *, in_channels: int, image_size: int, num_classes: in
         raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
     if not width > 0:
         raise ConfigError(f"--width must be > 0, got {width}")
-    if options and name != "sequential":
-        raise ConfigError(f"model {name!r} takes no options {sorted(options)}")
+    allowed = {"sequential": {"layers"}, "convnet": {"neuron", "quant_levels"}, "vgg": {"neuron", "quant_levels"}}
+    unknown = set(options) - allowed.get(name, set())
+    if unknown:
+        raise ConfigError(f"model {name!r} takes no options {sorted(unknown)}")
     return cls(in_channels=in_channels, image_size=image_size, num_classes=num_classes, width=width,
                surrogate=surrogate, **options)
 

@@ -32,6 +32,10 @@ class SpikingNetwork(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.stem(x)
 
+    def ann_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One pass, ``[B, K]``: the network as an ANN (models built with ``neuron="qcfs"``)."""
+        return self.body(self.stem(x))
+
     def reset(self) -> None:
         for n in self.neurons():
             n.reset()

@@ -1,0 +1,142 @@
+"""ANN-to-SNN conversion: QCFS, IF equivalence, BN folding, chains from user modules, runs, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seenn.convert import ConversionError, convert, convert_run, layer_chain
+from seenn.neuron import IF
+from seenn.qcfs import QCFS
+
+from conftest import needs_dataset, real_data_dir
+
+
+def test_qcfs_hand_values_and_straight_through_gradient():
+    q = QCFS(levels=4, threshold=2.0)  # step 0.5, shift half a step
+    x = torch.tensor([-1.0, 0.2, 0.26, 0.74, 1.3, 1.99, 5.0], requires_grad=True)
+    y = q(x)
+    assert y.tolist() == [0.0, 0.0, 0.5, 0.5, 1.5, 2.0, 2.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]  # inside the clip range only
+    assert q.threshold.grad.item() != 0.0  # the clip value learns
+
+
+@pytest.mark.parametrize("levels,threshold", [(4, 1.0), (8, 3.5), (16, 0.7)])
+def test_if_neuron_reproduces_qcfs_at_t_equals_l(levels, threshold):
+    """The QCFS theorem: an IF neuron with threshold lam, reset by subtraction and v0 = lam/2, driven by a constant
+    input x for L steps, fires exactly L * qcfs(x) / lam times."""
+    x = torch.linspace(-0.5, threshold * 1.3, 997)
+    want = QCFS(levels, threshold)(x).detach()
+    n = IF(threshold=threshold, v_init=0.5)
+    n.reset()
+    count = sum(n(x) for _ in range(levels))
+    assert torch.allclose(count * threshold / levels, want, atol=1e-5)
+
+
+def _random_bn(bn):
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.3, 0.3)
+    return bn
+
+
+def test_bn_folding_is_exact():
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), _random_bn(nn.BatchNorm2d(6)), QCFS(8, 2.0),
+                        nn.Flatten(), nn.Linear(6 * 8 * 8, 16), _random_bn(nn.BatchNorm1d(16)), QCFS(8, 2.0),
+                        nn.Linear(16, 5)).eval()
+    snn, cfg = convert(ann, input_shape=(3, 8, 8))
+    x = torch.randn(32, 3, 8, 8)
+    assert torch.allclose(snn.stem(x), ann[1](ann[0](x)), atol=1e-5)  # conv + BN = one conv with a bias
+    lin = snn.body[2]  # after the neuron and flatten; its weights carry the first threshold (2.0)
+    h = torch.randn(32, 6 * 8 * 8)
+    assert torch.allclose(lin(h / 2.0), ann[5](ann[4](h)), atol=1e-5)
+    assert [s["type"] for s in cfg["layers"]] == ["conv2d", "neuron", "flatten", "linear", "neuron", "linear"]
+
+
+def test_relu_ann_from_a_user_module_converges_to_the_ann():
+    """A plain PyTorch module (functional ReLU, view-flatten) traced with torch.fx; ReLU thresholds from
+    calibration data; the SNN's average output approaches the ANN's as T grows."""
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(1, 8, 3, padding=1), _random_bn(nn.BatchNorm2d(8))
+            self.pool = nn.AvgPool2d(2)
+            self.fc = nn.Linear(8 * 7 * 7, 10)
+
+        def forward(self, x):
+            x = self.pool(F.relu(self.b1(self.c1(x))))
+            return self.fc(x.view(x.size(0), -1))
+
+    ann = Net().eval()
+    x = torch.rand(64, 1, 14, 14)
+    snn, _ = convert(ann, input_shape=(1, 14, 14), calibration=x, percentile=100.0)
+    with torch.no_grad():
+        want = ann(x)
+        errs = [(snn(x, t).mean(0) - want).abs().mean().item() for t in (8, 64, 256)]
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 0.01 * want.abs().mean().item() + 1e-3
+
+
+def test_refusals_name_the_layer():
+    with pytest.raises(ConversionError, match="MaxPool2d at 2 .*AvgPool2d"):
+        convert(nn.Sequential(nn.Conv2d(1, 2, 3), QCFS(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(72, 10)),
+                input_shape=(1, 14, 14))
+    with pytest.raises(ConversionError, match="unsupported layer GELU at 1"):
+        convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.GELU(), nn.Flatten(), nn.Linear(288, 10)),
+                input_shape=(1, 14, 14))
+    with pytest.raises(ConversionError, match="calibration"):
+        convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 10)),
+                input_shape=(1, 14, 14))
+    with pytest.raises(ConversionError, match="BatchNorm2d at 2 does not follow"):
+        convert(nn.Sequential(nn.Conv2d(1, 2, 3), QCFS(), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(288, 10)),
+                input_shape=(1, 14, 14))
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.c(x) + x
+
+    with pytest.raises(ConversionError, match="not a plain chain"):
+        layer_chain(Residual())
+
+    class MaxF(nn.Module):
+        def forward(self, x):
+            return F.max_pool2d(x, 2)
+
+    with pytest.raises(ConversionError, match="max_pool2d"):
+        layer_chain(MaxF())
+
+
+@needs_dataset("mnist")
+def test_converted_mnist_snn_approaches_the_ann(tmp_path):
+    """A QCFS ANN trained briefly on real MNIST, converted: the SNN's accuracy rises with T and is within 1 point
+    of the ANN's at T=64 (on 1,000 test images)."""
+    from seenn.data import load_dataset
+    from seenn.train import TrainConfig, train
+
+    data_dir = real_data_dir()
+    cfg = TrainConfig(dataset="mnist", model="convnet", width=0.5, epochs=1, batch_size=64, limit=6000,
+                      val_size=1000, ann=True, quant_levels=8, lr=0.05)
+    train(cfg, tmp_path / "ann", data_dir=data_dir, progress=False, log=lambda *a: None)
+    config = convert_run(tmp_path / "ann", tmp_path / "snn", timesteps=64)
+    assert config["max_timesteps"] == 64 and config["converted_from"]["run"] == "ann"
+    from seenn.checkpoint import load_run
+
+    ann, _ = load_run(tmp_path / "ann")
+    snn, _ = load_run(tmp_path / "snn")
+    test = load_dataset("mnist", "test", data_dir=data_dir, limit=1000)
+    with torch.no_grad():
+        ann_acc = (ann.ann_forward(test.normalize(test.images)).argmax(1) == test.labels).float().mean().item()
+        summed = snn(test.normalize(test.images), 64).cumsum(0)
+    acc = [(summed[t - 1].argmax(1) == test.labels).float().mean().item() for t in (4, 16, 64)]
+    assert ann_acc > 0.9
+    assert acc[0] < acc[2] and abs(acc[2] - ann_acc) <= 0.01, (ann_acc, acc)
