@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 from _common import machine, today, update_section
@@ -25,8 +26,8 @@ from seenn.metrics import exit_summary, ideal_timesteps, oracle_timesteps
 from seenn.train import step_logits
 
 CHECK_T = (8, 16, 32, 64)
-THRESHOLDS = (0.9, 0.99, 0.999, 0.9999)
-TEMPERATURES = (1.0, 8.0)  # 8: the summed logits divided by 8, as SEENN's authors do for converted networks
+THRESHOLDS = (0.6, 0.8, 0.9, 0.99, 0.999)
+TEMPERATURES = (1.0, 8.0, 16.0)  # 8: the summed logits divided by 8, as SEENN's authors do for converted nets
 REFERENCE_T = 32  # SEENN-I is held to the SNN at T = 32
 TOLERANCE = 0.005  # within 0.5 points of it
 
@@ -106,8 +107,8 @@ def main() -> None:
     command = f"python benchmarks/conversion.py --ann {args.ann}" + (
         f" --snn {args.snn}" if args.snn != p.get_default("snn") else "")
     body = render(args.snn, cfg, ann_cfg, ann_acc, tables, chosen, calibrated, full_seconds, runner_seconds, command)
-    if args.limit is None:
-        update_section("conversion", body)
+    if args.limit is None:  # the shipped run's section, or one per other run
+        update_section("conversion" if args.snn == p.get_default("snn") else f"conversion-{Path(args.snn).name}", body)
     print(body)
 
 

@@ -3,13 +3,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_dataset, real_data_dir
 from torch import nn
 
+from seenn.checkpoint import pretrained_runs
 from seenn.convert import ConversionError, convert, convert_run, layer_chain
 from seenn.neuron import IF
 from seenn.qcfs import QCFS
-
-from conftest import needs_dataset, real_data_dir
 
 
 def test_qcfs_hand_values_and_straight_through_gradient():
@@ -140,3 +140,45 @@ def test_converted_mnist_snn_approaches_the_ann(tmp_path):
     acc = [(summed[t - 1].argmax(1) == test.labels).float().mean().item() for t in (4, 16, 64)]
     assert ann_acc > 0.9
     assert acc[0] < acc[2] and abs(acc[2] - ann_acc) <= 0.01, (ann_acc, acc)
+
+
+SHIPPED = "cifar10-vgg-w05-qcfs-t64"
+
+
+@needs_dataset("cifar10")
+@pytest.mark.skipif(not any(r["name"] == SHIPPED for r in pretrained_runs()), reason="no shipped converted run")
+def test_shipped_converted_run():
+    """The shipped converted CIFAR-10 run: an ordinary sequential IF network, strong at T=64, and the runner
+    with its calibrated rule exits exactly where the post-hoc evaluation says, in far fewer than 64 steps."""
+    from seenn.checkpoint import load_run
+    from seenn.data import load_dataset
+    from seenn.engine import EarlyExitRunner, posthoc_exits
+    from seenn.exits import Confidence
+    from seenn.fold import fold_batchnorm
+    from seenn.train import step_logits
+
+    model, config = load_run(SHIPPED)
+    assert config["max_timesteps"] == 64 and config["model"]["name"] == "sequential"
+    data = load_dataset("cifar10", "test", data_dir=real_data_dir(), limit=200)
+    logits = step_logits(fold_batchnorm(model), data, 64)
+    assert (logits.sum(1).argmax(1) == data.labels).float().mean() > 0.8
+    stored = config["exit"]["confidence"]
+    rule = Confidence(stored["threshold"], temperature=stored["temperature"])
+    expected = posthoc_exits(logits, rule)
+    got = EarlyExitRunner(model, rule, 64).predict_dataset(data, batch_size=64)
+    assert torch.equal(got.prediction, expected.prediction)
+    assert torch.equal(got.exit_timestep, expected.exit_timestep)
+    assert got.exit_timestep.float().mean() < 16
+
+
+@pytest.mark.parametrize("lam", [1.5, -1.5])
+def test_one_hidden_layer_is_exact_at_t_equals_l(lam):
+    """Linear -> QCFS -> Linear: the stem feeds the IF layer a constant input, so after L steps the SNN's average
+    output equals the ANN's exactly, also for a clip value trained below zero (qcfs(x) = -qcfs_|lam|(-x))."""
+    torch.manual_seed(1)
+    ann = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), QCFS(4, lam), nn.Linear(8, 3)).eval()
+    snn, cfg = convert(ann, input_shape=(1, 4, 4))
+    assert [s["threshold"] for s in cfg["layers"] if s["type"] == "neuron"] == [abs(lam)]
+    x = torch.randn(64, 1, 4, 4) * 2
+    with torch.no_grad():
+        assert torch.allclose(snn(x, 4).mean(0), ann(x), atol=1e-5)

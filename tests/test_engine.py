@@ -142,3 +142,20 @@ def test_batchnorm_folding_keeps_outputs(name, channels, size):
         out_a, out_b = model(x, 3), folded(x, 3)
     # spikes may flip where a membrane sits within rounding of the threshold; outputs agree almost everywhere
     assert (out_a - out_b).abs().max() < 1e-3 or (out_a.argmax(-1) == out_b.argmax(-1)).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("kind", [Confidence, Entropy, Fixed])
+def test_single_sample_path_equals_posthoc(kind):
+    """predict() on one sample takes a path without batch bookkeeping; it must decide exactly like the rest."""
+    model = random_net()
+    x = torch.randn(24, 1, 28, 28) * 2
+    with torch.no_grad():
+        logits = model(x, 4).transpose(0, 1)
+    rule = Fixed(3) if kind is Fixed else kind(score_matrix(logits, kind(0.5))[:, 1].median().item())
+    expected = posthoc_exits(logits, rule)
+    runner = EarlyExitRunner(model, rule, 4)
+    got = [runner.predict(x[i:i + 1]) for i in range(len(x))]
+    assert torch.equal(torch.cat([g.prediction for g in got]), expected.prediction)
+    assert torch.equal(torch.cat([g.exit_timestep for g in got]), expected.exit_timestep)
+    assert torch.allclose(torch.cat([g.score for g in got]), expected.score)
+    assert len(set(expected.exit_timestep.tolist())) > 1 or isinstance(rule, Fixed)  # the rule really varies

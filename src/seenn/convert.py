@@ -3,7 +3,8 @@ a ``sequential`` SNN of integrate-and-fire neurons.
 
 - Batch norm is folded into the preceding convolution or linear layer (exact in eval mode).
 - Each activation becomes an IF neuron reset by subtraction with threshold ``theta`` and initial membrane
-  ``theta / 2``: ``theta`` is the QCFS clip value ``lam``, or for a plain ReLU a high percentile of its activations
+  ``theta / 2``: ``theta`` is the QCFS clip value ``lam`` (a clip value trained below zero computes
+  ``-qcfs_|lam|(-x)``: the neuron then reads the negated input and passes ``-|lam|`` on), or for a plain ReLU a high percentile of its activations
   on calibration data (robust normalisation, Rueckauer et al. 2017).
 - Spikes stay binary; each neuron's ``theta`` multiplies the weights of the next convolution or linear layer (so
   the SNN's rate ``theta * spikes / t`` reproduces the ANN's activation), average pooling and flatten pass through.
@@ -15,6 +16,7 @@ Max pooling has no spiking counterpart here and is refused, as is anything that 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -216,6 +218,7 @@ def convert(ann: nn.Module, *, input_shape: tuple[int, int, int], calibration: t
                               "(or train it with QCFS: seenn train --ann)")
     relu_theta = _relu_thresholds(layers, calibration, percentile) if relus else {}
 
+    last_weighted = None
     specs, tensors, scale = [], {}, 1.0  # scale: the last neuron's threshold, owed to the next weighted layer
     pending_act = False  # an activation needs a weighted layer before it
     for i, (name, m) in enumerate(layers):
@@ -223,15 +226,21 @@ def convert(ann: nn.Module, *, input_shape: tuple[int, int, int], calibration: t
             if not pending_act:
                 raise ConversionError(f"the activation at {name} does not follow a Conv2d or Linear")
             theta = m.threshold.item() if isinstance(m, QCFS) else relu_theta[i]
-            if not theta > 0:
-                raise ConversionError(f"the activation at {name} has a non-positive threshold {theta}")
-            tensors[f"{len(specs)}.threshold"] = torch.tensor(float(theta))
-            specs.append({"type": "neuron", "decay": 1.0, "threshold": float(theta), "soft_reset": True,
+            if theta == 0 or not math.isfinite(theta):
+                raise ConversionError(f"the activation at {name} has the threshold {theta}: it passes nothing")
+            if theta < 0:  # a clip value trained through zero: qcfs_lam(x) = -qcfs_|lam|(-x), so the neuron
+                # reads the negated input (the last weighted layer's sign flips) and the next layer gets -|lam|
+                for k in (f"{last_weighted}.weight", f"{last_weighted}.bias"):
+                    if k in tensors:
+                        tensors[k] = -tensors[k]
+            tensors[f"{len(specs)}.threshold"] = torch.tensor(abs(float(theta)))
+            specs.append({"type": "neuron", "decay": 1.0, "threshold": abs(float(theta)), "soft_reset": True,
                           "v_init": 0.5})
             scale, pending_act = theta, False
             continue
         spec = _spec(m)
         if isinstance(m, (nn.Conv2d, nn.Linear)):
+            last_weighted = len(specs)
             tensors[f"{len(specs)}.weight"] = m.weight.detach() * scale
             if m.bias is not None:
                 tensors[f"{len(specs)}.bias"] = m.bias.detach().clone()
@@ -279,6 +288,7 @@ def convert_run(ann_run, out_dir, *, timesteps: int = 64) -> dict:
     out = {"seenn_version": __version__, "dataset": config["dataset"], "max_timesteps": timesteps,
            "model": model_cfg, "training": config.get("training", {}),
            "converted_from": {"run": Path(src).name, "model": m, "neuron": "IF, reset by subtraction, v0 = theta/2",
-                              "thresholds": thresholds}}
+                              "thresholds": thresholds,
+                              "clip_values": [q.threshold.item() for q in ann.modules() if isinstance(q, QCFS)]}}
     save_run(Path(out_dir), snn, out, {"ann_val_accuracy": ann_metrics.get("best_val_accuracy")})
     return out

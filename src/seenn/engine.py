@@ -55,7 +55,34 @@ class EarlyExitRunner:
         self.device = torch.device(device)
 
     def predict(self, x: torch.Tensor) -> ExitResult:
+        if x.dim() == 4 and x.shape[0] == 1 and getattr(self.rule, "budget", None) is None:
+            return self._run_one(x)  # latency path: no batch bookkeeping
         return self._run(iter([x]), slots=x.shape[0], total=x.shape[0])
+
+    @torch.inference_mode()
+    def _run_one(self, x: torch.Tensor) -> ExitResult:
+        """One sample: the same steps and decisions as :meth:`_run`, without compaction, slots or index
+        bookkeeping (at batch 1 that bookkeeping costs about as much as a small network's step)."""
+        check_input(x)
+        model, rule, t_max = self.model, self.rule, self.max_timesteps
+        for nrn in self.neurons:
+            nrn.reset()
+        try:
+            encoded = _encode(model, x.to(self.device))
+            summed = None
+            for t in range(1, t_max + 1):
+                try:
+                    out = model.step(encoded).float()
+                except RuntimeError as e:
+                    raise DataError(f"the input does not fit the model ({str(e).splitlines()[0]})") from None
+                summed = out if summed is None else summed.add_(out)
+                score = rule.score(summed, t)
+                if t == t_max or bool(rule.exits(score, t)):
+                    break
+        finally:
+            for nrn in self.neurons:
+                nrn.reset()
+        return ExitResult(summed.argmax(dim=1).cpu(), torch.tensor([t]), score.cpu(), summed.cpu())
 
     def predict_dataset(self, data, batch_size: int = 256) -> ExitResult:
         """A whole dataset with continuous batching over ``batch_size`` slots (the fastest way through it)."""

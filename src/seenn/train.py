@@ -228,8 +228,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
 
         src, src_cfg = load_run(cfg.init)
         from_ann = src_cfg.get("kind") == "ann" and not cfg.ann
-        shape = (lambda m: {k: v for k, v in m.items() if k not in ("neuron", "quant_levels", "surrogate")}) \
-            if from_ann else (lambda m: m)
+        ignored = ("neuron", "quant_levels", "surrogate") if from_ann else ("quant_levels", "surrogate")
+        shape = (lambda m: {k: v for k, v in m.items() if k not in ignored})  # what the weights' shapes depend on
         if shape(src_cfg["model"]) != shape(model_config(cfg, train_set)):
             raise ConfigError(f"--init {cfg.init} is a {src_cfg['model']['name']} of another shape; give the same "
                               "--model, --width and dataset")
