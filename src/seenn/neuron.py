@@ -330,10 +330,15 @@ class SpikingNeuron(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self.params
         if self.timesteps is None:
-            v = initial_membrane(x, params) if self.v is None else self.v
+            v = self.v
             if torch.is_grad_enabled() and x.requires_grad:
+                v = initial_membrane(x, params) if v is None else v
                 s, self.__dict__["v"] = neuron_step(x, v, params, self.surrogate)
+            elif v is None and params.v_init == 0.0:  # first inference step from rest: h = x, which the caller
+                # may still hold (the encoded input is reused every step), so it is not written over
+                s, self.__dict__["v"] = _fire_and_reset(x, params, h_is_scratch=False)
             else:  # inference: no autograd node, fewer passes over the tensor
+                v = initial_membrane(x, params) if v is None else v
                 h = torch.add(x, v, alpha=params.decay)
                 s, self.__dict__["v"] = _fire_and_reset(h, params, h_is_scratch=True)
             return s
