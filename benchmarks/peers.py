@@ -202,9 +202,9 @@ def train_step_fn(lib: str, batch: int):
 def infer_fn(lib: str, batch: int):
     net = build(lib).eval()
     if lib == "seenn":  # seenn's inference paths (runner, eval) run the BN-folded model
-        from seenn.fold import fold_batchnorm
+        from seenn.fold import inference_model
 
-        net = fold_batchnorm(net)
+        net = inference_model(net)
     x, _ = real_batch(batch)
 
     @torch.inference_mode()

@@ -159,3 +159,23 @@ def test_single_sample_path_equals_posthoc(kind):
     assert torch.equal(torch.cat([g.exit_timestep for g in got]), expected.exit_timestep)
     assert torch.allclose(torch.cat([g.score for g in got]), expected.score)
     assert len(set(expected.exit_timestep.tolist())) > 1 or isinstance(rule, Fixed)  # the rule really varies
+
+
+def test_fast_pool_equals_avg_pool():
+    from seenn.fold import FastAvgPool2d, inference_model
+
+    torch.manual_seed(0)
+    pool, ref = FastAvgPool2d(2), torch.nn.AvgPool2d(2)
+    spikes = (torch.rand(3, 5, 14, 12) > 0.7).float()
+    assert torch.equal(pool(spikes), ref(spikes))  # sums of spikes are exact
+    x = torch.randn(3, 5, 14, 12)
+    assert torch.allclose(pool(x), ref(x), atol=1e-6)
+    odd = torch.randn(2, 3, 7, 7)
+    assert torch.equal(pool(odd), ref(odd))  # other shapes: the ordinary pool
+    model = random_net(fold=False)
+    fast = inference_model(model)
+    assert any(isinstance(m, FastAvgPool2d) for m in fast.modules())
+    assert not any(isinstance(m, FastAvgPool2d) for m in model.modules())  # the original is untouched
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(fast(x, 4), fold_batchnorm(model)(x, 4), atol=1e-5)

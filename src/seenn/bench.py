@@ -14,7 +14,7 @@ import torch
 
 from .engine import EarlyExitRunner
 from .exits import ExitRule, Fixed
-from .fold import fold_batchnorm
+from .fold import inference_model
 
 
 def _timed(fn) -> float:
@@ -25,7 +25,7 @@ def _timed(fn) -> float:
 
 def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: int = 256, repeats: int = 3,
               latency_samples: int = 100, device: str = "cpu") -> dict:
-    model = fold_batchnorm(model.to(device))  # the inference model every path below uses
+    model = inference_model(model.to(device))  # the inference model every path below uses
     early = EarlyExitRunner(model, rule, max_timesteps, device)
     fixed = EarlyExitRunner(model, Fixed(max_timesteps), max_timesteps, device)
     batches = [x for x, _ in data.batches(batch_size)]

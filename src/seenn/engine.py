@@ -13,7 +13,7 @@ import torch
 
 from .errors import DataError
 from .exits import ExitRule
-from .fold import fold_batchnorm
+from .fold import inference_model
 from .models import SpikingNetwork
 
 
@@ -48,7 +48,7 @@ class EarlyExitRunner:
         if max_timesteps < 1:
             raise DataError(f"max_timesteps must be >= 1, got {max_timesteps}")
         model = model.to(device).eval()
-        self.model = fold_batchnorm(model) if fold_bn else model  # inference only: BN folded into the convs
+        self.model = inference_model(model) if fold_bn else model  # BN folded into the convs, fast pools
         self.neurons = self.model.neurons()  # walked once here, not on every call (the model is not rewired later)
         self.rule = rule
         self.max_timesteps = int(max_timesteps)

@@ -13,7 +13,7 @@ from .data import Dataset, atomic_write_bytes
 from .engine import EarlyExitRunner, ExitResult, posthoc_exits, score_matrix
 from .exits import Confidence, ExitRule, make_rule
 from .distributed import world
-from .fold import fold_batchnorm
+from .fold import inference_model
 from .metrics import (accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps,
                       oracle_timesteps)
 from .models import SpikingNetwork
@@ -31,7 +31,7 @@ class Evaluation:
     def __init__(self, model: SpikingNetwork, data: Dataset, max_timesteps: int, *, batch_size: int = 500,
                  device: str = "cpu", progress: bool = False):
         # one inference model (BN folded) for the full-T pass and the runner, so both see the same arithmetic
-        self.model = fold_batchnorm(model.to(device))
+        self.model = inference_model(model.to(device))
         self.data, self.max_timesteps = data, max_timesteps
         self.batch_size, self.device = batch_size, device
         self.labels = data.labels
