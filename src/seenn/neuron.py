@@ -155,13 +155,14 @@ def neuron_step(x: torch.Tensor, v: torch.Tensor, params: NeuronParams, surrogat
 def _fire_and_reset(h: torch.Tensor, params: NeuronParams, h_is_scratch: bool, spikes_out=None):
     """Forward-only fire and reset of charged potentials ``h`` (no autograd): returns ``(spikes, membrane)``.
     With ``h_is_scratch`` the membrane is written over ``h``."""
-    fired = h >= params.threshold
-    s = fired.to(h.dtype) if spikes_out is None else spikes_out.copy_(fired)
+    # the comparison writes float spikes directly (one pass; a bool mask converted afterwards costs two), and the
+    # hard reset is h - h * s in one fused pass: exactly h where s = 0 and 0 where s = 1, as h * (1 - s)
+    s = torch.empty_like(h) if spikes_out is None else spikes_out
+    torch.ge(h, params.threshold, out=s)
     if params.soft_reset:
         v = h.sub_(s, alpha=params.threshold) if h_is_scratch else torch.sub(h, s, alpha=params.threshold)
     else:
-        keep = 1.0 - s  # multiplying is 2x faster than masked_fill on CPU, and gives the same zeros (h > 0 there)
-        v = h.mul_(keep) if h_is_scratch else h * keep
+        v = h.addcmul_(h, s, value=-1.0) if h_is_scratch else torch.addcmul(h, h, s, value=-1.0)
     return s, v
 
 
