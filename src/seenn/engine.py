@@ -71,10 +71,7 @@ class EarlyExitRunner:
             encoded = _encode(model, x.to(self.device))
             summed = None
             for t in range(1, t_max + 1):
-                try:
-                    out = model.step(encoded).float()
-                except RuntimeError as e:
-                    raise DataError(f"the input does not fit the model ({str(e).splitlines()[0]})") from None
+                out = _step(model, encoded)
                 summed = out if summed is None else summed.add_(out)
                 score = rule.score(summed, t)
                 if t == t_max or bool(rule.exits(score, t)):
@@ -111,10 +108,7 @@ class EarlyExitRunner:
             summed = None
             steps = None if index is None else torch.zeros(len(index), dtype=torch.long, device=dev)
             while index is not None:
-                try:
-                    out = model.step(encoded).float()
-                except RuntimeError as e:  # e.g. an image size the readout was not built for
-                    raise DataError(f"the input does not fit the model ({str(e).splitlines()[0]})") from None
+                out = _step(model, encoded)
                 summed = out if summed is None else summed + out
                 steps += 1
                 score = rule.score(summed, steps)
@@ -160,6 +154,13 @@ class EarlyExitRunner:
         cols = [torch.cat([p[i] for p in done_parts])[order].cpu() for i in range(1, 5)]
         assert len(idx) == n
         return ExitResult(*cols)
+
+
+def _step(model: SpikingNetwork, encoded: torch.Tensor) -> torch.Tensor:
+    try:
+        return model.step(encoded).float()
+    except RuntimeError as e:  # e.g. an image size the readout was not built for
+        raise DataError(f"the input does not fit the model ({str(e).splitlines()[0]})") from None
 
 
 def _encode(model: SpikingNetwork, x: torch.Tensor) -> torch.Tensor:
