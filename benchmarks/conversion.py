@@ -22,7 +22,8 @@ from seenn.data import load_dataset
 from seenn.engine import posthoc_exits
 from seenn.evaluate import Evaluation
 from seenn.exits import Confidence
-from seenn.metrics import exit_summary, ideal_timesteps, oracle_timesteps
+from seenn.metrics import (accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps,
+                           oracle_timesteps)
 from seenn.train import step_logits
 
 CHECK_T = (8, 16, 32, 64)
@@ -33,11 +34,11 @@ TOLERANCE = 0.005  # within 0.5 points of it
 
 
 def accuracy_at(step_logits: torch.Tensor, labels: torch.Tensor, t: int) -> float:
-    return (step_logits[:, :t].sum(1).argmax(1) == labels).double().mean().item()
+    return accuracy_per_timestep(step_logits[:, :t], labels)[-1]
 
 
 def table_for(step_logits, labels, t_max) -> dict:
-    correct = step_logits.cumsum(1).argmax(2) == labels[:, None]
+    correct = correct_per_timestep(step_logits, labels)
     full = step_logits.sum(1).argmax(1)
     rows = []
     for tau in TEMPERATURES:

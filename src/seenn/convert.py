@@ -15,13 +15,13 @@ Max pooling has no spiking counterpart here and is refused, as is anything that 
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
+from .fold import fold_bn
 from .models.sequential import SequentialSNN
 from .qcfs import QCFS
 
@@ -120,8 +120,8 @@ def _flattens(node, is_size) -> bool:
         return start == 1 and end == -1
     if name in ("view", "reshape") and node.op == "call_method":
         shape = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
-        return len(shape) == 2 and ((shape[1] == -1 and (is_size(shape[0]) if hasattr(shape[0], "op") else False))
-                                    or shape[0] == -1)
+        batch_dim = shape[0] == -1 or (hasattr(shape[0], "op") and is_size(shape[0]))
+        return len(shape) == 2 and batch_dim and (shape[0] == -1 or shape[1] == -1)
     return False
 
 
@@ -136,22 +136,10 @@ def _fold(layers: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
                 raise ConversionError(f"{type(m).__name__} at {name} does not follow a Conv2d or Linear, so it "
                                       "cannot be folded")
             pname, prev = out[-1]
-            out[-1] = (pname, _fold_bn(prev, m))
+            out[-1] = (pname, fold_bn(prev, m))
             continue
         out.append((name, m))
     return out
-
-
-def _fold_bn(layer: nn.Module, bn: nn.Module) -> nn.Module:
-    fused = copy.deepcopy(layer)
-    scale = (bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
-    shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
-    bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
-    with torch.no_grad():
-        shape = (-1,) + (1,) * (layer.weight.ndim - 1)
-        fused.weight.copy_(layer.weight * scale.view(shape))
-        fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift)
-    return fused
 
 
 @torch.no_grad()
@@ -164,9 +152,9 @@ def _relu_thresholds(layers, calibration: torch.Tensor, percentile: float) -> di
             pos = x[x > 0].float()
             if pos.numel() == 0:
                 raise ConversionError(f"the ReLU at position {i} never fires on the calibration data")
-            k = max(1, int(round(pos.numel() * percentile / 100.0)))
-            out[i] = pos.kthvalue(min(k, pos.numel())).values.item() if pos.numel() < 2 ** 24 else \
-                torch.quantile(pos[torch.randperm(pos.numel())[:2 ** 24]], percentile / 100.0).item()
+            if pos.numel() > 2 ** 24:  # torch.quantile's limit: a random subsample
+                pos = pos[torch.randperm(pos.numel())[:2 ** 24]]
+            out[i] = torch.quantile(pos, percentile / 100.0).item()
     return out
 
 

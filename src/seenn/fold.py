@@ -14,15 +14,16 @@ import torch
 from torch import nn
 
 
-def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
-    fused = fused.to(conv.weight.device, conv.weight.dtype)
+def fold_bn(layer: nn.Module, bn: nn.Module) -> nn.Module:
+    """A copy of ``layer`` (a conv or linear layer) with the eval-mode ``bn`` after it folded into its weights and
+    bias."""
+    fused = copy.deepcopy(layer)
+    scale = (bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
+    bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
     with torch.no_grad():
-        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
+        fused.weight.copy_(layer.weight * scale.view((-1,) + (1,) * (layer.weight.ndim - 1)))
+        fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift)
     return fused
 
 
@@ -30,7 +31,7 @@ def _fold_in_place(module: nn.Module) -> None:
     children = list(module.named_children())
     for (name, child), (next_name, nxt) in zip(children, children[1:]):
         if isinstance(child, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d) and nxt.track_running_stats:
-            setattr(module, name, fold_conv_bn(child, nxt))
+            setattr(module, name, fold_bn(child, nxt))
             setattr(module, next_name, nn.Identity())
     if isinstance(module, nn.Sequential):  # drop the Identity left behind: one module call less per step
         for name in [n for n, c in module.named_children() if isinstance(c, nn.Identity)]:
