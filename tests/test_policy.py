@@ -117,3 +117,73 @@ def test_beta_is_picked_on_validation(tiny_run, tiny_data, tmp_path, capsys):
     assert info["beta"] in (1.0, 10.0) and info["beta_candidates"] == [1.0, 10.0]
     assert main(["policy", "train", str(tiny_run), "--data-dir", str(tiny_data), "--beta", "x",
                  "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_fewest_steps_threshold_and_operating_point_by_hand():
+    from seenn.metrics import fewest_steps_threshold, operating_point, threshold_exits
+
+    # two samples, label 0; sample 0 right from step 1, sample 1 wrong at step 1 and right (summed) from step 2
+    step_logits = torch.tensor([[[2.0, 0.0], [2.0, 0.0]], [[0.0, 1.0], [3.0, 0.0]]])
+    labels = torch.tensor([0, 0])
+    scores = torch.tensor([[0.9, 0.95], [0.6, 0.9]])
+    assert threshold_exits(scores, 0.5).tolist() == [1, 1]
+    assert threshold_exits(scores, 0.7).tolist() == [1, 2]
+    assert threshold_exits(scores, 0.99).tolist() == [2, 2]  # the last step always exits
+    assert operating_point(step_logits, labels, scores, 0.5) == (0.5, 1.0)
+    assert operating_point(step_logits, labels, scores, 0.7) == (1.0, 1.5)
+    th = fewest_steps_threshold(step_logits, labels, scores, tolerance=0.0)
+    assert operating_point(step_logits, labels, scores, th) == (1.0, 1.5)
+
+
+def test_learned_rule_learns_a_per_class_bar_that_one_confidence_threshold_cannot():
+    """Class-0 predictions are confident at step 1 but half of them flip later; class-1 predictions are unsure at step
+    1 but never flip. SEENN-I must keep everything to step 2 to stay exact; the learned rule (which sees the predicted
+    class) lets class 1 leave at step 1."""
+    from seenn.engine import posthoc_exits, score_matrix
+    from seenn.exits import Confidence
+    from seenn.metrics import fewest_steps_threshold, operating_point
+    from seenn.policy import LearnedExitRule, choose_learned_threshold
+
+    def task(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        cls = torch.randint(0, 2, (n,), generator=g)
+        flips = (torch.rand(n, generator=g) < 0.5) & (cls == 0)
+        labels = torch.where(flips, 2, cls)
+        logits = torch.zeros(n, 2, 3)
+        logits[:, 0, 0] = torch.where(cls == 0, 4.0, 0.0) + torch.rand(n, generator=g)
+        logits[:, 0, 1] = torch.where(cls == 1, 1.0, 0.0) + 0.5 * torch.rand(n, generator=g)
+        logits[torch.arange(n), 1, labels] += 12.0
+        return logits, labels
+
+    train_logits, train_labels = task(3000, 0)
+    val_logits, val_labels = task(1000, 1)
+    data = Dataset(DATASETS["mnist"], "train", np.zeros((3000, 1, 28, 28), np.uint8), train_labels.numpy())
+    net, info = train_policy(data, train_logits, kind="learned", epochs=3, members=2, lr=3e-3, log=lambda m: None)
+    assert info["features"] == 8 + 2 + 3
+    rule = LearnedExitRule(net, choose_learned_threshold(net, val_logits, val_labels, tolerance=0.0), 2)
+    res = posthoc_exits(val_logits, rule)
+    assert (res.prediction == val_labels).all()  # exact, like full T
+    learned_steps = res.exit_timestep.double().mean().item()
+    conf = score_matrix(val_logits, Confidence(0.5))
+    conf_steps = operating_point(val_logits, val_labels, conf,
+                                 fewest_steps_threshold(val_logits, val_labels, conf, tolerance=0.0))[1]
+    assert learned_steps < 1.6 and conf_steps > 1.9  # about half the samples (class 1) leave at step 1
+
+
+def test_first_learned_rules_still_load(tmp_path):
+    """Policies saved by seenn's first learned rule (one MLP over six features) keep working."""
+    from safetensors.torch import save_file
+
+    from seenn.policy import LearnedExitRule, load_policy
+
+    torch.manual_seed(0)
+    old = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    save_file({f"net.{k}": v for k, v in old.state_dict().items()}, str(tmp_path / "policy.safetensors"))
+    (tmp_path / "policy.json").write_text(json.dumps({"kind": "learned", "max_timesteps": 4, "threshold": 0.7}))
+    rule = load_policy(tmp_path, 4)
+    assert isinstance(rule, LearnedExitRule) and rule.version == 1
+    logits = torch.randn(5, 10)
+    from seenn.policy import exit_features
+
+    want = torch.sigmoid(old(exit_features(logits, 2, 4, version=1)).squeeze(-1))
+    assert torch.allclose(rule.score(logits, 2), want)

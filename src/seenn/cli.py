@@ -521,7 +521,7 @@ def cmd_policy_train(args) -> int:
     for beta in betas if args.kind == "policy" else [betas[0]]:
         net, info = train_policy(train_data, train_ev.step_logits, kind=args.kind, beta=beta,
                                  weighting=args.weighting, objective=args.objective, epochs=args.epochs, lr=args.lr,
-                                 seed=args.seed, log=_log)
+                                 seed=args.seed, hidden=args.hidden, members=args.members, log=_log)
         if len(betas) > 1 and args.kind == "policy":  # pick beta on validation for the accuracy target
             e = val.summarize({}, val.run(PolicyRule(net)))
             ok = e["accuracy"] >= full_val - args.max_accuracy_drop - 1e-12
@@ -543,19 +543,24 @@ def cmd_policy_train(args) -> int:
     res = val.run(rule)
     info["validation"] = val.summarize(rule.describe(), res)
     info["validation"]["full_accuracy"] = val.header()["accuracy_per_timestep"][-1]
-    if args.kind == "policy":  # the policy's own cost, timed against one SNN step on the same images
-        x = val_data.normalize(val_data.images[:256])
-        step = EarlyExitRunner(model, Fixed(1), max_t)
-        with torch.inference_mode():
+    # the policy's own cost, timed against one SNN step on the same 256 images: the SEENN-II network once per
+    # image, the learned rule once per image and step
+    x = val_data.normalize(val_data.images[:256])
+    step = EarlyExitRunner(model, Fixed(1), max_t)
+    with torch.inference_mode():
+        if args.kind == "policy":
             t_policy = min(_timed(lambda: net(x)) for _ in range(5))
-        t_step = min(_timed(lambda: step.predict(x)) for _ in range(5))
-        info["policy_time_per_snn_step"] = t_policy / t_step
+        else:
+            logits = val.step_logits[:256, 0]
+            t_policy = min(_timed(lambda: rule.score(logits, 1)) for _ in range(5))
+    t_step = min(_timed(lambda: step.predict(x)) for _ in range(5))
+    info["policy_time_per_snn_step"] = t_policy / t_step
     info.update({"run": str(args.run), "dataset": val_data.info.name})
     save_policy(Path(args.out), net, info)
     v = info["validation"]
     print(f"{args.kind} written to {args.out}: validation accuracy {v['accuracy']:.2%} (full T {v['full_accuracy']:.2%}) "
           f"at {v['avg_timesteps']:.3f} avg timesteps, exits per step {v['exit_histogram']}"
-          + (f"; policy costs {info['policy_time_per_snn_step']:.1%} of one SNN step" if args.kind == "policy" else ""))
+          + f"; the {args.kind} costs {info['policy_time_per_snn_step']:.1%} of one SNN step")
     return 0
 
 
@@ -818,6 +823,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--weighting", default="authors", choices=["authors", "none"])
     pt.add_argument("--objective", default="exact", choices=["exact", "reinforce"])
     pt.add_argument("--epochs", type=int, default=5)
+    pt.add_argument("--hidden", type=int, default=32, help="learned rule: hidden units of each MLP")
+    pt.add_argument("--members", type=int, default=5, help="learned rule: MLPs in the ensemble (probabilities averaged)")
     pt.add_argument("--lr", type=float, default=1e-3)
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--limit", type=int, help="train on the first N training images")

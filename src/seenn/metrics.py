@@ -56,3 +56,39 @@ def exit_summary(prediction, exit_timestep, labels, max_timesteps: int, full_pre
         out["false_exits"] = int((right_full & ~right_exit).sum())
         out["rescued"] = int((~right_full & right_exit).sum())
     return out
+
+
+def threshold_exits(scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """1-based exit step of each sample for a rule that exits once its score ``[N, T]`` exceeds ``threshold``
+    (the last step always exits)."""
+    fire = scores > threshold
+    fire[:, -1] = True
+    return fire.to(torch.uint8).argmax(dim=1) + 1
+
+
+def operating_point(step_logits: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
+                    threshold: float) -> tuple[float, float]:
+    """(accuracy, average timesteps) of exiting at ``threshold`` on the score matrix ``scores``."""
+    t = threshold_exits(scores, threshold)
+    pred = cumulative_logits(step_logits).argmax(dim=2).gather(1, (t - 1)[:, None]).squeeze(1)
+    return (pred == labels).double().mean().item(), t.double().mean().item()
+
+
+def fewest_steps_threshold(step_logits: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
+                           tolerance: float = 0.001, candidates: int = 1000) -> float:
+    """The threshold with the fewest average timesteps whose accuracy stays within ``tolerance`` of full T.
+
+    Candidates are quantiles of the scores before the last step, so the search is as fine where scores crowd (near 1
+    for confident rules) as where they are sparse. With no candidate within tolerance: above every score (full T)."""
+    full = (step_logits.sum(dim=1).argmax(dim=1) == labels).double().mean().item()
+    pool = scores[:, :-1].flatten().double()
+    if pool.numel() == 0:
+        return 0.0
+    pool = pool[:: max(1, len(pool) // 100_000)]
+    grid = torch.unique(torch.quantile(pool, torch.linspace(0, 1, candidates, dtype=torch.float64)))
+    best = (float(pool.max()), float(step_logits.shape[1]))
+    for th in grid.tolist():
+        acc, steps = operating_point(step_logits, labels, scores, th)
+        if acc >= full - tolerance - 1e-12 and steps < best[1]:
+            best = (th, steps)
+    return best[0]

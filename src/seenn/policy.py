@@ -7,9 +7,10 @@
   Samples are weighted as the authors do: 1 if the SNN is right at step 1, else r / (1 - r) with r the step-1
   training accuracy (``weighting="authors"``), or all 1 (``"none"``). At inference the runner gives each sample
   exactly its chosen number of steps (samples leave the batch when their budget is spent).
-- **Learned exit rule** (``kind="learned"``): after each step, a tiny MLP reads what the SNN has computed (top-2
-  probabilities, margin, entropy of the summed softmax, the logit scale, t/T) and gives the probability that
-  exiting now keeps the full-T decision; the sample exits when it passes a threshold chosen on validation data.
+- **Learned exit rule** (``kind="learned"``): after each step, a small ensemble of MLPs reads what the SNN has
+  computed (top-2 probabilities, margin, entropy of the summed softmax, the logit scale, the step and the predicted
+  class) and gives the probability that exiting now keeps the full-T decision; the sample exits when it passes a
+  threshold chosen on validation data.
   Supervised target (equivalent to RL over the stop decision with the same reward ordering): exit at t when the
   prediction at t equals the full-T prediction and stays so up to T.
 """
@@ -54,24 +55,52 @@ class PolicyCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def exit_features(summed_logits: torch.Tensor, t, max_timesteps: int) -> torch.Tensor:
-    """Per-sample features of the accumulated logits after step t: [top1, top2, margin, certainty, scale, t/T]."""
-    p = torch.softmax(summed_logits.float(), dim=-1)
+def exit_features(summed_logits: torch.Tensor, t, max_timesteps: int, version: int = 2) -> torch.Tensor:
+    """Per-sample features of the accumulated logits after step t.
+
+    Version 1: [top1, top2, margin, certainty, scale, t/T] of the summed softmax. Version 2 adds the mean logit's top
+    value and top-2 gap, the step as a one-hot over 1..T and the predicted class as a one-hot (so the rule can learn
+    a different confidence bar for each step and for each class, which one SEENN-I threshold cannot)."""
+    s = summed_logits.float()
+    n, k = s.shape
+    p = torch.softmax(s, dim=-1)
     top = p.topk(2, dim=-1).values
     logp = torch.log(p.clamp_min(1e-12))
-    certainty = 1.0 + (p * logp).sum(-1) / math.log(p.shape[-1])
-    tt = torch.as_tensor(t, dtype=torch.float32, device=p.device).expand(p.shape[0])
-    scale = summed_logits.float().abs().mean(-1) / tt
-    return torch.stack([top[:, 0], top[:, 1], top[:, 0] - top[:, 1], certainty, scale.tanh(), tt / max_timesteps], 1)
+    certainty = 1.0 + (p * logp).sum(-1) / math.log(k)
+    tt = torch.as_tensor(t, dtype=torch.float32, device=p.device).expand(n)
+    scale = s.abs().mean(-1) / tt
+    cols = [top[:, 0], top[:, 1], top[:, 0] - top[:, 1], certainty, scale.tanh(), tt / max_timesteps]
+    if version == 1:
+        return torch.stack(cols, 1)
+    mean_top = (s / tt[:, None]).topk(2, dim=-1).values
+    step = F.one_hot(tt.long().clamp(1, max_timesteps) - 1, max_timesteps).float()
+    cls = F.one_hot(s.argmax(-1), k).float()
+    return torch.cat([torch.stack(cols + [mean_top[:, 0], mean_top[:, 0] - mean_top[:, 1]], 1), step, cls], 1)
+
+
+def feature_count(max_timesteps: int, num_classes: int, version: int = 2) -> int:
+    return 6 if version == 1 else 8 + max_timesteps + num_classes
 
 
 class ExitMLP(nn.Module):
-    def __init__(self, features: int = 6, hidden: int = 16):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+    """An ensemble of small MLPs over standardised exit features; :meth:`prob` averages their probabilities."""
 
-    def forward(self, f):
-        return self.net(f).squeeze(-1)
+    def __init__(self, features: int = 6, hidden: int = 16, members: int = 1):
+        super().__init__()
+        self.members = nn.ModuleList(nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+                                     for _ in range(members))
+        self.register_buffer("mean", torch.zeros(features))
+        self.register_buffer("std", torch.ones(features))
+
+    def forward(self, f, member: int | None = None):
+        """Logits of one member (training), or of every member stacked ``[members, N]``."""
+        z = (f - self.mean) / self.std
+        if member is not None:
+            return self.members[member](z).squeeze(-1)
+        return torch.stack([m(z).squeeze(-1) for m in self.members])
+
+    def prob(self, f):
+        return torch.sigmoid(self(f)).mean(0)
 
 
 # ------------------------------------------------------------------------------------------- objectives
@@ -141,15 +170,16 @@ class LearnedExitRule(ExitRule):
 
     name = "learned"
 
-    def __init__(self, net: ExitMLP, threshold: float, max_timesteps: int, path: str = ""):
+    def __init__(self, net: ExitMLP, threshold: float, max_timesteps: int, path: str = "", version: int = 2):
         self.net = net.eval()
         self.threshold = float(threshold)
         self.max_timesteps = max_timesteps
         self.path = path
+        self.version = version
 
     @torch.inference_mode()
     def score(self, summed_logits, t):
-        return torch.sigmoid(self.net(exit_features(summed_logits, t, self.max_timesteps)))
+        return self.net.prob(exit_features(summed_logits, t, self.max_timesteps, self.version))
 
     def exits(self, score, t):
         return score > self.threshold
@@ -182,14 +212,15 @@ def policy_net_cost(net: nn.Module, in_shape) -> int:
 
 def train_policy(data: Dataset, step_logits: torch.Tensor, *, kind: str = "policy", beta: float = 2.0,
                  weighting: str = "authors", objective: str = "exact", epochs: int = 5, lr: float = 1e-3,
-                 batch_size: int = 128, seed: int = 0, log=print) -> tuple[nn.Module, dict]:
+                 batch_size: int = 128, seed: int = 0, hidden: int = 32, members: int = 5,
+                 log=print) -> tuple[nn.Module, dict]:
     """Train a policy (SEENN-II) or a learned exit rule on the SNN's step logits for ``data`` (frozen SNN)."""
     if kind not in ("policy", "learned"):
         raise ConfigError(f"--kind must be policy or learned, got {kind!r}")
     if objective not in ("exact", "reinforce"):
         raise ConfigError(f"--objective must be exact or reinforce, got {objective!r}")
-    if epochs < 1 or not lr > 0 or beta < 0:
-        raise ConfigError("--epochs must be >= 1, --lr > 0 and --beta >= 0")
+    if epochs < 1 or not lr > 0 or beta < 0 or hidden < 1 or members < 1:
+        raise ConfigError("--epochs, --hidden and --members must be >= 1, --lr > 0 and --beta >= 0")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n, t_max, _ = step_logits.shape
@@ -228,20 +259,27 @@ def train_policy(data: Dataset, step_logits: torch.Tensor, *, kind: str = "polic
         stays = same.flip(1).cumprod(1).flip(1).bool()
         feats = torch.cat([exit_features(summed[:, t], t + 1, t_max) for t in range(t_max)])
         target = torch.cat([stays[:, t] for t in range(t_max)]).float()
-        net = ExitMLP()
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        net = ExitMLP(feats.shape[1], hidden, members)
+        net.mean.copy_(feats.mean(0))
+        net.std.copy_(feats.std(0).clamp_min(1e-3))
         m = len(target)
-        for epoch in range(1, epochs + 1):
-            order = torch.randperm(m, generator=gen)
-            total = 0.0
-            for i in range(0, m, 1024):
-                idx = order[i:i + 1024]
-                loss = F.binary_cross_entropy_with_logits(net(feats[idx]), target[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            log(f"learned-exit epoch {epoch}: loss {total / m:.4f}")
+        for k in range(members):  # members differ by their initial weights and sample order
+            torch.manual_seed(seed + k)
+            opt = torch.optim.Adam(net.members[k].parameters(), lr=lr)
+            for epoch in range(1, epochs + 1):
+                order = torch.randperm(m, generator=gen)
+                total = 0.0
+                for i in range(0, m, 512):
+                    idx = order[i:i + 512]
+                    loss = F.binary_cross_entropy_with_logits(net(feats[idx], k), target[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * len(idx)
+                log(f"learned-exit member {k + 1}/{members} epoch {epoch}: loss {total / m:.4f}")
+        info.update({"features_version": 2, "features": feats.shape[1], "hidden": hidden, "members": members,
+                     "num_classes": step_logits.shape[2], "target": "stops where the prediction equals the full-T "
+                                                                   "prediction and stays so"})
     info["train_seconds"] = time.time() - t0
     return net.eval(), info
 
@@ -249,17 +287,11 @@ def train_policy(data: Dataset, step_logits: torch.Tensor, *, kind: str = "polic
 def choose_learned_threshold(net: ExitMLP, step_logits: torch.Tensor, labels: torch.Tensor,
                              tolerance: float = 0.001) -> float:
     """The threshold with the fewest average timesteps whose accuracy stays within ``tolerance`` of full T."""
-    from .engine import posthoc_exits
+    from .engine import score_matrix
+    from .metrics import fewest_steps_threshold
 
-    full = (step_logits.sum(1).argmax(1) == labels).double().mean().item()
-    best = (1.0, float(step_logits.shape[1]))
-    for th in torch.linspace(0.05, 0.999, 120).tolist():
-        res = posthoc_exits(step_logits, LearnedExitRule(net, th, step_logits.shape[1]))
-        acc = (res.prediction == labels).double().mean().item()
-        steps = res.exit_timestep.double().mean().item()
-        if acc >= full - tolerance - 1e-12 and steps < best[1]:
-            best = (th, steps)
-    return best[0]
+    scores = score_matrix(step_logits, LearnedExitRule(net, 0.5, step_logits.shape[1]))
+    return fewest_steps_threshold(step_logits, labels, scores, tolerance)
 
 
 # ------------------------------------------------------------------------------------------- files
@@ -295,8 +327,16 @@ def load_policy(path: str | Path, max_timesteps: int | None = None) -> ExitRule:
             net = PolicyCNN(info["in_channels"], t_max)
             net.load_state_dict(state)
             return PolicyRule(net, str(path))
-        net = ExitMLP()
+        version = info.get("features_version", 1)
+        if version == 1:  # one MLP over six features, no standardisation (seenn's first learned rules)
+            net = ExitMLP(6, 16, 1)
+            state = {k.replace("net.", "members.0.", 1): v for k, v in state.items()}
+            state.update(mean=torch.zeros(6), std=torch.ones(6))
+        else:
+            net = ExitMLP(info["features"], info["hidden"], info["members"])
+            if info["features"] != feature_count(t_max, info["num_classes"], version):
+                raise KeyError("features")
         net.load_state_dict(state)
-        return LearnedExitRule(net, info["threshold"], t_max, str(path))
+        return LearnedExitRule(net, info["threshold"], t_max, str(path), version)
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"{p} does not hold a valid policy ({e})") from None
