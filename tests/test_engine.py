@@ -179,3 +179,30 @@ def test_fast_pool_equals_avg_pool():
     x = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(fast(x, 4), fold_batchnorm(model)(x, 4), atol=1e-5)
+
+
+@pytest.mark.parametrize("neuron", ["lif", "if"])
+def test_compiled_single_sample_path_equals_eager(neuron):
+    """compile=True puts the batch-1 step through torch.compile; decisions and outputs stay those of the eager path
+    (LIF with hard reset from rest, and IF with soft reset and a half-threshold start, as conversion makes them)."""
+    from seenn.neuron import IF, SpikingNeuron
+
+    model = random_net()
+    if neuron == "if":
+        for name, mod in list(model.body.named_children()):
+            if isinstance(mod, SpikingNeuron):
+                setattr(model.body, name, IF(threshold=0.8))
+    x = torch.randn(12, 1, 28, 28) * 2
+    with torch.no_grad():
+        logits = model(x, 4).transpose(0, 1)
+    rule = Confidence(score_matrix(logits, Confidence(0.5))[:, 1].median().item())
+    eager = EarlyExitRunner(model, rule, 4)
+    compiled = EarlyExitRunner(model, rule, 4, compile=True)
+    a = [eager.predict(x[i:i + 1]) for i in range(len(x))]
+    b = [compiled.predict(x[i:i + 1]) for i in range(len(x))]
+    if compiled._single_step.failed:
+        pytest.skip("torch.compile is not usable here (no C++ compiler)")
+    assert [r.exit_timestep.item() for r in a] == [r.exit_timestep.item() for r in b]
+    assert [r.prediction.item() for r in a] == [r.prediction.item() for r in b]
+    assert torch.allclose(torch.cat([r.logits for r in a]), torch.cat([r.logits for r in b]), atol=1e-4)
+    assert len({r.exit_timestep.item() for r in a}) > 1

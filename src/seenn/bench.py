@@ -24,7 +24,9 @@ def _timed(fn) -> float:
 
 
 def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: int = 256, repeats: int = 3,
-              latency_samples: int = 100, device: str = "cpu") -> dict:
+              latency_samples: int = 100, device: str = "cpu", compile: bool = False) -> dict:
+    """``compile``: the batch-1 paths through torch.compile, the early-exit step and every full-T path alike (see
+    :func:`batch1_latency`), so the comparison stays fair; batches run eagerly either way."""
     model = inference_model(model.to(device))  # the inference model every path below uses
     early = EarlyExitRunner(model, rule, max_timesteps, device)
     fixed = EarlyExitRunner(model, Fixed(max_timesteps), max_timesteps, device)
@@ -65,17 +67,8 @@ def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: in
 
     # batch-1 latency, interleaved per sample
     singles = torch.cat(batches)[:latency_samples]
-    lat_full, lat_early = [], []
-    with torch.inference_mode():
-        for x in singles:
-            x = x[None]
-            lat_full.append(min(_timed(lambda: model(x.to(device), max_timesteps, multistep=True)),
-                                _timed(lambda: model(x.to(device), max_timesteps, multistep=False)),
-                                _timed(lambda: fixed.predict(x))))
-            lat_early.append(_timed(lambda: early.predict(x)))
+    p50_full, p50_early = batch1_latency(model, rule, max_timesteps, singles, device=device, compile=compile)
     single_steps = result_holder["steps"][:latency_samples].double().mean().item()
-    p50_full = statistics.median(lat_full) * 1e3
-    p50_early = statistics.median(lat_early) * 1e3
     return {
         "samples": n,
         "batch_size": batch_size,
@@ -96,4 +89,36 @@ def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: in
         "samples_per_second": {"full": n / full_s, "early_exit": n / best["early"], "streaming": n / best["stream"]},
         "repeats": repeats,
         "threads": torch.get_num_threads(),
+        "compiled": compile,
     }
+
+
+def batch1_latency(model, rule: ExitRule, max_timesteps: int, singles: torch.Tensor, *, device: str = "cpu",
+                   compile: bool = False) -> tuple[float, float]:
+    """Median latency in ms of one sample, (full T, early exit), interleaved per sample. Full T is the fastest of the
+    multi-step forward, the plain step loop and the fixed-budget runner for each sample. ``compile``: every one of
+    these paths and the early-exit step through torch.compile."""
+    model = inference_model(model.to(device))
+    early = EarlyExitRunner(model, rule, max_timesteps, device, compile=compile)
+    fixed = EarlyExitRunner(model, Fixed(max_timesteps), max_timesteps, device, compile=compile)
+
+    def multistep_1(x):
+        return model(x.to(device), max_timesteps, multistep=True)
+
+    def steploop_1(x):
+        return model(x.to(device), max_timesteps, multistep=False)
+
+    if compile:
+        multistep_1 = torch.compile(multistep_1, dynamic=False)
+        steploop_1 = torch.compile(steploop_1, dynamic=False)
+    lat_full, lat_early = [], []
+    with torch.inference_mode():
+        for x in singles[:3]:  # warm-up: compiles (when asked) and primes every path
+            for fn in (multistep_1, steploop_1, fixed.predict, early.predict):
+                fn(x[None])
+        for x in singles:
+            x = x[None]
+            lat_full.append(min(_timed(lambda: multistep_1(x)), _timed(lambda: steploop_1(x)),
+                                _timed(lambda: fixed.predict(x))))
+            lat_early.append(_timed(lambda: early.predict(x)))
+    return statistics.median(lat_full) * 1e3, statistics.median(lat_early) * 1e3

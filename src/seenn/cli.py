@@ -236,7 +236,7 @@ def cmd_bench(args) -> int:
         raise ConfigError(f"--latency-samples must be >= 1, got {args.latency_samples}")
     model, config, data, max_t, rule = _load_with_rule(args, "timing")
     r = benchmark(model, data, rule, max_t, batch_size=args.batch_size, repeats=args.repeats,
-                  latency_samples=args.latency_samples, device=args.device)
+                  latency_samples=args.latency_samples, device=args.device, compile=args.compile)
     if args.json:
         _emit_json(r)
         return 0
@@ -753,6 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
                     limit=4096)
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--latency-samples", type=int, default=100)
+    b.add_argument("--compile", action="store_true",
+                   help="batch-1 paths (early exit and every full-T path alike) through torch.compile")
     b.set_defaults(func=cmd_bench)
 
     c = _run_parser(sub, "calibrate", "choose the exit threshold with a statistical guarantee", split="val",

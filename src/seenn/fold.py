@@ -69,14 +69,17 @@ def _fast_pools(module: nn.Module) -> None:
 
 
 def inference_model(model: nn.Module) -> nn.Module:
-    """The copy of ``model`` that the runner, evaluation and bench run: BN folded (:func:`fold_batchnorm`) and
-    2x2 average pools as :class:`FastAvgPool2d`."""
+    """The copy of ``model`` that the runner, evaluation and bench run: BN folded (:func:`fold_batchnorm`), 2x2
+    average pools as :class:`FastAvgPool2d`, neuron thresholds read once (``SpikingNeuron.freeze``). Always a copy:
+    ``model`` itself is left as it is."""
     folded = fold_batchnorm(model)
-    if not any(_is_plain_2x2(m) for m in folded.modules()):
-        return folded
     if folded is model:
         folded = copy.deepcopy(model).eval()
-    _fast_pools(folded)
+    if any(_is_plain_2x2(m) for m in folded.modules()):
+        _fast_pools(folded)
+    for m in folded.modules():
+        if hasattr(m, "freeze") and hasattr(m, "threshold"):  # spiking neurons
+            m.freeze()
     return folded
 
 

@@ -312,7 +312,16 @@ class SpikingNeuron(nn.Module):
 
     @property
     def params(self) -> NeuronParams:
+        frozen = self.__dict__.get("_frozen")
+        if frozen is not None:
+            return frozen
         return NeuronParams(self.decay, float(self.threshold), self.soft_reset, self.v_init)
+
+    def freeze(self) -> None:
+        """For inference copies (whose threshold no longer changes): read the threshold once, as a Python number,
+        instead of on every step (a device sync, and a graph break under torch.compile)."""
+        self.__dict__["_frozen"] = None
+        self.__dict__["_frozen"] = self.params
 
     # The membrane is a plain attribute (not a buffer: it is per batch, not part of the model), written through
     # __dict__ because nn.Module.__setattr__ is slow and this runs after every step.
