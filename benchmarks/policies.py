@@ -100,11 +100,12 @@ def main() -> None:
     # the two threshold rules compared as procedures: rule + threshold chosen on held-out data, many random halves
     pool_logits = torch.cat([val.step_logits, test.step_logits])
     pool_labels = torch.cat([val.labels, test.labels])
+    learned_name = "learned exit rule" + ("" if learned[0] == "learned exit rule" else f" ({learned[0]})")
     scores = {"SEENN-I (confidence)": score_matrix(pool_logits, conf),
-              f"learned exit rule ({learned[0]})": score_matrix(pool_logits, learned[1])}
+              learned_name: score_matrix(pool_logits, learned[1])}
     res = resampled(pool_logits, pool_labels, scores, args.repeats)
     frontier = {name: test_frontier(test.step_logits, test.labels, score_matrix(test.step_logits, r))
-                for name, r in (("SEENN-I (confidence)", conf), (f"learned exit rule ({learned[0]})", learned[1]))}
+                for name, r in (("SEENN-I (confidence)", conf), (learned_name, learned[1]))}
 
     lines = [f"## SEENN-II and the learned exit rule against SEENN-I ({args.run})", "",
              f"{today()}, `python benchmarks/policies.py --run {args.run} --betas "
