@@ -97,6 +97,10 @@ def test_policy_cli_round_trip(tiny_run, tiny_data, tmp_path, capsys):
     assert main(["eval", str(tiny_run), "--data-dir", str(tiny_data), "--exit", "policy",
                  "--policy", str(tmp_path / "learned")]) == 2
     assert main(["eval", str(tiny_run), "--data-dir", str(tiny_data), "--exit", "policy"]) == 2
+    capsys.readouterr()
+    assert main(["policy", "train", str(tiny_run), "--data-dir", str(tiny_data), "--kind", "learned", "--members", "0",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_report_plots_policies(tiny_run, tiny_data, tmp_path, capsys):

@@ -508,6 +508,8 @@ def cmd_policy_train(args) -> int:
     from .policy import PolicyRule, choose_learned_threshold, save_policy, train_policy
 
     betas = _parse_betas(args.beta)
+    if args.epochs < 1 or args.hidden < 1 or args.members < 1 or not args.lr > 0:  # before the SNN's long pass
+        raise ConfigError("--epochs, --hidden and --members must be >= 1 and --lr > 0")
     _writable_dir(args.out)
     args.split, args.max_timesteps = "train", None
     model, config, train_data, max_t = _load(args)
