@@ -43,3 +43,10 @@ def update_section(name: str, body: str, doc: Path = DOC) -> None:
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(text)
     os.replace(tmp, doc)
+
+
+def publish(name: str, body) -> None:
+    """Write ``body`` (a string, or lines) as the section ``name`` of docs/benchmarks.md and print it."""
+    text = body if isinstance(body, str) else "\n".join(body)
+    update_section(name, text)
+    print(text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import machine, today, update_section
+from _common import machine, publish, today
 
 from seenn.calibrate import calibrate, ece_per_timestep
 from seenn.checkpoint import load_run
@@ -86,8 +86,7 @@ def main() -> None:
     for kind, sev, full, e, drop in rob:
         lines.append(f"| {kind} | {sev} | {full:.2%} | {e['accuracy']:.2%} | {drop * 100:+.2f} | "
                      f"{'yes' if drop <= 0.005 else 'NO'} | {e['avg_timesteps']:.3f} | {e['false_exits']} |")
-    update_section("calibration", "\n".join(lines))
-    print("\n".join(lines))
+    publish("calibration", lines)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine, today, update_section
+from _common import machine, publish, today
 
 from seenn.checkpoint import load_run
 from seenn.data import load_dataset
@@ -113,8 +113,9 @@ def main() -> None:
         f" --snn {args.snn}" if args.snn != p.get_default("snn") else "")
     body = render(args.snn, cfg, ann_cfg, ann_acc, tables, chosen, calibrated, full_seconds, runner_seconds, command)
     if args.limit is None:  # the shipped run's section, or one per other run
-        update_section("conversion" if args.snn == p.get_default("snn") else f"conversion-{Path(args.snn).name}", body)
-    print(body)
+        publish("conversion" if args.snn == p.get_default("snn") else f"conversion-{Path(args.snn).name}", body)
+    else:
+        print(body)
 
 
 def render(name, cfg, ann_cfg, ann_acc, tables, chosen, calibrated, full_seconds, runner_seconds, command) -> str:

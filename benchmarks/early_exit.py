@@ -14,7 +14,7 @@ import sys
 import time
 
 import numpy as np
-from _common import ROOT, machine, today, update_section
+from _common import ROOT, machine, publish, today
 
 from seenn.checkpoint import load_run, pretrained_runs
 from seenn.data import load_dataset
@@ -139,8 +139,7 @@ def main() -> None:
     results = [bench_run(n, args.data_dir, lambda m: print(m, file=sys.stderr)) for n in names]
     demo_s = None if args.no_demo else demo_seconds(args.data_dir)
     command = "python benchmarks/early_exit.py" + (" --runs " + " ".join(args.runs) if args.runs else "")
-    update_section("early-exit", render(results, demo_s, command))
-    print(render(results, demo_s, command))
+    publish("early-exit", render(results, demo_s, command))
 
 
 if __name__ == "__main__":

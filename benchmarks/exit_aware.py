@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import machine, today, update_section
+from _common import machine, publish, today
 from early_exit import frontier
 
 from seenn.checkpoint import load_run
@@ -55,8 +55,7 @@ def main() -> None:
         lines.append(f"| {run} | {w:g}{' (fine-tuned)' if init else ''} | {acc} | {head['ideal_avg_timesteps']:.3f} | "
                      f"{e['threshold']:.4g} | {e['accuracy']:.2%} | {(e['accuracy'] - full) * 100:+.2f} | "
                      f"{e['avg_timesteps']:.3f} | {f['avg_timesteps']:.3f} |")
-    update_section("exit-aware", "\n".join(lines))
-    print("\n".join(lines))
+    publish("exit-aware", lines)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import machine, today, update_section
+from _common import machine, publish, today
 
 from seenn.checkpoint import load_run
 from seenn.data import load_dataset
@@ -59,8 +59,7 @@ def main() -> None:
     for seed, acc, steps, ref in rows:
         lines.append(f"| {seed} | {acc:.2%} | {(acc - full) * 100:+.2f} | {steps:.3f} | "
                      f"{'-' if ref is None else f'{ref:.3f}'} |")
-    update_section("learned-seeds", "\n".join(lines))
-    print("\n".join(lines))
+    publish("learned-seeds", lines)
 
 
 if __name__ == "__main__":

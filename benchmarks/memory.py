@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import ROOT, machine, today, update_section
+from _common import ROOT, machine, publish, today
 
 from seenn.checkpoint import save_run
 from seenn.models import build_model
@@ -60,8 +60,7 @@ def main() -> None:
              "(30 MB) and normalised batch by batch; the full-T pass keeps only each sample's step logits.", "",
              "| batch size | peak resident memory (MiB) | wall time (s) |", "|---|---|---|"]
     lines += [f"| {bs} | {mib:.0f} | {secs:.1f} |" for bs, mib, secs in rows]
-    update_section("memory", "\n".join(lines))
-    print("\n".join(lines))
+    publish("memory", lines)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _common import ROOT, machine, today, update_section
+from _common import ROOT, machine, publish, today
 from torch import nn
 
 from seenn.checkpoint import load_run, pretrained_runs
@@ -317,8 +317,7 @@ def main() -> None:
     lines += ["", "seenn-compiled is `seenn train --compile`: the neurons' BPTT loops through torch.compile (one-off "
                   "compile of some seconds per layer shape, excluded from the timing by the warm-up). seenn's inference "
                   "runs step by step on the BN-folded network, as its runner and `seenn eval` do."]
-    update_section("peers", "\n".join(lines))
-    print("\n".join(lines))
+    publish("peers", lines)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, today, update_section
+from _common import machine, publish, today
 
 from seenn.checkpoint import PRETRAINED_DIR, load_run
 from seenn.data import load_dataset
@@ -146,8 +146,7 @@ def main() -> None:
         lines += ["", "Cost of the shipped policies, timed against one SNN step on the same 256 validation images when "
                       "they were trained (the learned rule runs once per image and step, the SEENN-II network once per "
                       "image): " + " ".join(costs) + "."]
-    update_section("policies" if args.run == RUN else f"policies-{Path(args.run).name}", "\n".join(lines))
-    print("\n".join(lines))
+    publish("policies" if args.run == RUN else f"policies-{Path(args.run).name}", lines)
 
 
 def test_frontier(step_logits, labels, scores, tolerance=0.001) -> tuple[float, float]:

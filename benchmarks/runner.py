@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from _common import machine, today, update_section
+from _common import machine, publish, today
 
 from seenn.bench import batch1_latency, benchmark
 from seenn.checkpoint import load_run
@@ -60,8 +60,7 @@ def main() -> None:
              f"{c_full / c_early / r['batch1_ideal_speedup']:.2f} | >= 0.8 |", "",
              f"Throughput (images/s): full T {sps['full']:.0f}, early exit {sps['early_exit']:.0f}, "
              f"streaming (continuous batching, {r['batch_size']} slots) {sps['streaming']:.0f}."]
-    update_section("runner", "\n".join(lines))
-    print("\n".join(lines))
+    publish("runner", lines)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _common import machine, today, update_section
+from _common import machine, publish, today
 
 from seenn.checkpoint import load_run, resolve_run
 from seenn.data import load_dataset
@@ -98,8 +98,7 @@ def main() -> None:
                      f"{r['rule'].temperature:g}, {e['threshold']:.4g} | {e['accuracy']:.2%} | "
                      f"{e['avg_timesteps']:.3f} | {r['ideal']:.3f} |")
     body = "\n".join(lines)
-    update_section(f"staged-{ds}", body)
-    print(body)
+    publish(f"staged-{ds}", body)
 
 
 if __name__ == "__main__":
