@@ -19,6 +19,10 @@ from seenn.data import load_dataset
 from seenn.exits import Confidence
 
 
+def _each(runs, value) -> str:
+    return " / ".join(f"{value(x):.2f}" for x in runs)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--run", default="fashion-mnist-convnet-t4")
@@ -27,18 +31,21 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--latency-samples", type=int, default=200)
+    p.add_argument("--runs", type=int, default=3, help="whole measurements, one after another: the table shows the "
+                                                       "first, a line the efficiencies of all")
     args = p.parse_args()
     model, config = load_run(args.run)
     data = load_dataset(config["dataset"], "test", limit=args.limit)
-    r = benchmark(model, data, Confidence(args.threshold), config["max_timesteps"], batch_size=args.batch_size,
-                  repeats=args.repeats, latency_samples=args.latency_samples)
-    print(json.dumps(r, indent=1), file=sys.stderr)
+    runs = [benchmark(model, data, Confidence(args.threshold), config["max_timesteps"], batch_size=args.batch_size,
+                      repeats=args.repeats, latency_samples=args.latency_samples) for _ in range(args.runs)]
+    r = runs[0]
+    print(json.dumps(runs, indent=1), file=sys.stderr)
     # the same latency samples with every batch-1 path through torch.compile (early exit and full T alike)
     singles = data.normalize(data.images[:args.latency_samples])
     c_full, c_early = batch1_latency(model, Confidence(args.threshold), config["max_timesteps"], singles, compile=True)
     print(f"compiled batch-1 p50: full {c_full:.3f} ms, early exit {c_early:.3f} ms", file=sys.stderr)
     cmd = (f"python benchmarks/runner.py --run {args.run} --threshold {args.threshold} --batch-size {args.batch_size} "
-           f"--limit {args.limit} --repeats {args.repeats} --latency-samples {args.latency_samples}")
+           f"--limit {args.limit} --repeats {args.repeats} --latency-samples {args.latency_samples} --runs {args.runs}")
     lat, sps, paths = r["batch1_latency_ms"], r["samples_per_second"], r["full_seconds_by_path"]
     lines = ["## Early exit as saved seconds (`seenn bench`)", "",
              f"{today()}, `{cmd}`, {machine()}.", "",
@@ -59,7 +66,11 @@ def main() -> None:
              f"{c_full / c_early:.2f}x | {r['batch1_ideal_speedup']:.2f}x | "
              f"{c_full / c_early / r['batch1_ideal_speedup']:.2f} | >= 0.8 |", "",
              f"Throughput (images/s): full T {sps['full']:.0f}, early exit {sps['early_exit']:.0f}, "
-             f"streaming (continuous batching, {r['batch_size']} slots) {sps['streaming']:.0f}."]
+             f"streaming (continuous batching, {r['batch_size']} slots) {sps['streaming']:.0f}.", "",
+             f"Efficiency in each of the {len(runs)} whole measurements of this invocation (the table shows the first): "
+             f"static batches {_each(runs, lambda x: x['efficiency'])}; continuous batching "
+             f"{_each(runs, lambda x: x['streaming_efficiency'])}; batch 1 "
+             f"{_each(runs, lambda x: x['batch1_speedup'] / x['batch1_ideal_speedup'])}."]
     publish("runner", lines)
 
 
