@@ -161,6 +161,19 @@ def test_single_sample_path_equals_posthoc(kind):
     assert len(set(expected.exit_timestep.tolist())) > 1 or isinstance(rule, Fixed)  # the rule really varies
 
 
+def test_fast_pool_backward_equals_avg_pool_backward():
+    from seenn.fold import FastAvgPool2d
+
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, 10, 8, requires_grad=True)
+    g = torch.randn(4, 3, 5, 4)
+    FastAvgPool2d(2)(x).backward(g)
+    fast = x.grad.clone()
+    x.grad = None
+    torch.nn.functional.avg_pool2d(x, 2).backward(g)
+    assert torch.equal(fast, x.grad)  # a quarter of each output gradient on each of its 4 inputs, exactly
+
+
 def test_fast_pool_equals_avg_pool():
     from seenn.fold import FastAvgPool2d, inference_model
 
@@ -173,6 +186,10 @@ def test_fast_pool_equals_avg_pool():
     odd = torch.randn(2, 3, 7, 7)
     assert torch.equal(pool(odd), ref(odd))  # other shapes: the ordinary pool
     model = random_net(fold=False)
+    assert any(isinstance(m, FastAvgPool2d) for m in model.modules())  # seenn's nets are built with it
+    for name, m in list(model.body.named_children()):  # a net with plain pools gets them swapped in a copy
+        if isinstance(m, FastAvgPool2d):
+            setattr(model.body, name, torch.nn.AvgPool2d(2))
     fast = inference_model(model)
     assert any(isinstance(m, FastAvgPool2d) for m in fast.modules())
     assert not any(isinstance(m, FastAvgPool2d) for m in model.modules())  # the original is untouched

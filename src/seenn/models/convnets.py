@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import ConfigError
+from ..fold import FastAvgPool2d
 from ..neuron import LIF
 from ..qcfs import QCFS
 from .base import SpikingNetwork
@@ -43,7 +44,7 @@ class _Plain(SpikingNetwork):
         size, cin = image_size, first
         for c in chans[1:]:
             if c == "A":
-                layers.append(nn.AvgPool2d(2))
+                layers.append(FastAvgPool2d(2))
                 size //= 2
             else:
                 layers += _conv_bn(cin, c) + [act()]
