@@ -40,16 +40,20 @@ def _fold_in_place(module: nn.Module) -> None:
         _fold_in_place(child)
 
 
+def _pool2x2(x: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = x.shape
+    rows = x.view(b, c, h // 2, 2, w)
+    pairs = (rows[:, :, :, 0] + rows[:, :, :, 1]).view(b, c, h // 2, w // 2, 2)
+    return (pairs[..., 0] + pairs[..., 1]).mul_(0.25)
+
+
 class _Pool2x2(torch.autograd.Function):
     """2x2 / stride-2 average pool as two strided additions; the backward writes a quarter of each output gradient
     to each position of its 2x2 window (avg_pool2d's backward zero-fills and scatters, several times slower)."""
 
     @staticmethod
     def forward(ctx, x):
-        b, c, h, w = x.shape
-        rows = x.view(b, c, h // 2, 2, w)
-        pairs = (rows[:, :, :, 0] + rows[:, :, :, 1]).view(b, c, h // 2, w // 2, 2)
-        return (pairs[..., 0] + pairs[..., 1]).mul_(0.25)
+        return _pool2x2(x)
 
     @staticmethod
     def backward(ctx, g):
@@ -69,7 +73,9 @@ class FastAvgPool2d(nn.AvgPool2d):
     def forward(self, x):
         if x.dim() != 4 or x.shape[2] % 2 or x.shape[3] % 2 or not x.is_contiguous():
             return super().forward(x)
-        return _Pool2x2.apply(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _Pool2x2.apply(x)
+        return _pool2x2(x)  # inference: no autograd node (its call costs microseconds at batch 1)
 
 
 def _is_plain_2x2(m: nn.Module) -> bool:
