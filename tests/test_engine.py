@@ -161,17 +161,19 @@ def test_single_sample_path_equals_posthoc(kind):
     assert len(set(expected.exit_timestep.tolist())) > 1 or isinstance(rule, Fixed)  # the rule really varies
 
 
-def test_fast_pool_backward_equals_avg_pool_backward():
+@pytest.mark.parametrize("size", [(10, 8), (7, 7), (8, 5)])
+def test_fast_pool_backward_equals_avg_pool_backward(size):
     from seenn.fold import FastAvgPool2d
 
     torch.manual_seed(1)
-    x = torch.randn(4, 3, 10, 8, requires_grad=True)
-    g = torch.randn(4, 3, 5, 4)
+    x = torch.randn(4, 3, *size, requires_grad=True)
+    g = torch.randn(4, 3, size[0] // 2, size[1] // 2)
     FastAvgPool2d(2)(x).backward(g)
     fast = x.grad.clone()
     x.grad = None
     torch.nn.functional.avg_pool2d(x, 2).backward(g)
-    assert torch.equal(fast, x.grad)  # a quarter of each output gradient on each of its 4 inputs, exactly
+    # a quarter of each output gradient on each of its 4 inputs, exactly; nothing for a row / column left out
+    assert torch.equal(fast, x.grad)
 
 
 def test_fast_pool_equals_avg_pool():
@@ -183,8 +185,12 @@ def test_fast_pool_equals_avg_pool():
     assert torch.equal(pool(spikes), ref(spikes))  # sums of spikes are exact
     x = torch.randn(3, 5, 14, 12)
     assert torch.allclose(pool(x), ref(x), atol=1e-6)
-    odd = torch.randn(2, 3, 7, 7)
-    assert torch.equal(pool(odd), ref(odd))  # other shapes: the ordinary pool
+    odd = torch.randn(2, 3, 7, 8)  # floor mode: the last row is left out, as avg_pool2d does
+    assert torch.allclose(pool(odd), ref(odd), atol=1e-6)
+    odd_spikes = (torch.rand(2, 3, 7, 7) > 0.7).float()
+    assert torch.equal(pool(odd_spikes), ref(odd_spikes))
+    strided = torch.randn(2, 3, 8, 6).transpose(2, 3)
+    assert torch.equal(pool(strided), ref(strided))  # not contiguous: the ordinary pool
     model = random_net(fold=False)
     assert any(isinstance(m, FastAvgPool2d) for m in model.modules())  # seenn's nets are built with it
     for name, m in list(model.body.named_children()):  # a net with plain pools gets them swapped in a copy

@@ -42,6 +42,9 @@ def _fold_in_place(module: nn.Module) -> None:
 
 def _pool2x2(x: torch.Tensor) -> torch.Tensor:
     b, c, h, w = x.shape
+    if h % 2 or w % 2:  # floor mode: the last row / column is left out, as avg_pool2d does
+        rows = x[:, :, 0:h - 1:2, : w - w % 2] + x[:, :, 1:h:2, : w - w % 2]
+        return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
     rows = x.view(b, c, h // 2, 2, w)
     pairs = (rows[:, :, :, 0] + rows[:, :, :, 1]).view(b, c, h // 2, w // 2, 2)
     return (pairs[..., 0] + pairs[..., 1]).mul_(0.25)
@@ -53,11 +56,19 @@ class _Pool2x2(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
+        ctx.in_size = tuple(x.shape[2:])
         return _pool2x2(x)
 
     @staticmethod
     def backward(ctx, g):
         b, c, h2, w2 = g.shape
+        h, w = ctx.in_size
+        if h % 2 or w % 2:  # the row / column the pool left out gets no gradient
+            out = g.new_zeros(b, c, h, w)
+            for i in (0, 1):
+                for j in (0, 1):
+                    torch.mul(g, 0.25, out=out[:, :, i:2 * h2:2, j:2 * w2:2])
+            return out
         out = g.new_empty(b, c, h2, 2, w2, 2)
         for i in (0, 1):  # four strided writes, each scaling as it goes: 2-3x faster than one 6-d expand + copy
             for j in (0, 1):
@@ -66,12 +77,13 @@ class _Pool2x2(torch.autograd.Function):
 
 
 class FastAvgPool2d(nn.AvgPool2d):
-    """A 2x2, stride-2 average pool computed as two strided additions: about 5x faster than ``avg_pool2d`` on CPU
-    for spike maps (exactly equal on spikes, whose sums are exact; within rounding otherwise), with a matching
-    backward for training. Other shapes fall back to the ordinary pool."""
+    """A 2x2, stride-2 average pool (floor mode) computed as two strided additions: about 5x faster than
+    ``avg_pool2d`` on CPU for spike maps (exactly equal on spikes, whose sums are exact; within rounding otherwise),
+    with a matching backward for training. Other inputs (not 4-d, smaller than 2x2, not contiguous) take the
+    ordinary pool."""
 
     def forward(self, x):
-        if x.dim() != 4 or x.shape[2] % 2 or x.shape[3] % 2 or not x.is_contiguous():
+        if x.dim() != 4 or x.shape[2] < 2 or x.shape[3] < 2 or not x.is_contiguous():
             return super().forward(x)
         if torch.is_grad_enabled() and x.requires_grad:
             return _Pool2x2.apply(x)
