@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 from _common import machine, publish, today
+from policies import seenn1_at
 
 from seenn.checkpoint import load_run
 from seenn.data import load_dataset
-from seenn.engine import posthoc_exits, score_matrix
+from seenn.engine import posthoc_exits
 from seenn.evaluate import Evaluation
-from seenn.exits import Confidence
-from seenn.metrics import operating_point
 from seenn.policy import LearnedExitRule, choose_learned_threshold, train_policy
 
 
@@ -36,9 +34,6 @@ def main() -> None:
            ("test", load_dataset(ds, "test")))}
     test = ev["test"]
     full = (test.full_prediction == test.labels).double().mean().item()
-    conf = score_matrix(test.step_logits, Confidence(0.5))
-    grid = sorted(set(np.round(np.concatenate([np.linspace(0.3, 0.99, 70), 1 - np.logspace(-2, -6, 41)]), 8)))
-    points = [operating_point(test.step_logits, test.labels, conf, th) for th in grid]
     rows = []
     for seed in range(args.seeds):
         net, _ = train_policy(train, ev["train"].step_logits, kind="learned", seed=seed, log=lambda m: None)
@@ -46,8 +41,8 @@ def main() -> None:
         r = posthoc_exits(test.step_logits, rule)
         acc = (r.prediction == test.labels).double().mean().item()
         steps = r.exit_timestep.double().mean().item()
-        ref = min((s for a, s in points if a >= acc - 1e-12), default=None)
-        rows.append((seed, acc, steps, ref))
+        ref = seenn1_at(test, acc)
+        rows.append((seed, acc, steps, ref and ref["avg_timesteps"]))
         print(seed, acc, steps, ref, flush=True)
     lines = [f"## The learned exit rule over training seeds ({args.run})", "",
              f"{today()}, `python benchmarks/learned_seeds.py --run {args.run} --seeds {args.seeds}`, {machine()}.", "",

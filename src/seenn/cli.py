@@ -505,11 +505,13 @@ def cmd_policy_train(args) -> int:
     from .engine import EarlyExitRunner
     from .evaluate import Evaluation
     from .exits import Fixed
-    from .policy import PolicyRule, choose_learned_threshold, save_policy, train_policy
+    from .policy import (LearnedExitRule, PolicyRule, check_policy_args, choose_learned_threshold, save_policy,
+                         train_policy)
 
     betas = _parse_betas(args.beta)
-    if args.epochs < 1 or args.hidden < 1 or args.members < 1 or not args.lr > 0:  # before the SNN's long pass
-        raise ConfigError("--epochs, --hidden and --members must be >= 1 and --lr > 0")
+    for beta in betas:  # before the SNN's long pass over the training split
+        check_policy_args(kind=args.kind, objective=args.objective, epochs=args.epochs, lr=args.lr, beta=beta,
+                          hidden=args.hidden, members=args.members)
     _writable_dir(args.out)
     args.split, args.max_timesteps = "train", None
     model, config, train_data, max_t = _load(args)
@@ -537,8 +539,6 @@ def cmd_policy_train(args) -> int:
         info["beta_rule"] = f"fewest validation timesteps within {args.max_accuracy_drop:g} of full T"
     if args.kind == "learned":
         info["threshold"] = choose_learned_threshold(net, val.step_logits, val.labels)
-        from .policy import LearnedExitRule
-
         rule = LearnedExitRule(net, info["threshold"], max_t, args.out)
     else:
         rule = PolicyRule(net, args.out)

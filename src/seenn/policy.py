@@ -210,17 +210,23 @@ def policy_net_cost(net: nn.Module, in_shape) -> int:
                for m, s in shapes.items())
 
 
-def train_policy(data: Dataset, step_logits: torch.Tensor, *, kind: str = "policy", beta: float = 2.0,
-                 weighting: str = "authors", objective: str = "exact", epochs: int = 5, lr: float = 1e-3,
-                 batch_size: int = 128, seed: int = 0, hidden: int = 32, members: int = 5,
-                 log=print) -> tuple[nn.Module, dict]:
-    """Train a policy (SEENN-II) or a learned exit rule on the SNN's step logits for ``data`` (frozen SNN)."""
+def check_policy_args(*, kind: str, objective: str, epochs: int, lr: float, beta: float, hidden: int,
+                      members: int) -> None:
+    """The training arguments' ConfigError, if any (the CLI asks before its long pass over the training split)."""
     if kind not in ("policy", "learned"):
         raise ConfigError(f"--kind must be policy or learned, got {kind!r}")
     if objective not in ("exact", "reinforce"):
         raise ConfigError(f"--objective must be exact or reinforce, got {objective!r}")
     if epochs < 1 or not lr > 0 or beta < 0 or hidden < 1 or members < 1:
         raise ConfigError("--epochs, --hidden and --members must be >= 1, --lr > 0 and --beta >= 0")
+
+
+def train_policy(data: Dataset, step_logits: torch.Tensor, *, kind: str = "policy", beta: float = 2.0,
+                 weighting: str = "authors", objective: str = "exact", epochs: int = 5, lr: float = 1e-3,
+                 batch_size: int = 128, seed: int = 0, hidden: int = 32, members: int = 5,
+                 log=print) -> tuple[nn.Module, dict]:
+    """Train a policy (SEENN-II) or a learned exit rule on the SNN's step logits for ``data`` (frozen SNN)."""
+    check_policy_args(kind=kind, objective=objective, epochs=epochs, lr=lr, beta=beta, hidden=hidden, members=members)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n, t_max, _ = step_logits.shape
