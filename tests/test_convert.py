@@ -154,13 +154,13 @@ def test_shipped_converted_run():
     from seenn.data import load_dataset
     from seenn.engine import EarlyExitRunner, posthoc_exits
     from seenn.exits import Confidence
-    from seenn.fold import fold_batchnorm
+    from seenn.fold import inference_model
     from seenn.train import step_logits
 
     model, config = load_run(SHIPPED)
     assert config["max_timesteps"] == 64 and config["model"]["name"] == "sequential"
     data = load_dataset("cifar10", "test", data_dir=real_data_dir(), limit=200)
-    logits = step_logits(fold_batchnorm(model), data, 64)
+    logits = step_logits(inference_model(model), data, 64)  # what seenn eval runs
     assert (logits.sum(1).argmax(1) == data.labels).float().mean() > 0.8
     stored = config["exit"]["confidence"]
     rule = Confidence(stored["threshold"], temperature=stored["temperature"])

@@ -6,7 +6,7 @@ from seenn.data import load_dataset
 from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.errors import DataError
 from seenn.exits import Confidence, Entropy, Fixed
-from seenn.fold import fold_batchnorm
+from seenn.fold import fold_batchnorm, inference_model
 from seenn.models import build_model
 from seenn.train import step_logits
 
@@ -99,7 +99,7 @@ def test_runner_matches_posthoc_on_shipped_checkpoint():
     model, config = load_run(run["name"])
     data = load_dataset("fashion-mnist", "test", data_dir=real_data_dir(), limit=2000)
     t_max = config["max_timesteps"]
-    logits = step_logits(fold_batchnorm(model), data, t_max)  # the runner runs the BN-folded model
+    logits = step_logits(inference_model(model), data, t_max)  # the model seenn eval and the runner run
     for rule in (Confidence(0.9), Confidence(0.99), Entropy(0.8)):
         expected = posthoc_exits(logits, rule)
         got = EarlyExitRunner(model, rule, t_max).predict_dataset(data, batch_size=256)

@@ -1,5 +1,5 @@
-"""Inference-time rewrites: batch-norm folding (``conv -> BN`` becomes one convolution with a bias) and fast 2x2
-average pooling.
+"""Inference-time rewrites: batch-norm folding (``conv -> BN`` becomes one convolution with a bias), convolutions
+with their weights pre-packed for oneDNN (:class:`PackedConv2d`), and fast 2x2 average pooling.
 
 In eval mode BN is an affine map per channel, so ``BN(conv(x)) = conv'(x)`` with
 ``w' = w * g / sqrt(var + eps)`` and ``b' = (b - mean) * g / sqrt(var + eps) + beta``. The result is a new model;
@@ -41,10 +41,16 @@ def _fold_in_place(module: nn.Module) -> None:
 
 
 def _pool2x2(x: torch.Tensor) -> torch.Tensor:
+    """Sums of the two rows, then of the two columns, times 1/4: the same additions, in the same order, in every
+    layout (so the result does not depend on it). ``x``: contiguous, or channels-last (as oneDNN returns it)."""
     b, c, h, w = x.shape
     if h % 2 or w % 2:  # floor mode: the last row / column is left out, as avg_pool2d does
         rows = x[:, :, 0:h - 1:2, : w - w % 2] + x[:, :, 1:h:2, : w - w % 2]
         return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
+    if not x.is_contiguous():  # channels-last: the same pairs on the [b, h, w, c] memory
+        rows = x.permute(0, 2, 3, 1).view(b, h // 2, 2, w, c)
+        pairs = (rows[:, :, 0] + rows[:, :, 1]).view(b, h // 2, w // 2, 2, c)
+        return (pairs[:, :, :, 0] + pairs[:, :, :, 1]).mul_(0.25).permute(0, 3, 1, 2)
     rows = x.view(b, c, h // 2, 2, w)
     pairs = (rows[:, :, :, 0] + rows[:, :, :, 1]).view(b, c, h // 2, w // 2, 2)
     return (pairs[..., 0] + pairs[..., 1]).mul_(0.25)
@@ -63,7 +69,7 @@ class _Pool2x2(torch.autograd.Function):
     def backward(ctx, g):
         b, c, h2, w2 = g.shape
         h, w = ctx.in_size
-        if h % 2 or w % 2:  # the row / column the pool left out gets no gradient
+        if h % 2 or w % 2 or not g.is_contiguous():  # the row / column the pool left out gets no gradient
             out = g.new_zeros(b, c, h, w)
             for i in (0, 1):
                 for j in (0, 1):
@@ -83,7 +89,8 @@ class FastAvgPool2d(nn.AvgPool2d):
     ordinary pool."""
 
     def forward(self, x):
-        if x.dim() != 4 or x.shape[2] < 2 or x.shape[3] < 2 or not x.is_contiguous():
+        if x.dim() != 4 or x.shape[2] < 2 or x.shape[3] < 2 or not (
+                x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
         if torch.is_grad_enabled() and x.requires_grad:
             return _Pool2x2.apply(x)
@@ -104,15 +111,91 @@ def _fast_pools(module: nn.Module) -> None:
             _fast_pools(child)
 
 
+class PackedConv2d(nn.Conv2d):
+    """A convolution for inference whose weight is re-laid out once for oneDNN (the blocked layout its kernels
+    read) and kept, instead of on every call. Measured on the Fashion-MNIST net (2 CPU cores): the 3x3 layers alone
+    1.3-1.6x faster at batch 1-256; whole passes: all 4 steps at batch 1 12% faster, full T at batch 256 about 8%,
+    one step at batch 1 unchanged (its elementwise work dominates). The result equals ``conv2d``'s within float
+    rounding (another summation order), in channels-last layout. Everything else (gradients wanted, another device
+    or dtype, no oneDNN) takes the ordinary convolution; the packed weight is redone if the weight changes."""
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> PackedConv2d:
+        new = cls.__new__(cls)
+        new.__dict__.update(conv.__dict__)  # same parameters (shared), hooks and settings
+        new._parameters = dict(conv._parameters)
+        new._buffers = dict(conv._buffers)
+        new._modules = dict(conv._modules)
+        new.__dict__["_packed"] = {}
+        return new
+
+    def __getstate__(self):  # copies (deepcopy) repack on first use: oneDNN tensors cannot be copied
+        state = self.__dict__.copy()
+        if state.get("_packed") is not None:
+            state["_packed"] = {}
+        return state
+
+    def _packed_weight(self, x: torch.Tensor):
+        w = self.weight
+        key = (tuple(x.shape[1:]), w._version, w.data_ptr())
+        cache = self.__dict__.setdefault("_packed", {})
+        packed = cache.get(key)
+        if packed is None:
+            cache.clear()  # one shape at a time (a model sees one image size)
+            packed = cache[key] = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                w.detach().to_mkldnn(), list(self.padding), list(self.stride), list(self.dilation), self.groups,
+                [1, *x.shape[1:]])
+        return packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.__dict__.get("_packed") is None or x.device.type != "cpu" or x.dtype != torch.float32
+                or x.dim() != 4 or self.weight.dtype != torch.float32 or self.padding_mode != "zeros"
+                or isinstance(self.padding, str)
+                or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
+            return super().forward(x)
+        try:
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self._packed_weight(x), self.bias, list(self.padding), list(self.stride), list(self.dilation),
+                self.groups, "none", [], "")
+        except (RuntimeError, AttributeError):
+            out = super().forward(x)  # an input this layer cannot take raises here, as it would without packing
+            self.__dict__["_packed"] = None  # the plain one works where packing did not: stay with it
+            return out
+
+
+def _packed_convs(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if type(child) is nn.Conv2d:
+            setattr(module, name, PackedConv2d.from_conv(child))
+        else:
+            _packed_convs(child)
+
+
+def unpack_convs(module: nn.Module) -> None:
+    """Back to plain ``nn.Conv2d`` (the same parameters), in place: for torch.compile, which lays out and fuses
+    convolutions itself and would otherwise break its graph at every packed one."""
+    for name, child in module.named_children():
+        if isinstance(child, PackedConv2d):
+            plain = nn.Conv2d.__new__(nn.Conv2d)
+            plain.__dict__.update({k: v for k, v in child.__dict__.items() if k != "_packed"})
+            plain._parameters, plain._buffers, plain._modules = (dict(child._parameters), dict(child._buffers),
+                                                                 dict(child._modules))
+            setattr(module, name, plain)
+        else:
+            unpack_convs(child)
+
+
 def inference_model(model: nn.Module) -> nn.Module:
-    """The copy of ``model`` that the runner, evaluation and bench run: BN folded (:func:`fold_batchnorm`), 2x2
-    average pools as :class:`FastAvgPool2d`, neuron thresholds read once (``SpikingNeuron.freeze``). Always a copy:
-    ``model`` itself is left as it is."""
+    """The copy of ``model`` that the runner, evaluation and bench run: BN folded (:func:`fold_batchnorm`),
+    convolutions as :class:`PackedConv2d` (when oneDNN is there), 2x2 average pools as :class:`FastAvgPool2d`,
+    neuron thresholds read once (``SpikingNeuron.freeze``). Always a copy: ``model`` itself is left as it is."""
     folded = fold_batchnorm(model)
     if folded is model:
         folded = copy.deepcopy(model).eval()
     if any(_is_plain_2x2(m) for m in folded.modules()):
         _fast_pools(folded)
+    if torch.backends.mkldnn.is_available():
+        _packed_convs(folded)
     for m in folded.modules():
         if hasattr(m, "freeze") and hasattr(m, "threshold"):  # spiking neurons
             m.freeze()

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..neuron import SpikingNeuron
+from ..fold import FastAvgPool2d, _is_plain_2x2
+from ..neuron import SpikingNeuron, bn_neuron_multistep, compiled, neuron_multistep_fused
 
 
 class SpikingNetwork(nn.Module):
@@ -56,15 +57,62 @@ class SpikingNetwork(nn.Module):
             multistep = torch.is_grad_enabled()
         if not multistep:
             return self._forward_steps(x, timesteps)
-        e = self.stem(x)
+        fuse = self.fuse and torch.is_grad_enabled() and isinstance(self.body, nn.Sequential) and len(self.body)
+        stem_bn = None
+        if fuse and isinstance(self.stem, nn.Sequential) and len(self.stem) and _fusable_bn(self.stem[-1]) \
+                and isinstance(self.body[0], SpikingNeuron):
+            stem_bn = self.stem[-1]  # the stem's batch norm goes into the first neuron's pass
+            e = self.stem[:-1](x)
+        else:
+            e = self.stem(x)
         b = e.shape[0]
-        e = e.unsqueeze(0).expand(timesteps, *e.shape).reshape(timesteps * b, *e.shape[1:])
         self._set_timesteps(timesteps)
         try:
-            out = self.body(e)
+            if fuse:
+                out = self._fused_body(e, timesteps, stem_bn)
+            else:
+                out = self.body(e.unsqueeze(0).expand(timesteps, *e.shape).reshape(timesteps * b, *e.shape[1:]))
         finally:
             self._set_timesteps(None)
         return out.reshape(timesteps, b, *out.shape[1:])
+
+    fuse = True  # training's multi-step pass fuses BN -> neuron -> pool (``_fused_body``); False: module by module
+
+    def _fused_body(self, e: torch.Tensor, timesteps: int, pending_bn: nn.Module | None = None) -> torch.Tensor:
+        """Training's multi-step pass through a sequential body with each top-level neuron fused with its
+        neighbours: a training-mode batch norm right before it and a 2x2 average pool right after it run in the
+        neuron's own pass (:func:`~seenn.neuron.bn_neuron_multistep`), and the first neuron takes the stem's output
+        once for all steps instead of a T-fold copy. The same computation as module by module (the normalised
+        input and the full-size spikes are just never stored); other layers run as they are on ``[T*B, ...]``."""
+        mods = list(self.body)
+        b = e.shape[0]
+        h, static, i = e, True, 0
+        while i < len(mods):
+            m = mods[i]
+            nxt = mods[i + 1] if i + 1 < len(mods) else None
+            if pending_bn is None and _fusable_bn(m) and isinstance(nxt, SpikingNeuron) and not static:
+                pending_bn, i = m, i + 1
+                continue
+            if isinstance(m, SpikingNeuron):
+                pool = (_is_2x2_pool(nxt) and h.dim() == 4 and h.shape[2] % 2 == 0 and h.shape[3] % 2 == 0)
+                if pending_bn is not None and h.dim() == 4:
+                    s = bn_neuron_multistep(h, pending_bn, m.params, m.surrogate, timesteps, static, pool)
+                else:
+                    if pending_bn is not None:  # not an image batch: the norm on its own
+                        h = pending_bn(h)
+                    x = h if static else h.reshape(timesteps, b, *h.shape[1:])
+                    s = neuron_multistep_fused(x, m.params, m.surrogate, timesteps if static else None, pool)
+                pending_bn = None
+                h, static = s.reshape(timesteps * b, *s.shape[2:]), False
+                i += 2 if pool else 1
+                continue
+            if static:
+                h, static = h.unsqueeze(0).expand(timesteps, *h.shape).reshape(timesteps * b, *h.shape[1:]), False
+            h = m(h)
+            i += 1
+        if static:
+            h = h.unsqueeze(0).expand(timesteps, *h.shape).reshape(timesteps * b, *h.shape[1:])
+        return h
 
     def _forward_steps(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
         saved = [n.v for n in self.neurons()]  # leave any running state as it was
@@ -75,3 +123,12 @@ class SpikingNetwork(nn.Module):
         finally:
             for n, v in zip(self.neurons(), saved):
                 n.__dict__["v"] = v
+
+
+def _fusable_bn(m) -> bool:
+    # eagerly, PyTorch's own batch norm is faster than the fused pass's separate operations
+    return type(m) is nn.BatchNorm2d and m.training and compiled()
+
+
+def _is_2x2_pool(m) -> bool:
+    return m is not None and (isinstance(m, FastAvgPool2d) or _is_plain_2x2(m))
