@@ -14,6 +14,17 @@ DOC = ROOT / "docs" / "benchmarks.md"
 sys.path.insert(0, str(ROOT / "src"))
 
 
+def allocator(choice: str) -> str:
+    """Apply ``--allocator`` (``tuned``: what the seenn command does at start, see seenn.alloc; ``default``: glibc
+    as it comes) and describe it for the published text."""
+    if choice == "tuned":
+        from seenn.alloc import tune_allocator
+
+        return "allocator tuned as the seenn command does (seenn.alloc)" if tune_allocator() else \
+            "allocator as it comes (tuning unavailable here)"
+    return "glibc allocator as it comes (--allocator default)"
+
+
 def machine() -> str:
     import torch
 

@@ -20,7 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _common import ROOT, machine, publish, today
+from _common import ROOT, allocator, machine, publish, today
 from torch import nn
 
 from seenn.checkpoint import load_run, pretrained_runs
@@ -257,10 +257,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--memory-probe")
+    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                   help="for the timings, in this one process (so every library alike); memory probes: as it comes")
     args = p.parse_args()
     if args.memory_probe:
         memory_probe(args.memory_probe, args.batch_size)
         return
+    alloc = allocator(args.allocator)
     eq = check_equivalence()
     print(json.dumps(eq, indent=1), file=sys.stderr)
     train_fns = {lib: train_step_fn(lib, args.batch_size) for lib in TRAIN_VARIANTS}
@@ -292,9 +295,9 @@ def main() -> None:
             versions[mod] = "?"
     s = res["seenn"]
     cmd = f"python benchmarks/peers.py --batch-size {args.batch_size} --infer-batch-size {args.infer_batch_size} " \
-          f"--repeats {args.repeats} --rounds {args.rounds}"
+          f"--repeats {args.repeats} --rounds {args.rounds} --allocator {args.allocator}"
     lines = ["## seenn against SpikingJelly and snnTorch", "",
-             f"{today()}, `{cmd}`, {machine()}; SpikingJelly {versions['spikingjelly']} (activation_based, multi-step, "
+             f"{today()}, `{cmd}`, {machine()}, {alloc} (timings; every library in the same process); SpikingJelly {versions['spikingjelly']} (activation_based, multi-step, "
              f"its default torch path), snnTorch {versions['snntorch']}.", "",
              f"Same network (3 conv blocks 32/64/128, LIF decay 0.5, threshold 1, hard reset, T = {T}), same weights "
              "(the shipped Fashion-MNIST run when present). Equivalence on 256 real test images, eval mode:", ""]

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from _common import machine, publish, today
+from _common import allocator, machine, publish, today
 
 from seenn.bench import batch1_latency, benchmark
 from seenn.checkpoint import load_run
@@ -33,7 +33,9 @@ def main() -> None:
     p.add_argument("--latency-samples", type=int, default=200)
     p.add_argument("--runs", type=int, default=3, help="whole measurements, one after another: the table shows the "
                                                        "first, a line the efficiencies of all")
+    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned")
     args = p.parse_args()
+    alloc = allocator(args.allocator)
     model, config = load_run(args.run)
     data = load_dataset(config["dataset"], "test", limit=args.limit)
     runs = [benchmark(model, data, Confidence(args.threshold), config["max_timesteps"], batch_size=args.batch_size,
@@ -45,10 +47,11 @@ def main() -> None:
     c_full, c_early = batch1_latency(model, Confidence(args.threshold), config["max_timesteps"], singles, compile=True)
     print(f"compiled batch-1 p50: full {c_full:.3f} ms, early exit {c_early:.3f} ms", file=sys.stderr)
     cmd = (f"python benchmarks/runner.py --run {args.run} --threshold {args.threshold} --batch-size {args.batch_size} "
-           f"--limit {args.limit} --repeats {args.repeats} --latency-samples {args.latency_samples} --runs {args.runs}")
+           f"--limit {args.limit} --repeats {args.repeats} --latency-samples {args.latency_samples} --runs {args.runs} "
+           f"--allocator {args.allocator}")
     lat, sps, paths = r["batch1_latency_ms"], r["samples_per_second"], r["full_seconds_by_path"]
     lines = ["## Early exit as saved seconds (`seenn bench`)", "",
-             f"{today()}, `{cmd}`, {machine()}.", "",
+             f"{today()}, `{cmd}`, {machine()}, {alloc}.", "",
              f"{r['samples']} test images, confidence > {args.threshold}: {r['avg_timesteps']:.3f} average timesteps of "
              f"{r['max_timesteps']}, so the ideal speedup is {r['ideal_speedup']:.2f}x. 'Full' is the faster of the two "
              f"full-T paths (multi-step forward {paths['multistep']:.3f} s, step-by-step runner with a fixed budget "

@@ -133,3 +133,12 @@ def test_inference_model_packs_convs_and_pools_channels_last():
     spikes = (torch.rand(3, 5, 8, 6) > 0.6).float().contiguous(memory_format=torch.channels_last)
     pooled = FastAvgPool2d(2)(spikes)
     assert torch.equal(pooled, nn.functional.avg_pool2d(spikes.contiguous(), 2))
+
+
+def test_allocator_tuning_can_be_turned_off(monkeypatch):
+    from seenn.alloc import tune_allocator
+
+    monkeypatch.setenv("SEENN_TUNE_ALLOC", "0")
+    assert tune_allocator() is False
+    monkeypatch.delenv("SEENN_TUNE_ALLOC")
+    assert isinstance(tune_allocator(), bool)  # True on glibc; never an error elsewhere

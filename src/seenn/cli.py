@@ -870,6 +870,9 @@ def main(argv=None) -> int:
 
 
 def _main(argv=None) -> int:
+    from .alloc import tune_allocator
+
+    tune_allocator()  # freed tensor memory kept for reuse: no paging in on every large tensor (see seenn.alloc)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

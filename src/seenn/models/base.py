@@ -94,7 +94,7 @@ class SpikingNetwork(nn.Module):
                 pending_bn, i = m, i + 1
                 continue
             if isinstance(m, SpikingNeuron):
-                pool = (_is_2x2_pool(nxt) and h.dim() == 4 and h.shape[2] % 2 == 0 and h.shape[3] % 2 == 0)
+                pool = _is_2x2_pool(nxt) and h.dim() == 4 and h.shape[2] >= 2 and h.shape[3] >= 2
                 if pending_bn is not None and h.dim() == 4:
                     s = bn_neuron_multistep(h, pending_bn, m.params, m.surrogate, timesteps, static, pool)
                 else:
