@@ -132,3 +132,30 @@ def test_compiled_neuron_matches_eager():
         pytest.skip("torch.compile is not usable here (no C++ compiler)")
     assert torch.equal(out_c, out_e)
     assert torch.allclose(x.grad, g_e, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [LIF, IF])
+def test_deferred_reset_of_frozen_neurons_keeps_the_trajectory(make):
+    """Inference copies (frozen) defer the reset after firing to the next step; spikes and membranes stay those
+    of the plain neuron through batch compaction (select) and slot refills (reset_rows)."""
+    torch.manual_seed(5)
+    plain, frozen = make(), make()
+    frozen.freeze()
+    keep, refill = torch.tensor([0, 2, 4, 5]), torch.tensor([1])
+    with torch.no_grad():
+        for t in range(6):
+            rows = 6 if t < 2 else 4
+            x = torch.randn(rows, 3, 4) * 1.5
+            assert torch.equal(plain(x), frozen(x))
+            if t == 1:
+                plain.select(keep)
+                frozen.select(keep)
+            if t == 3:
+                plain.reset_rows(refill)
+                frozen.reset_rows(refill)
+            assert torch.equal(plain.membrane(), frozen.membrane())
+        assert frozen.__dict__.get("_pending") is None  # membrane() settled it
+        frozen(torch.randn(4, 3, 4))
+        assert frozen.__dict__.get("_pending") is not None
+        frozen.reset()
+        assert frozen.membrane() is None

@@ -14,7 +14,7 @@ import torch
 
 from .engine import EarlyExitRunner
 from .exits import ExitRule, Fixed
-from .fold import inference_model
+from .fold import for_compiler, inference_model
 
 
 def _timed(fn) -> float:
@@ -101,6 +101,8 @@ def batch1_latency(model, rule: ExitRule, max_timesteps: int, singles: torch.Ten
     model = inference_model(model.to(device))
     early = EarlyExitRunner(model, rule, max_timesteps, device, compile=compile)
     fixed = EarlyExitRunner(model, Fixed(max_timesteps), max_timesteps, device, compile=compile)
+    if compile:  # the full-T paths compiled from the same kind of model as the runners' compiled steps
+        for_compiler(model)
 
     def multistep_1(x):
         return model(x.to(device), max_timesteps, multistep=True)

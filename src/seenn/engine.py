@@ -14,7 +14,7 @@ import torch
 
 from .errors import DataError
 from .exits import ExitRule
-from .fold import inference_model, unpack_convs
+from .fold import for_compiler, inference_model
 from .models import SpikingNetwork
 
 
@@ -169,7 +169,7 @@ class CompiledStep:
     eagerly from then on, as ``seenn train --compile`` does."""
 
     def __init__(self, model: SpikingNetwork):
-        unpack_convs(model)  # plain convolutions: the compiler chooses their layout and kernels itself
+        for_compiler(model)  # plain convolutions and resets: the compiler lays out and fuses them itself
         self.model = model
         self.fn = torch.compile(model.step, dynamic=False)
         self.failed = False

@@ -185,6 +185,17 @@ def unpack_convs(module: nn.Module) -> None:
             unpack_convs(child)
 
 
+def for_compiler(model: nn.Module) -> nn.Module:
+    """An inference model made ready for torch.compile, in place: plain convolutions (:func:`unpack_convs`) and
+    neurons that reset right after firing (the compiler fuses that into the firing loop; deferring it only adds
+    graph outputs there)."""
+    unpack_convs(model)
+    for m in model.modules():
+        if "_defer" in m.__dict__:
+            m.__dict__["_defer"] = False
+    return model
+
+
 def inference_model(model: nn.Module) -> nn.Module:
     """The copy of ``model`` that the runner, evaluation and bench run: BN folded (:func:`fold_batchnorm`),
     convolutions as :class:`PackedConv2d` (when oneDNN is there), 2x2 average pools as :class:`FastAvgPool2d`,

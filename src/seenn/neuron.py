@@ -155,13 +155,19 @@ def neuron_step(x: torch.Tensor, v: torch.Tensor, params: NeuronParams, surrogat
     return s, v_new
 
 
-def _fire_and_reset(h: torch.Tensor, params: NeuronParams, h_is_scratch: bool, spikes_out=None):
+def _spikes(h: torch.Tensor, params: NeuronParams) -> torch.Tensor:
+    # the comparison writes float spikes directly (one pass; a bool mask converted afterwards costs two)
+    return torch.ge(h, params.threshold, out=torch.empty_like(h))
+
+
+def _fire_and_reset(h: torch.Tensor, params: NeuronParams, h_is_scratch: bool, spikes_out=None, fired=False):
     """Forward-only fire and reset of charged potentials ``h`` (no autograd): returns ``(spikes, membrane)``.
-    With ``h_is_scratch`` the membrane is written over ``h``."""
-    # the comparison writes float spikes directly (one pass; a bool mask converted afterwards costs two), and the
-    # hard reset is h - h * s in one fused pass: exactly h where s = 0 and 0 where s = 1, as h * (1 - s)
+    With ``h_is_scratch`` the membrane is written over ``h``; with ``fired``, ``spikes_out`` already holds the
+    spikes of ``h`` (a deferred reset)."""
+    # the hard reset is h - h * s in one fused pass: exactly h where s = 0 and 0 where s = 1, as h * (1 - s)
     s = torch.empty_like(h) if spikes_out is None else spikes_out
-    torch.ge(h, params.threshold, out=s)
+    if not fired:
+        torch.ge(h, params.threshold, out=s)
     if params.soft_reset:
         v = h.sub_(s, alpha=params.threshold) if h_is_scratch else torch.sub(h, s, alpha=params.threshold)
     else:
@@ -476,38 +482,64 @@ class SpikingNeuron(nn.Module):
 
     def freeze(self) -> None:
         """For inference copies (whose threshold no longer changes): read the threshold once, as a Python number,
-        instead of on every step (a device sync, and a graph break under torch.compile)."""
+        instead of on every step (a device sync, and a graph break under torch.compile); and defer the reset after
+        firing to the next step (a sample that leaves after this step never pays for it: with most samples leaving
+        after step 1 that is about one pass in six over every spiking layer's tensors)."""
         self.__dict__["_frozen"] = None
         self.__dict__["_frozen"] = self.params
+        self.__dict__["_defer"] = True  # (a compiled step turns it off: there the reset fuses into the firing)
 
     # The membrane is a plain attribute (not a buffer: it is per batch, not part of the model), written through
-    # __dict__ because nn.Module.__setattr__ is slow and this runs after every step.
+    # __dict__ because nn.Module.__setattr__ is slow and this runs after every step. A frozen neuron may instead
+    # hold ``_pending = (h, s, owned)``: the charged potential and the spikes of its last step, the reset not done
+    # yet (``owned``: h may be written over); :meth:`membrane` settles it.
     def reset(self) -> None:
         self.__dict__["v"] = None
+        self.__dict__["_pending"] = None
+
+    def membrane(self) -> torch.Tensor | None:
+        """The membrane after the last step (settling a deferred reset), or None at rest."""
+        pending = self.__dict__.get("_pending")
+        if pending is not None:
+            h, s, owned = pending
+            self.__dict__["_pending"] = None
+            self.__dict__["v"] = _fire_and_reset(h, self.params, owned, spikes_out=s, fired=True)[1]
+        return self.__dict__.get("v")
 
     def select(self, index: torch.Tensor) -> None:
-        if self.v is not None:
+        pending = self.__dict__.get("_pending")
+        if pending is not None:  # the survivors' rows only; the reset stays deferred
+            self.__dict__["_pending"] = (pending[0][index], pending[1][index], True)
+        elif self.v is not None:
             self.__dict__["v"] = self.v[index]
 
     def reset_rows(self, rows: torch.Tensor) -> None:
         """Set some rows back to the initial membrane (new samples taking freed slots of a running batch)."""
-        if self.v is not None:
-            self.v[rows] = self.v_init * float(self.threshold)
+        v = self.membrane()
+        if v is not None:
+            v[rows] = self.v_init * float(self.threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self.params
         if self.timesteps is None:
-            v = self.v
             if torch.is_grad_enabled() and x.requires_grad:
+                v = self.membrane()
                 v = initial_membrane(x, params) if v is None else v
                 s, self.__dict__["v"] = neuron_step(x, v, params, self.surrogate)
-            elif v is None and params.v_init == 0.0:  # first inference step from rest: h = x, which the caller
+                return s
+            lazy = self.__dict__.get("_defer", False)
+            v = self.membrane()
+            if v is None and params.v_init == 0.0:  # first inference step from rest: h = x, which the caller
                 # may still hold (the encoded input is reused every step), so it is not written over
-                s, self.__dict__["v"] = _fire_and_reset(x, params, h_is_scratch=False)
+                h, owned = x, False
             else:  # inference: no autograd node, fewer passes over the tensor
                 v = initial_membrane(x, params) if v is None else v
-                h = torch.add(x, v, alpha=params.decay)
-                s, self.__dict__["v"] = _fire_and_reset(h, params, h_is_scratch=True)
+                h, owned = torch.add(x, v, alpha=params.decay), True
+            if lazy:
+                s = _spikes(h, params)
+                self.__dict__["v"], self.__dict__["_pending"] = None, (h, s, owned)
+            else:
+                s, self.__dict__["v"] = _fire_and_reset(h, params, h_is_scratch=owned)
             return s
         t = self.timesteps
         x_seq = x.reshape(t, x.shape[0] // t, *x.shape[1:])

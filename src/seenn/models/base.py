@@ -115,14 +115,14 @@ class SpikingNetwork(nn.Module):
         return h
 
     def _forward_steps(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
-        saved = [n.v for n in self.neurons()]  # leave any running state as it was
+        saved = [(n.__dict__.get("v"), n.__dict__.get("_pending")) for n in self.neurons()]  # any running state
         self.reset()
         try:
             e = self.encode(x)
             return torch.stack([self.step(e) for _ in range(timesteps)])
         finally:
-            for n, v in zip(self.neurons(), saved):
-                n.__dict__["v"] = v
+            for n, (v, pending) in zip(self.neurons(), saved):  # left as it was
+                n.__dict__["v"], n.__dict__["_pending"] = v, pending
 
 
 def _fusable_bn(m) -> bool:
