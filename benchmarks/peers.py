@@ -317,9 +317,10 @@ def main() -> None:
         ratio = "" if r["infer_images_per_s"] is None else f"{s['infer_images_per_s'] / r['infer_images_per_s']:.2f}x"
         lines.append(f"| {lib} | {r['train_images_per_s']:.0f} | {inf_cell} | {r['train_peak_mib']:.1f} | "
                      f"{sc['train_images_per_s'] / r['train_images_per_s']:.2f}x | {ratio} |")
-    lines += ["", "seenn-compiled is `seenn train --compile`: the neurons' BPTT loops through torch.compile (one-off "
-                  "compile of some seconds per layer shape, excluded from the timing by the warm-up). seenn's inference "
-                  "runs step by step on the BN-folded network, as its runner and `seenn eval` do."]
+    lines += ["", "seenn-compiled is `seenn train --compile`: each layer's batch norm, neuron (BPTT over all T) and 2x2 "
+                  "pool as one compiled kernel per layer shape (one-off compile of some seconds each, excluded from the "
+                  "timing by the warm-up); plain seenn fuses the neuron and pool eagerly. seenn's inference runs step by "
+                  "step on the BN-folded network with oneDNN-packed convolutions, as its runner and `seenn eval` do."]
     publish("peers", lines)
 
 
