@@ -83,6 +83,11 @@ def test_runner_rejects_bad_input():
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(DataError, match="NaN"):
         runner.predict(bad)
+    bad[0, 0, 0, 0] = float("-inf")
+    with pytest.raises(DataError, match="Inf"):
+        runner.predict(bad[:1])  # the batch-1 path checks too
+    huge = torch.full((1, 1, 28, 28), 3e38)  # finite, though its sum is not: accepted
+    assert runner.predict(huge).prediction.shape == (1,)
     with pytest.raises(DataError, match="image batch"):
         runner.predict(torch.randn(2, 28, 28))
 
