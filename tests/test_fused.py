@@ -102,13 +102,15 @@ def test_bn_neuron_handles_eval_mode_and_no_affine():
 @pytest.mark.parametrize("stride,groups,bias", [(1, 1, True), (2, 1, False), (1, 2, True)])
 def test_packed_conv_equals_conv2d(stride, groups, bias):
     torch.manual_seed(4)
-    conv = nn.Conv2d(4, 6, 3, stride=stride, padding=1, groups=groups, bias=bias).eval()
+    conv = nn.Conv2d(16, 24, 3, stride=stride, padding=1, groups=groups, bias=bias).eval()
     packed = PackedConv2d.from_conv(conv)
     for batch in (1, 5):
-        x = torch.randn(batch, 4, 9, 9)
+        x = torch.randn(batch, 16, 9, 9)
         with torch.no_grad():
             assert torch.allclose(packed(x), conv(x), atol=1e-5)
-    x = torch.randn(2, 4, 9, 9, requires_grad=True)
+        if torch.backends.mkldnn.is_available():
+            assert packed.__dict__["_packed"], "the oneDNN path ran (not the fallback)"
+    x = torch.randn(2, 16, 9, 9, requires_grad=True)
     packed(x).sum().backward()  # gradients wanted: the ordinary convolution, which has them
     assert x.grad is not None and packed.weight.grad is not None
     with torch.no_grad():
@@ -118,7 +120,7 @@ def test_packed_conv_equals_conv2d(stride, groups, bias):
     with torch.no_grad():
         assert torch.allclose(clone(x), conv(x), atol=1e-5)
     with pytest.raises(RuntimeError):  # a wrong input still fails as the convolution would
-        packed(torch.randn(1, 3, 9, 9))
+        packed(torch.randn(2, 3, 9, 9))
 
 
 def test_inference_model_packs_convs_and_pools_channels_last():
