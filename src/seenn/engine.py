@@ -43,7 +43,7 @@ class EarlyExitRunner:
     - :meth:`predict`: one batch; exited samples leave the batch after every step.
     - :meth:`stream`: continuous batching: a fixed number of slots, and when a sample exits the next input
       takes its slot, so the batch stays full.
-    - :meth:`predict_dataset`: a dataset through :meth:`stream`.
+    - :meth:`predict_dataset`: a dataset, batch after batch.
     """
 
     def __init__(self, model: SpikingNetwork, rule: ExitRule, max_timesteps: int, device: str | torch.device = "cpu",
@@ -91,8 +91,16 @@ class EarlyExitRunner:
         return ExitResult(summed.argmax(dim=1).cpu(), torch.tensor([t]), score.cpu(), summed.cpu())
 
     def predict_dataset(self, data, batch_size: int = 256) -> ExitResult:
-        """A whole dataset with continuous batching over ``batch_size`` slots (the fastest way through it)."""
-        return self.stream((x for x, _ in data.batches(batch_size)), slots=batch_size, total=len(data))
+        """A whole dataset, batch after batch, each shrinking as its samples leave. On CPU this is the fastest way
+        through it: a fresh batch's first step (the step most samples leave after) takes shortcuts that the
+        mixed-age slots of continuous batching (:meth:`stream`) cannot: no charge from a resting membrane, and no
+        reset for samples that leave (15.1k against 12.4k images/s on the Fashion-MNIST net, docs/benchmarks.md)."""
+        parts = [self._run(iter([x]), slots=len(x), total=len(x)) for x, _ in data.batches(batch_size)]
+        if not parts:
+            raise DataError("the input is empty")
+        if len(parts) == 1:
+            return parts[0]
+        return ExitResult(*(torch.cat([getattr(p, f) for p in parts]) for f in ExitResult.__dataclass_fields__))
 
     def stream(self, inputs, slots: int = 256, total: int | None = None) -> ExitResult:
         """Continuous batching over an iterable of input batches (any sizes); results in input order."""
