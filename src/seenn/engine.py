@@ -136,27 +136,32 @@ class EarlyExitRunner:
                 done_parts.append((index[rows], summed[rows].argmax(dim=1), steps[rows], score[rows], summed[rows]))
                 x, new_index = feed.take(len(rows))
                 k = 0 if new_index is None else len(new_index)
-                if k:  # continuous batching: new inputs take the freed slots, in place
-                    refill = rows[:k]
-                    encoded[refill] = _encode(model, x)
-                    if budget is not None:
-                        budget[refill] = planner(x).clamp(1, t_max)
-                    summed[refill] = 0.0
-                    steps[refill] = 0
-                    index[refill] = new_index
-                    for nrn in neurons:
-                        nrn.reset_rows(refill)
-                if k < len(rows):  # no inputs left for the other freed slots: the batch shrinks
-                    if k == 0 and len(rows) == len(index):
-                        break
-                    keep_mask = torch.ones(len(index), dtype=torch.bool, device=dev)
-                    keep_mask[rows[k:]] = False
-                    keep = keep_mask.nonzero().squeeze(1)
+                if k == 0 and len(rows) == len(index):
+                    break
+                keep = (~done).nonzero().squeeze(1)  # the samples still running, in order
+                if len(keep):
                     index, encoded, summed, steps = index[keep], encoded[keep], summed[keep], steps[keep]
                     if budget is not None:
                         budget = budget[keep]
                     for nrn in neurons:
                         nrn.select(keep)
+                else:  # all left: the next inputs start a fresh batch (the first step's shortcuts apply)
+                    encoded = summed = None
+                    for nrn in neurons:
+                        nrn.reset()
+                if k:  # continuous batching: new inputs join at the end, their membranes at rest (each neuron
+                    # holds state for the rows before them only; see SpikingNeuron.forward)
+                    fresh = _encode(model, x)
+                    plan = None if budget is None else planner(x).clamp(1, t_max)
+                    if encoded is None:
+                        index, encoded, budget = new_index, fresh, plan
+                        steps = torch.zeros(k, dtype=torch.long, device=dev)
+                    else:
+                        index, encoded = torch.cat([index, new_index]), torch.cat([encoded, fresh])
+                        summed = torch.cat([summed, summed.new_zeros(k, summed.shape[1])])
+                        steps = torch.cat([steps, steps.new_zeros(k)])
+                        if budget is not None:
+                            budget = torch.cat([budget, plan])
         finally:
             for nrn in neurons:
                 nrn.reset()

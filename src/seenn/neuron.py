@@ -490,7 +490,8 @@ class SpikingNeuron(nn.Module):
         self.__dict__["_defer"] = True  # (a compiled step turns it off: there the reset fuses into the firing)
 
     # The membrane is a plain attribute (not a buffer: it is per batch, not part of the model), written through
-    # __dict__ because nn.Module.__setattr__ is slow and this runs after every step. A frozen neuron may instead
+    # __dict__ because nn.Module.__setattr__ is slow and this runs after every step. In inference an input may have
+    # more rows than the membrane: the rows past it belong to samples that joined the batch at rest. A frozen neuron may instead
     # hold ``_pending = (h, s, owned)``: the charged potential and the spikes of its last step, the reset not done
     # yet (``owned``: h may be written over); :meth:`membrane` settles it.
     def reset(self) -> None:
@@ -532,6 +533,16 @@ class SpikingNeuron(nn.Module):
             if v is None and params.v_init == 0.0:  # first inference step from rest: h = x, which the caller
                 # may still hold (the encoded input is reused every step), so it is not written over
                 h, owned = x, False
+            elif v is not None and len(v) < len(x):  # rows past the membrane's: samples that joined at rest
+                # (continuous batching); only the others are charged
+                k = len(v)
+                h = torch.empty_like(x)
+                torch.add(x[:k], v, alpha=params.decay, out=h[:k])
+                if params.v_init == 0.0:
+                    h[k:] = x[k:]
+                else:
+                    torch.add(x[k:], initial_membrane(x[k:], params), alpha=params.decay, out=h[k:])
+                owned = True
             else:  # inference: no autograd node, fewer passes over the tensor
                 v = initial_membrane(x, params) if v is None else v
                 h, owned = torch.add(x, v, alpha=params.decay), True

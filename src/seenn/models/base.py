@@ -7,7 +7,7 @@ neurons and ends in the readout that produces one logit vector per step).
 - ``forward(x, timesteps)``: training / full evaluation, multi-step, returns ``[T, B, K]`` step logits.
 - ``encode(x)`` once, then ``step(e)`` per timestep: single-step inference; the membranes live on the neuron
   modules (:meth:`neurons`), :meth:`reset` clears them; each neuron's ``select`` keeps only some samples
-  (batch compaction) and ``reset_rows`` restarts the rows whose slots new samples take (streaming).
+  (batch compaction), and rows of an input past a neuron's membrane are samples that joined at rest (streaming).
 """
 
 from __future__ import annotations
