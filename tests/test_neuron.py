@@ -137,25 +137,26 @@ def test_compiled_neuron_matches_eager():
 @pytest.mark.parametrize("make", [LIF, IF])
 def test_deferred_reset_of_frozen_neurons_keeps_the_trajectory(make):
     """Inference copies (frozen) defer the reset after firing to the next step; spikes and membranes stay those
-    of the plain neuron through batch compaction (select) and slot refills (reset_rows)."""
+    of the plain neuron through batch compaction (select) and newcomers joining at rest (an input with more rows
+    than the membrane: the extra rows behave exactly like a neuron started from rest)."""
     torch.manual_seed(5)
-    plain, frozen = make(), make()
+    plain, frozen, newcomer = make(), make(), make()
     frozen.freeze()
-    keep, refill = torch.tensor([0, 2, 4, 5]), torch.tensor([1])
+    keep = torch.tensor([0, 2, 4, 5])
     with torch.no_grad():
         for t in range(6):
-            rows = 6 if t < 2 else 4
+            rows = 6 if t < 2 else 4 if t < 3 else 7
             x = torch.randn(rows, 3, 4) * 1.5
-            assert torch.equal(plain(x), frozen(x))
+            s = plain(x)
+            assert torch.equal(s, frozen(x))
+            if t >= 3:  # rows 4-6 joined at step 3
+                assert torch.equal(s[4:], newcomer(x[4:]))
             if t == 1:
                 plain.select(keep)
                 frozen.select(keep)
-            if t == 3:
-                plain.reset_rows(refill)
-                frozen.reset_rows(refill)
             assert torch.equal(plain.membrane(), frozen.membrane())
         assert frozen.__dict__.get("_pending") is None  # membrane() settled it
-        frozen(torch.randn(4, 3, 4))
+        frozen(torch.randn(7, 3, 4))
         assert frozen.__dict__.get("_pending") is not None
         frozen.reset()
         assert frozen.membrane() is None

@@ -515,12 +515,6 @@ class SpikingNeuron(nn.Module):
         elif self.v is not None:
             self.__dict__["v"] = self.v[index]
 
-    def reset_rows(self, rows: torch.Tensor) -> None:
-        """Set some rows back to the initial membrane (new samples taking freed slots of a running batch)."""
-        v = self.membrane()
-        if v is not None:
-            v[rows] = self.v_init * float(self.threshold)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self.params
         if self.timesteps is None:
