@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -209,10 +210,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     rank, size = init_from_env(device)
     if size > 1 and cfg.batch_size % size:
         raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of the {size} processes")
-    if cfg.compile:
-        from .neuron import set_compile
+    from .neuron import set_compile
 
-        set_compile(True)
+    # this run's choice (or SEENN_COMPILE=1), not whatever an earlier run in the same process chose
+    set_compile(cfg.compile or os.environ.get("SEENN_COMPILE", "0") == "1")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_set = load_dataset(cfg.dataset, "train", data_dir=data_dir, limit=cfg.limit, val_size=cfg.val_size)
