@@ -40,9 +40,11 @@ def _fold_in_place(module: nn.Module) -> None:
         _fold_in_place(child)
 
 
-def _pool2x2(x: torch.Tensor) -> torch.Tensor:
-    """Sums of the two rows, then of the two columns, times 1/4: the same additions, in the same order, in every
-    layout (so the result does not depend on it). ``x``: contiguous, or channels-last (as oneDNN returns it)."""
+def pool2x2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 / stride-2 average pool of ``[B, C, H, W]`` in floor mode (an odd last row / column is left out): sums of
+    the two rows, then of the two columns, times 1/4, the same additions in the same order in every layout (on
+    spikes every sum is exact). ``x``: contiguous, or channels-last (as oneDNN returns it). Also the pool fused
+    into training's neuron pass (``neuron.neuron_multistep_fused``)."""
     b, c, h, w = x.shape
     if h % 2 or w % 2:  # floor mode: the last row / column is left out, as avg_pool2d does
         rows = x[:, :, 0:h - 1:2, : w - w % 2] + x[:, :, 1:h:2, : w - w % 2]
@@ -63,7 +65,7 @@ class _Pool2x2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         ctx.in_size = tuple(x.shape[2:])
-        return _pool2x2(x)
+        return pool2x2(x)
 
     @staticmethod
     def backward(ctx, g):
@@ -100,7 +102,7 @@ class FastAvgPool2d(nn.AvgPool2d):
                 return super().forward(x)  # PyTorch's channels-last kernel, faster here
         if torch.is_grad_enabled() and x.requires_grad:
             return _Pool2x2.apply(x)
-        return _pool2x2(x)  # inference: no autograd node (its call costs microseconds at batch 1)
+        return pool2x2(x)  # inference: no autograd node (its call costs microseconds at batch 1)
 
 
 def _is_plain_2x2(m: nn.Module) -> bool:

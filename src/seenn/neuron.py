@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .fold import pool2x2
 
 # --------------------------------------------------------------------------------------------- surrogates
 
@@ -201,22 +202,10 @@ def _forward_loop(x_seq: torch.Tensor, params: NeuronParams, keep_potentials: bo
     return s_seq, h_seq
 
 
-def pool2x2(s: torch.Tensor) -> torch.Tensor:
-    """2x2 / stride-2 average pool of ``[B, C, H, W]`` in floor mode (an odd last row / column is left out): the
-    two rows, then the two columns, times 1/4 (the arithmetic of ``FastAvgPool2d``; on spikes every sum is exact)."""
-    b, c, h, w = s.shape
-    if h % 2 or w % 2:
-        rows = s[:, :, 0:h - 1:2, : w - w % 2] + s[:, :, 1:h:2, : w - w % 2]
-        return (rows[..., 0::2] + rows[..., 1::2]) * 0.25
-    rows = s.reshape(b, c, h // 2, 2, w)
-    pairs = (rows[:, :, :, 0] + rows[:, :, :, 1]).reshape(b, c, h // 2, w // 2, 2)
-    return (pairs[..., 0] + pairs[..., 1]) * 0.25
-
-
 def unpool2x2(g: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The backward of :func:`pool2x2` onto an input of ``size`` (H, W): a quarter of each output gradient on
-    each input of its window, 0 on a row / column the pool left out (as an expand, which torch.compile folds into
-    the consumer's loop: no full-size copy)."""
+    """The backward of :func:`~seenn.fold.pool2x2` onto an input of ``size`` (H, W): a quarter of each output
+    gradient on each input of its window, 0 on a row / column the pool left out (as an expand, which torch.compile
+    folds into the consumer's loop: no full-size copy)."""
     b, c, h2, w2 = g.shape
     up = (g * 0.25)[:, :, :, None, :, None].expand(b, c, h2, 2, w2, 2).reshape(b, c, 2 * h2, 2 * w2)
     if size != (2 * h2, 2 * w2):
