@@ -29,9 +29,9 @@ def _train_pass(model, x, y, timesteps=3):
     return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def _compare(fused, plain, x, y):
-    out_f, g_f = _train_pass(fused, x, y)
-    out_p, g_p = _train_pass(plain, x, y)
+def _compare(fused, plain, x, y, timesteps=3):
+    out_f, g_f = _train_pass(fused, x, y, timesteps)
+    out_p, g_p = _train_pass(plain, x, y, timesteps)
     assert torch.allclose(out_f, out_p, atol=1e-5)
     assert out_p.abs().sum() > 0
     for name in g_p:
@@ -44,8 +44,9 @@ def _compare(fused, plain, x, y):
             assert int(a.num_batches_tracked) == int(b.num_batches_tracked) == 1
 
 
-@pytest.mark.parametrize("name,channels,size", [("convnet", 1, 28), ("resnet19", 3, 16)])
-def test_fused_training_pass_equals_module_by_module(name, channels, size):
+@pytest.mark.parametrize("name,channels,size,timesteps", [("convnet", 1, 28, 3), ("resnet19", 3, 16, 3),
+                                                         ("convnet", 1, 28, 1)])
+def test_fused_training_pass_equals_module_by_module(name, channels, size, timesteps):
     """Eagerly: the neuron with its pool and the static first input (28x28: the last pool, 7 -> 3, is odd, in floor
     mode; ResNet: blocks run as they are, only the first neuron is fused)."""
     fused = _net(name, channels, size)
@@ -53,7 +54,7 @@ def test_fused_training_pass_equals_module_by_module(name, channels, size):
     plain.fuse = False
     torch.manual_seed(1)
     x, y = torch.randn(6, channels, size, size), torch.randint(0, 10, (6,))
-    _compare(fused, plain, x, y)
+    _compare(fused, plain, x, y, timesteps)
 
 
 def test_compiled_fused_training_pass_with_batchnorm_equals_module_by_module():
