@@ -70,6 +70,12 @@ def main() -> None:
              f"{c_full / c_early / r['batch1_ideal_speedup']:.2f} | >= 0.8 |", "",
              f"Throughput (images/s): full T {sps['full']:.0f}, early exit {sps['early_exit']:.0f}, "
              f"streaming (continuous batching, {r['batch_size']} slots) {sps['streaming']:.0f}.", "",
+             f"Batch-1 full T by path (p50, ms): multi-step forward {r['batch1_full_ms_by_path']['multistep']:.3f}, "
+             f"step loop {r['batch1_full_ms_by_path']['step_loop']:.3f}, fixed-budget runner "
+             f"{r['batch1_full_ms_by_path']['runner']:.3f}; against the step loop (the same per-step kernels as early "
+             f"exit) the batch-1 efficiency is "
+             f"{r['batch1_full_ms_by_path']['step_loop'] / lat['early_exit'] / r['batch1_ideal_speedup']:.2f} "
+             "(why the multi-step forward is faster at batch 1: section \"Batch-1 early exit\").", "",
              f"Efficiency in each of the {len(runs)} whole measurements of this invocation (the table shows the first): "
              f"static batches {_each(runs, lambda x: x['efficiency'])}; continuous batching "
              f"{_each(runs, lambda x: x['streaming_efficiency'])}; batch 1 "

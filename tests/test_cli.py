@@ -155,6 +155,9 @@ def test_bench_json(tiny_run, tiny_data, capsys):
     assert r["batch_size"] == 32 and 1 <= r["avg_timesteps"] <= 3
     assert r["ideal_speedup"] == pytest.approx(3 / r["avg_timesteps"])
     assert set(r["batch1_latency_ms"]) == {"full", "early_exit"}
+    paths = r["batch1_full_ms_by_path"]
+    assert set(paths) == {"multistep", "step_loop", "runner"}
+    assert r["batch1_latency_ms"]["full"] <= min(paths.values())  # per sample the fastest path: a lower median
     assert set(r["samples_per_second"]) == {"full", "early_exit", "streaming"}
     code, _, err = run_cli(capsys, "bench", tiny_run, "--batch-size", "0", "--data-dir", tiny_data)
     assert code == 2 and err.count("\n") == 1

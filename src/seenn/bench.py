@@ -67,7 +67,9 @@ def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: in
 
     # batch-1 latency, interleaved per sample
     singles = torch.cat(batches)[:latency_samples]
-    p50_full, p50_early = batch1_latency(model, rule, max_timesteps, singles, device=device, compile=compile)
+    full_paths = {}
+    p50_full, p50_early = batch1_latency(model, rule, max_timesteps, singles, device=device, compile=compile,
+                                         by_path=full_paths)
     single_steps = result_holder["steps"][:latency_samples].double().mean().item()
     return {
         "samples": n,
@@ -84,6 +86,7 @@ def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: in
         "streaming_speedup": full_s / best["stream"],
         "streaming_efficiency": full_s / best["stream"] / ideal,
         "batch1_latency_ms": {"full": p50_full, "early_exit": p50_early},
+        "batch1_full_ms_by_path": full_paths,  # the step loop: the same per-step kernels as early exit
         "batch1_speedup": p50_full / p50_early,
         "batch1_ideal_speedup": max_timesteps / single_steps,  # over the same latency samples
         "samples_per_second": {"full": n / full_s, "early_exit": n / best["early"], "streaming": n / best["stream"]},
@@ -94,10 +97,11 @@ def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: in
 
 
 def batch1_latency(model, rule: ExitRule, max_timesteps: int, singles: torch.Tensor, *, device: str = "cpu",
-                   compile: bool = False) -> tuple[float, float]:
+                   compile: bool = False, by_path: dict | None = None) -> tuple[float, float]:
     """Median latency in ms of one sample, (full T, early exit), interleaved per sample. Full T is the fastest of the
     multi-step forward, the plain step loop and the fixed-budget runner for each sample. ``compile``: every one of
-    these paths and the early-exit step through torch.compile."""
+    these paths and the early-exit step through torch.compile. ``by_path``: filled with each full-T path's median
+    (the step loop runs the same per-step kernels as early exit; the multi-step forward runs each layer at batch T)."""
     model = inference_model(model.to(device))
     early = EarlyExitRunner(model, rule, max_timesteps, device, compile=compile)
     fixed = EarlyExitRunner(model, Fixed(max_timesteps), max_timesteps, device, compile=compile)
@@ -118,9 +122,14 @@ def batch1_latency(model, rule: ExitRule, max_timesteps: int, singles: torch.Ten
         for x in singles[:3]:  # warm-up: compiles (when asked) and primes every path
             for fn in (multistep_1, steploop_1, fixed.predict, early.predict):
                 fn(x[None])
+        paths = {"multistep": [], "step_loop": [], "runner": []}
         for x in singles:
             x = x[None]
-            lat_full.append(min(_timed(lambda: multistep_1(x)), _timed(lambda: steploop_1(x)),
-                                _timed(lambda: fixed.predict(x))))
+            each = (_timed(lambda: multistep_1(x)), _timed(lambda: steploop_1(x)), _timed(lambda: fixed.predict(x)))
+            for name, t in zip(paths, each):
+                paths[name].append(t)
+            lat_full.append(min(each))
             lat_early.append(_timed(lambda: early.predict(x)))
+    if by_path is not None:
+        by_path.update({name: statistics.median(v) * 1e3 for name, v in paths.items()})
     return statistics.median(lat_full) * 1e3, statistics.median(lat_early) * 1e3
