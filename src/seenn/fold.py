@@ -111,14 +111,6 @@ def _is_plain_2x2(m: nn.Module) -> bool:
             and pair(m.padding) == (0, 0) and not m.ceil_mode and m.divisor_override is None)
 
 
-def _fast_pools(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if _is_plain_2x2(child):
-            setattr(module, name, FastAvgPool2d(2))
-        else:
-            _fast_pools(child)
-
-
 class PackedConv2d(nn.Conv2d):
     """A convolution for inference whose weight is re-laid out once for oneDNN (the blocked layout its kernels
     read) and kept, instead of on every call. Measured on the Fashion-MNIST net (2 CPU cores): the 3x3 layers alone
@@ -129,11 +121,7 @@ class PackedConv2d(nn.Conv2d):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> PackedConv2d:
-        new = cls.__new__(cls)
-        new.__dict__.update(conv.__dict__)  # same parameters (shared), hooks and settings
-        new._parameters = dict(conv._parameters)
-        new._buffers = dict(conv._buffers)
-        new._modules = dict(conv._modules)
+        new = _recast(conv, cls)
         new.__dict__["_packed"] = {}
         return new
 
@@ -174,26 +162,29 @@ class PackedConv2d(nn.Conv2d):
             return out
 
 
-def _packed_convs(module: nn.Module) -> None:
+def _recast(module: nn.Module, cls: type) -> nn.Module:
+    """``module`` as an instance of ``cls`` (a subclass or the base class of its own), sharing its parameters,
+    buffers, hooks and settings; without a packed weight."""
+    new = cls.__new__(cls)
+    new.__dict__.update({k: v for k, v in module.__dict__.items() if k != "_packed"})
+    new._parameters, new._buffers, new._modules = (dict(module._parameters), dict(module._buffers),
+                                                   dict(module._modules))
+    return new
+
+
+def _replace(module: nn.Module, match, make) -> None:
+    """Every submodule that ``match``es, replaced by ``make(it)``, in place."""
     for name, child in module.named_children():
-        if type(child) is nn.Conv2d:
-            setattr(module, name, PackedConv2d.from_conv(child))
+        if match(child):
+            setattr(module, name, make(child))
         else:
-            _packed_convs(child)
+            _replace(child, match, make)
 
 
 def unpack_convs(module: nn.Module) -> None:
     """Back to plain ``nn.Conv2d`` (the same parameters), in place: for torch.compile, which lays out and fuses
     convolutions itself and would otherwise break its graph at every packed one."""
-    for name, child in module.named_children():
-        if isinstance(child, PackedConv2d):
-            plain = nn.Conv2d.__new__(nn.Conv2d)
-            plain.__dict__.update({k: v for k, v in child.__dict__.items() if k != "_packed"})
-            plain._parameters, plain._buffers, plain._modules = (dict(child._parameters), dict(child._buffers),
-                                                                 dict(child._modules))
-            setattr(module, name, plain)
-        else:
-            unpack_convs(child)
+    _replace(module, lambda m: isinstance(m, PackedConv2d), lambda m: _recast(m, nn.Conv2d))
 
 
 def for_compiler(model: nn.Module) -> nn.Module:
@@ -214,10 +205,9 @@ def inference_model(model: nn.Module) -> nn.Module:
     folded = fold_batchnorm(model)
     if folded is model:
         folded = copy.deepcopy(model).eval()
-    if any(_is_plain_2x2(m) for m in folded.modules()):
-        _fast_pools(folded)
+    _replace(folded, _is_plain_2x2, lambda m: FastAvgPool2d(2))
     if torch.backends.mkldnn.is_available():
-        _packed_convs(folded)
+        _replace(folded, lambda m: type(m) is nn.Conv2d, PackedConv2d.from_conv)
     for m in folded.modules():
         if hasattr(m, "freeze") and hasattr(m, "threshold"):  # spiking neurons
             m.freeze()

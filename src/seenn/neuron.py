@@ -419,9 +419,8 @@ def bn_neuron_multistep(y: torch.Tensor, bn: nn.BatchNorm2d, params: NeuronParam
     c = y.shape[1]
     weight = bn.weight if bn.affine else torch.ones(c, dtype=y.dtype, device=y.device)
     bias = bn.bias if bn.affine else torch.zeros(c, dtype=y.dtype, device=y.device)
-    args = (bn.eps, params, surrogate, steps, static, pool)
     if torch.is_grad_enabled() and (y.requires_grad or weight.requires_grad or bias.requires_grad):
-        s, mean, var = _FusedBNNeuron.apply(y, weight, bias, *args)
+        s, mean, var = _FusedBNNeuron.apply(y, weight, bias, bn.eps, params, surrogate, steps, static, pool)
     else:
         with torch.no_grad():
             s, mean, var, _ = _call("bn_fwd", y, weight, bias, bn.eps, params.decay, params.threshold,

@@ -71,7 +71,7 @@ class SpikingNetwork(nn.Module):
             if fuse:
                 out = self._fused_body(e, timesteps, stem_bn)
             else:
-                out = self.body(e.unsqueeze(0).expand(timesteps, *e.shape).reshape(timesteps * b, *e.shape[1:]))
+                out = self.body(_every_step(e, timesteps))
         finally:
             self._set_timesteps(None)
         return out.reshape(timesteps, b, *out.shape[1:])
@@ -91,15 +91,13 @@ class SpikingNetwork(nn.Module):
             m = mods[i]
             nxt = mods[i + 1] if i + 1 < len(mods) else None
             if pending_bn is None and _fusable_bn(m) and isinstance(nxt, SpikingNeuron) and not static:
-                pending_bn, i = m, i + 1
+                pending_bn, i = m, i + 1  # (a BatchNorm2d's input is an image batch: the fused pass takes it)
                 continue
             if isinstance(m, SpikingNeuron):
                 pool = _is_2x2_pool(nxt) and h.dim() == 4 and h.shape[2] >= 2 and h.shape[3] >= 2
-                if pending_bn is not None and h.dim() == 4:
+                if pending_bn is not None:
                     s = bn_neuron_multistep(h, pending_bn, m.params, m.surrogate, timesteps, static, pool)
                 else:
-                    if pending_bn is not None:  # not an image batch: the norm on its own
-                        h = pending_bn(h)
                     x = h if static else h.reshape(timesteps, b, *h.shape[1:])
                     s = neuron_multistep_fused(x, m.params, m.surrogate, timesteps if static else None, pool)
                 pending_bn = None
@@ -107,12 +105,10 @@ class SpikingNetwork(nn.Module):
                 i += 2 if pool else 1
                 continue
             if static:
-                h, static = h.unsqueeze(0).expand(timesteps, *h.shape).reshape(timesteps * b, *h.shape[1:]), False
+                h, static = _every_step(h, timesteps), False
             h = m(h)
             i += 1
-        if static:
-            h = h.unsqueeze(0).expand(timesteps, *h.shape).reshape(timesteps * b, *h.shape[1:])
-        return h
+        return _every_step(h, timesteps) if static else h
 
     def _forward_steps(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
         saved = [(n.__dict__.get("v"), n.__dict__.get("_pending")) for n in self.neurons()]  # any running state
@@ -123,6 +119,11 @@ class SpikingNetwork(nn.Module):
         finally:
             for n, (v, pending) in zip(self.neurons(), saved):  # left as it was
                 n.__dict__["v"], n.__dict__["_pending"] = v, pending
+
+
+def _every_step(e: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """The same input for every step, time-major: ``[B, ...] -> [T*B, ...]``."""
+    return e.unsqueeze(0).expand(timesteps, *e.shape).reshape(timesteps * e.shape[0], *e.shape[1:])
 
 
 def _fusable_bn(m) -> bool:
