@@ -199,10 +199,10 @@ def test_ann_train_convert_eval_and_refusals(tiny_data, tmp_path, capsys):
                            "--batch-size", "20", "--threshold", "0.9", "--repeats", "1")
     assert code == 0 and json.loads(out)["max_timesteps"] == 16
     for args, msg in [(["convert", snn, "--out", tmp_path / "x"], "spiking run, not an ANN"),
-                      (["convert", ann, "--out", tmp_path / "y", "--timesteps", "0"], "--timesteps must be >= 1"),
+                      (["convert", ann, "--out", tmp_path / "y", "--timesteps", "0"], "--timesteps"),
                       (["bench", ann, "--data-dir", tiny_data], "is an ANN run"),
                       (["export", ann, "--out", tmp_path / "a.nir"], "is an ANN run"),
-                      (["train", "--ann", "--model", "resnet19", "--out", tmp_path / "r"], "does not convert"),
+                      (["train", "--ann", "--model", "sequential", "--out", tmp_path / "r"], "not one of them"),
                       (["train", "--ann", "--clip-init", "0", "--out", tmp_path / "r"], "--clip-init")]:
         code, _, err = run_cli(capsys, *args)
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (args, err)

@@ -3,7 +3,11 @@ the model and its data pipeline), ``metrics.json``. Nothing is ever unpickled.""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -31,6 +35,16 @@ def read_json(path: Path) -> dict:
         raise CheckpointError(f"{path} is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a seenn file") from None
+
+
+def read_config(run_dir: Path) -> dict:
+    """A run's ``config.json``, checked against the one schema (:func:`seenn.schema.check_config`)."""
+    from .schema import check_config
+
+    path = Path(run_dir) / CONFIG
+    return check_config(read_json(path), str(path))
 
 
 def pretrained_runs() -> list[dict]:
@@ -38,7 +52,7 @@ def pretrained_runs() -> list[dict]:
     if PRETRAINED_DIR.is_dir():
         for d in sorted(PRETRAINED_DIR.iterdir()):
             if (d / CONFIG).is_file() and (d / WEIGHTS).is_file():
-                cfg = read_json(d / CONFIG)
+                cfg = read_config(d)
                 entry = {"name": d.name, "dataset": cfg["dataset"], "max_timesteps": cfg["max_timesteps"],
                          "path": str(d)}
                 if "converted_from" in cfg:
@@ -88,23 +102,40 @@ def save_run(out_dir: Path, model: SpikingNetwork, config: dict, metrics: dict |
 
 
 def model_from_config(config: dict) -> SpikingNetwork:
-    try:
-        m = config["model"]
-        options = {k: m[k] for k in ("layers", "neuron", "quant_levels") if k in m}
-        return build_model(m["name"], in_channels=m["in_channels"], image_size=m["image_size"],
-                           num_classes=m["num_classes"], width=m.get("width", 1.0),
-                           surrogate=m.get("surrogate", "tanh"), **options)
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"config.json lacks the model field {e}") from None
+    """The model a (checked) config describes; its size is checked before any weight is allocated."""
+    m = config["model"]
+    if m["name"] == "peer":  # another framework's network (seenn adapt), built by the user's own file
+        from .interop.load import peer_from_config
+
+        return peer_from_config(m)
+    options = {k: m[k] for k in ("layers", "neuron", "quant_levels") if m.get(k) is not None}
+    kw = dict(in_channels=m["in_channels"], image_size=m["image_size"], num_classes=m["num_classes"],
+              width=m.get("width") or 1.0, surrogate=m.get("surrogate") or "tanh", **options)
+    check_model_size(m["name"], **kw)
+    return build_model(m["name"], **kw)
+
+
+def check_model_size(name: str, **kw) -> int:
+    """Build the model on the meta device (no memory) and refuse it beyond ``LIMITS["parameters"]`` or the memory
+    this machine has. Returns the parameter count."""
+    from .schema import LIMITS, memory_check
+
+    with torch.device("meta"):
+        try:
+            count = sum(p.numel() for p in build_model(name, **kw).parameters())
+        except (RuntimeError, ValueError) as e:  # impossible layer shapes
+            raise CheckpointError(f"the model {name!r} cannot be built: {str(e).splitlines()[0]}") from None
+    if count > LIMITS["parameters"]:
+        raise CheckpointError(f"the model {name!r} would have {count:,} parameters, more than seenn's bound of "
+                              f"{LIMITS['parameters']:,}")
+    memory_check(count * 4 * 2, f"the model {name!r} ({count:,} parameters)")
+    return count
 
 
 def load_run(run: str | Path, device: str = "cpu") -> tuple[SpikingNetwork, dict]:
     """Rebuild a run's model (in eval mode) and return it with its config."""
     d = resolve_run(run)
-    config = read_json(d / CONFIG)
-    for key in ("model", "dataset", "max_timesteps"):
-        if key not in config:
-            raise CheckpointError(f"{d / CONFIG} lacks {key!r}")
+    config = read_config(d)
     model = model_from_config(config)
     path = d / WEIGHTS
     if not path.is_file():
@@ -122,8 +153,78 @@ def load_run(run: str | Path, device: str = "cpu") -> tuple[SpikingNetwork, dict
         if v.shape != expected[k].shape:
             raise CheckpointError(f"{path} does not match config.json: {k} has shape {tuple(v.shape)}, "
                                   f"the model needs {tuple(expected[k].shape)}")
+        if v.dtype != expected[k].dtype and not (v.is_floating_point() and expected[k].is_floating_point()):
+            raise CheckpointError(f"{path}: {k} is stored as {str(v.dtype).replace('torch.', '')}, the model needs "
+                                  f"{str(expected[k].dtype).replace('torch.', '')}")
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise CheckpointError(f"{path}: {k} holds NaN or Inf")
     model.load_state_dict(state)
     model.eval()
     return model.to(device), config
+
+
+# ------------------------------------------------------------------------------------------- output folders
+
+
+def check_out_dir(out, *, overwrite: bool = False, source=None, what: str = "--out") -> Path:
+    """Refuse to write into a non-empty folder without ``overwrite`` (a run there would be replaced), and never
+    into ``source`` (the run being read). Creates nothing."""
+    out = Path(out)
+    if source is not None and out.resolve() == Path(source).resolve():
+        raise CheckpointError(f"{what} {out} is the run being read; write to another folder")
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{what} {out} exists and is not a folder")
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise CheckpointError(f"cannot create {what} {out}: {ancestor} is not a writable folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise CheckpointError(f"{what} {out} exists and is not empty; pass --overwrite to replace what is there")
+    if PRETRAINED_DIR.resolve() in (out.resolve(), *out.resolve().parents):
+        raise CheckpointError(f"{what} {out} is inside the shipped runs, which stay unchanged")
+    return out
+
+
+@contextlib.contextmanager
+def staged_dir(dest, *, overwrite: bool = False):
+    """Write a whole folder into a staging folder beside ``dest`` and move it into place only when the block ends
+    without error: a crash (even ``kill -9``) leaves ``dest`` as it was and at most a hidden ``.NAME.staging-*``
+    folder, which never blocks a rerun. With ``overwrite`` an existing ``dest`` is replaced."""
+    dest = Path(dest)
+    check_out_dir(dest, overwrite=overwrite)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.staging-"))
+    except OSError as e:
+        raise CheckpointError(f"cannot write {dest}: {e.strerror}") from None
+    try:
+        yield stage
+        os.chmod(stage, 0o777 & ~_umask())
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()
+        if dest.exists():  # --overwrite: the old folder goes only once the new one is complete
+            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
+            os.replace(dest, old / "x")
+            os.replace(stage, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, dest)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def clear_dir(folder: Path) -> None:
+    """Empty a folder the user allowed us to replace (``--overwrite``) before a run is written into it in place."""
+    for f in Path(folder).iterdir():
+        if f.is_dir() and not f.is_symlink():
+            shutil.rmtree(f)
+        else:
+            f.unlink()

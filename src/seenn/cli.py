@@ -58,15 +58,29 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
-    from .train import train
-
-    if args.resume is None and args.out is None:
-        raise ConfigError("seenn train needs --out RUN_DIR (or --resume RUN_DIR)")
+    from .checkpoint import check_out_dir, clear_dir
+    from .data import find_dataset
     from .distributed import finish, world
+    from .train import resume_finished, train
 
+    if args.resume is not None:
+        if args.out is not None:
+            raise ConfigError("--resume continues RUN_DIR in place and takes no --out (copy the run folder first to "
+                              "continue it elsewhere)")
+        if resume_finished(args.resume):  # also checks the state is sound before anything is written
+            _log(f"{args.resume} has finished all its epochs: nothing to resume, nothing changed")
+            print(args.resume)
+            return 0
+    elif args.out is None:
+        raise ConfigError("seenn train needs --out RUN_DIR (or --resume RUN_DIR)")
     out = args.resume or args.out
     if args.out:
-        _train_config(args).validate()  # argument mistakes first, then the folder
+        cfg = _train_config(args)
+        cfg.validate()  # argument mistakes first, then the data, then the folder
+        find_dataset(cfg.dataset, args.data_dir, "train")
+        check_out_dir(args.out, overwrite=args.overwrite, source=cfg.init and _run_dir_or_none(cfg.init))
+        if world()[0] == 0 and Path(args.out).is_dir() and args.overwrite:
+            clear_dir(Path(args.out))
         _writable_dir(args.out)
     try:
         metrics = train(_train_config(args), out, data_dir=args.data_dir, progress=not args.quiet,
@@ -79,6 +93,15 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _run_dir_or_none(run):
+    from .checkpoint import resolve_run
+
+    try:
+        return resolve_run(run)
+    except SeennError:
+        return None
+
+
 # ------------------------------------------------------------------------------------------- eval
 
 
@@ -89,6 +112,8 @@ def _load(args, ann_ok: bool = False):
     model, config = load_run(args.run, device=args.device)
     if config.get("kind") == "ann" and not ann_ok:
         raise ConfigError(f"{args.run} is an ANN run: turn it into an SNN first (seenn convert {args.run} --out DIR)")
+    if getattr(args, "exit", None) in ("policy", "learned") and getattr(args, "policy", None):
+        _rule(args, config)  # a policy that does not fit the run is refused before the data is read
     dataset = args.dataset or config["dataset"]
     data = load_dataset(dataset, args.split, data_dir=args.data_dir, limit=args.limit,
                         val_size=config.get("training", {}).get("val_size", 5000))
@@ -128,7 +153,7 @@ def _rule(args, config):
 
         if not getattr(args, "policy", None):
             raise ConfigError(f"--exit {args.exit} needs --policy POLICY_DIR (seenn policy train makes one)")
-        rule = load_policy(args.policy, config["max_timesteps"])
+        rule = load_policy(args.policy, config["max_timesteps"], config)
         want = PolicyRule if args.exit == "policy" else LearnedExitRule
         if not isinstance(rule, want):
             raise ConfigError(f"{args.policy} is a {rule.name!r} policy; use --exit {rule.name}")
@@ -254,36 +279,54 @@ def cmd_bench(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    import shutil
+
     from .calibrate import calibrate
-    from .checkpoint import CONFIG, PRETRAINED_DIR, read_json, resolve_run, write_json
-    from .data import atomic_write_bytes
+    from .checkpoint import CONFIG, PRETRAINED_DIR, check_out_dir, read_json, resolve_run, staged_dir, write_json
     from .train import step_logits
 
-    if args.split == "test":
-        raise ConfigError("calibration never uses the test split; use --split val (held out from training)")
+    if args.split != "val":
+        raise ConfigError(f"calibration certifies on held-out data: use --split val, not {args.split} (the training "
+                          "split was fitted on, the test split is for the final report)")
     src = resolve_run(args.run).resolve()
     if args.out is None and PRETRAINED_DIR.resolve() in src.parents:
         raise ConfigError(f"{args.run} is a shipped run and stays unchanged; write a calibrated copy with --out DIR")
     if args.out:
-        dest = _writable_dir(args.out)
-        if any(dest.iterdir()) and dest.resolve() != src:
-            raise ConfigError(f"{dest} exists and is not empty")
+        check_out_dir(args.out, overwrite=args.overwrite, source=src)
     model, config, data, max_t = _load(args)
     logits = step_logits(model, data, max_t, device=args.device, progress=not args.json)
     result = calibrate(logits, data.labels, max_accuracy_drop=args.max_accuracy_drop,
                        confidence_level=args.confidence_level, per_step=args.per_step,
                        temperature=args.temperature)
     result.update({"dataset": data.info.name, "split": data.split})
-    dest = Path(args.out) if args.out else src
-    if args.out:
-        for f in src.iterdir():
-            if f.is_file() and f.name != CONFIG:
-                atomic_write_bytes(dest / f.name, f.read_bytes())
     config = read_json(src / CONFIG)
-    config.setdefault("exit", {})["confidence"] = {
-        "threshold": result["threshold"], "thresholds": result["thresholds"], "temperature": result["temperature"],
-        "calibration": result}
-    write_json(dest / CONFIG, config)
+    old = (config.get("exit") or {}).get("confidence")
+    certified = "note" not in result  # the note says no threshold could be certified
+    kept = not certified and old and not args.allow_no_early_exit
+    if not kept:
+        config.setdefault("exit", {})["confidence"] = {
+            "threshold": result["threshold"], "thresholds": result["thresholds"], "temperature": result["temperature"],
+            "calibration": result}
+    if args.out:
+        with staged_dir(args.out, overwrite=args.overwrite) as stage:  # the whole copy, or nothing
+            shutil.copytree(src, stage, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CONFIG, ".*"))
+            write_json(stage / CONFIG, config)
+        dest = Path(args.out)
+    else:
+        dest = src
+        if not kept:
+            write_json(dest / CONFIG, config)
+    if kept:
+        th = old.get("thresholds") or old.get("threshold")
+        msg = (f"no threshold could be certified on {result['certified_samples']} validation samples at "
+               f"{args.max_accuracy_drop:g} / {args.confidence_level:g}: kept the run's threshold {th} in {dest} "
+               "(pass --allow-no-early-exit to store 'never exit early' instead)")
+        if args.json:
+            _emit_json({**result, "kept": old})
+            _log(msg)
+        else:
+            print(msg)
+        return 0
     if args.json:
         _emit_json(result)
         return 0
@@ -406,6 +449,9 @@ def cmd_report(args) -> int:
     from .policy import load_policy
     from .report import build_report
 
+    from .checkpoint import check_out_dir
+
+    check_out_dir(args.out, overwrite=args.overwrite)
     model, config, data, max_t, rule = _load_with_rule(args, "the report")
     _writable_dir(args.out)
     ev = Evaluation(model, data, max_t, batch_size=args.batch_size, device=args.device, progress=True)
@@ -414,7 +460,7 @@ def cmd_report(args) -> int:
     folders = sorted(p for p in (resolve_run(args.run) / "policies").glob("*") if (p / "policy.json").is_file())
     points = {}
     for folder in folders + [Path(p) for p in args.policies or []]:
-        prule = load_policy(folder, max_t)
+        prule = load_policy(folder, max_t, config)
         e = ev.summarize(prule.describe(), ev.run(prule))
         points[f"{prule.name}: {folder.name}"] = (e["avg_timesteps"], e["accuracy"])
     page = build_report(ev, rule, Path(args.out), f"seenn report: {Path(str(args.run)).name} on {data.info.name}",
@@ -449,8 +495,9 @@ def cmd_energy(args) -> int:
     print(f"{'per sample':<12}{'MACs':>12}{'ACs':>14}{'energy (uJ)':>14}")
     for k in ("early_exit", "full", "ann"):
         print(f"{k:<12}{ps[k]['macs']:>12,.0f}{ps[k]['acs']:>14,.0f}{ps[k]['energy_uj']:>14.3f}")
-    print(f"early exit uses {rep['early_exit_vs_full']:.1%} of the full-T energy and {rep['early_exit_vs_ann']:.1%} "
-          f"of the ANN's ({rep['pj_per_ac']} pJ/AC, {rep['pj_per_mac']} pJ/MAC)")
+    share = (lambda r: "n/a" if r is None else f"{r:.1%}")  # n/a: zero energy (0 pJ per operation)
+    print(f"early exit uses {share(rep['early_exit_vs_full'])} of the full-T energy and "
+          f"{share(rep['early_exit_vs_ann'])} of the ANN's ({rep['pj_per_ac']} pJ/AC, {rep['pj_per_mac']} pJ/MAC)")
     print("spike rate per layer and step: " + "; ".join(
         f"{n}: {' '.join(f'{r:.3f}' for r in v)}" for n, v in rep["spike_rates"].items()))
     return 0
@@ -466,7 +513,15 @@ def cmd_export(args) -> int:
     if config.get("kind") == "ann":
         raise ConfigError(f"{args.run} is an ANN run: convert it first (seenn convert {args.run} --out DIR)")
     rule = _rule(args, config)
-    export_nir(model, config, Path(args.out), None if rule is None else rule.describe())
+    if rule is not None and getattr(rule, "timesteps", 1) > config["max_timesteps"]:
+        raise ConfigError(f"--timesteps {rule.timesteps} is more than the run's {config['max_timesteps']} timesteps")
+    from .checkpoint import check_out_dir
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    check_out_dir(out.parent, overwrite=True, what="the folder of --out")
+    export_nir(model, config, out, None if rule is None else rule.describe())
     print(args.out)
     return 0
 
@@ -476,24 +531,67 @@ def cmd_import(args) -> int:
     from .data import dataset_info
     from .nir_io import import_nir
 
+    from .checkpoint import check_out_dir, staged_dir
+
     info = dataset_info(args.dataset)
+    check_out_dir(args.out, overwrite=args.overwrite)
     model, config = import_nir(Path(args.file), dataset=args.dataset, max_timesteps=args.timesteps, dt=args.dt)
     m = config["model"]
     if (m["in_channels"], m["image_size"]) != (info.channels, info.image_size):
         raise ConfigError(f"the graph takes {m['in_channels']}x{m['image_size']}x{m['image_size']} images, "
                           f"{args.dataset} has {info.channels}x{info.image_size}x{info.image_size}")
-    save_run(Path(args.out), model, config)
+    if m["num_classes"] != info.num_classes:
+        raise ConfigError(f"the graph gives {m['num_classes']} outputs, {args.dataset} has {info.num_classes} classes")
+    if config["imported_from"]["max_timesteps_from"] == "default":
+        _log(f"neither --timesteps nor the graph's metadata gives the timesteps: using {config['max_timesteps']}")
+    with staged_dir(args.out, overwrite=args.overwrite) as stage:
+        save_run(stage, model, config)
     print(args.out)
     return 0
 
 
 def cmd_convert(args) -> int:
+    from .checkpoint import check_out_dir, resolve_run, staged_dir
     from .convert import convert_run
+    from .schema import bounded
 
-    _writable_dir(args.out)
-    config = convert_run(args.run, Path(args.out), timesteps=args.timesteps)
+    bounded("timesteps", args.timesteps, "--timesteps")
+    check_out_dir(args.out, overwrite=args.overwrite, source=resolve_run(args.run))  # never onto its own source
+    with staged_dir(args.out, overwrite=args.overwrite) as stage:
+        config = convert_run(args.run, stage, timesteps=args.timesteps)
     th = config["converted_from"]["thresholds"]
     _log(f"{len(th)} IF layers, thresholds {' '.join(f'{t:.3g}' for t in th)}; max timesteps {args.timesteps}")
+    print(args.out)
+    return 0
+
+
+def cmd_adapt(args) -> int:
+    """Another framework's trained network as a seenn run folder, early-exited live (seenn.interop)."""
+    import torch
+
+    from .checkpoint import check_out_dir, save_run, staged_dir
+    from .data import dataset_info
+    from .interop import load_peer, peer_run_config
+
+    info = dataset_info(args.dataset)
+    check_out_dir(args.out, overwrite=args.overwrite)
+    net = load_peer(args.network, args.factory, args.weights, args.framework, args.output)
+    with torch.no_grad():
+        try:
+            out = net(torch.zeros(2, info.channels, info.image_size, info.image_size), 1)
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise ConfigError(f"the network does not run on {args.dataset} images "
+                              f"[B, {info.channels}, {info.image_size}, {info.image_size}]: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if out.shape[-1] != info.num_classes:
+        raise ConfigError(f"the network gives {out.shape[-1]} scores per image, {args.dataset} has "
+                          f"{info.num_classes} classes (--output picks another element of a tuple output)")
+    config = peer_run_config(args.network, args.factory, net.framework, args.output, dataset=args.dataset,
+                             max_timesteps=args.timesteps, info=info)
+    with staged_dir(args.out, overwrite=args.overwrite) as stage:
+        save_run(stage, net, config)
+    _log(f"{net.framework} network from {args.network} ({args.factory}()), {args.timesteps} timesteps; every seenn "
+         f"command takes {args.out} now")
     print(args.out)
     return 0
 
@@ -512,7 +610,9 @@ def cmd_policy_train(args) -> int:
     for beta in betas:  # before the SNN's long pass over the training split
         check_policy_args(kind=args.kind, objective=args.objective, epochs=args.epochs, lr=args.lr, beta=beta,
                           hidden=args.hidden, members=args.members)
-    _writable_dir(args.out)
+    from .checkpoint import check_out_dir, staged_dir
+
+    check_out_dir(args.out, overwrite=args.overwrite)
     args.split, args.max_timesteps = "train", None
     model, config, train_data, max_t = _load(args)
     _log(f"the frozen SNN's step logits on {len(train_data)} training images ...")
@@ -558,7 +658,8 @@ def cmd_policy_train(args) -> int:
     t_step = min(_timed(lambda: step.predict(x)) for _ in range(5))
     info["policy_time_per_snn_step"] = t_policy / t_step
     info.update({"run": str(args.run), "dataset": val_data.info.name})
-    save_policy(Path(args.out), net, info)
+    with staged_dir(args.out, overwrite=args.overwrite) as stage:
+        save_policy(stage, net, info)
     v = info["validation"]
     print(f"{args.kind} written to {args.out}: validation accuracy {v['accuracy']:.2%} (full T {v['full_accuracy']:.2%}) "
           f"at {v['avg_timesteps']:.3f} avg timesteps, exits per step {v['exit_histogram']}"
@@ -593,22 +694,35 @@ def cmd_demo(args) -> int:
     from .evaluate import Evaluation
     from .exits import make_rule
 
+    from .data import EMBEDDED
+
     t0 = time.perf_counter()
     run = DEMO_RUN
     if args.train:
-        from .checkpoint import read_json
+        from .checkpoint import check_out_dir, clear_dir, read_config
+        from .data import find_dataset
         from .train import TrainConfig, train
 
-        shipped = read_json(resolve_run(DEMO_RUN) / "config.json")["training"]
+        shipped = dict(read_config(resolve_run(DEMO_RUN))["training"])
         shipped.pop("extra", None)
         cfg = TrainConfig(**shipped)
-        if args.epochs:
+        if args.epochs is not None:
             cfg.epochs = args.epochs
+        if args.limit is not None:
+            cfg.limit = args.limit
+        cfg.validate()  # before the folder, the folder before the hours of training
+        find_dataset(cfg.dataset, args.data_dir, "train")
+        check_out_dir(args.out, overwrite=args.overwrite)
+        if Path(args.out).is_dir() and args.overwrite:
+            clear_dir(Path(args.out))
         run = args.out
         _log(f"training {cfg.model} on {cfg.dataset} for {cfg.epochs} epochs into {run} ...")
         train(cfg, run, data_dir=args.data_dir, progress=True, log=_log)
     model, config = load_run(run)
-    data = load_dataset(config["dataset"], "test", data_dir=args.data_dir, limit=args.limit)
+    # the test split shipped inside the package comes first: the main job runs offline, with no dataset installed
+    data_dir = args.data_dir if args.data_dir is not None else \
+        (EMBEDDED if config["dataset"] == "fashion-mnist" else None)
+    data = load_dataset(config["dataset"], "test", data_dir=data_dir, limit=args.limit)
     max_t = config["max_timesteps"]
     ev = Evaluation(model, data, max_t)
     rules = [make_rule(name, threshold=th) for name, th in [("confidence", t) for t in DEMO_THRESHOLDS]
@@ -671,6 +785,45 @@ def _data_args(p) -> None:
                                       "/usr/share/datasets)")
 
 
+def _n(name: str, lo: int = 1):
+    """An argparse type: an integer in ``[lo, LIMITS[name]]`` (the documented bound on that size)."""
+    from .schema import LIMITS
+
+    hi = LIMITS[name]
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {value}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _x(lo: float, hi: float, open_lo: bool = False, open_hi: bool = False):
+    """An argparse type: a finite number in the given range."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        ok = math.isfinite(value) and (value > lo if open_lo else value >= lo) and (value < hi if open_hi else
+                                                                                     value <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be a number in {'(' if open_lo else '['}{lo:g}, {hi:g}"
+                                             f"{')' if open_hi else ']'}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 ALL_RULES = ["confidence", "entropy", "fixed", "policy", "learned", "oracle"]
 REAL_RULES = ALL_RULES[:5]  # the rules that run without labels
 
@@ -686,12 +839,12 @@ def _run_parser(sub, name: str, help: str, *, split: str = "test", rules=REAL_RU
         p.add_argument("--exit", default="confidence", choices=rules)
         p.add_argument("--threshold", type=float, help="exit threshold in [0, 1] (default: the run's calibrated "
                                                        "threshold, else 0.9)")
-        p.add_argument("--timesteps", type=int, help="steps for --exit fixed")
+        p.add_argument("--timesteps", type=_n("timesteps"), help="steps for --exit fixed")
         p.add_argument("--policy", help="policy folder or shipped policy name for --exit policy / learned")
-    p.add_argument("--max-timesteps", type=int, help="default: the run's T")
-    p.add_argument("--limit", type=int, default=limit, help="only the first N samples of the split")
+    p.add_argument("--max-timesteps", type=_n("timesteps"), help="default: the run's T (at most 1024)")
+    p.add_argument("--limit", type=_n("samples"), default=limit, help="only the first N samples of the split")
     if batch_size:
-        p.add_argument("--batch-size", type=int, default=batch_size)
+        p.add_argument("--batch-size", type=_n("batch_size"), default=batch_size)
     p.add_argument("--device", default="cpu")
     if json_flag:
         p.add_argument("--json", action="store_true")
@@ -712,35 +865,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a spiking network directly (BPTT, TET loss)")
     t.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "cifar10"])
-    t.add_argument("--model", default="convnet", help="convnet (28x28), vgg or resnet19 (32x32)")
-    t.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
-    t.add_argument("--timesteps", type=int, default=4, help="timesteps T used in training")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--model", default="convnet", help="convnet (28x28), vgg, resnet19 or resnet20 (32x32)")
+    t.add_argument("--width", type=_x(0, 16, open_lo=True), default=1.0, help="channel width multiplier, in (0, 16]")
+    t.add_argument("--timesteps", type=_n("timesteps"), default=4, help="timesteps T used in training (1 to 1024)")
+    t.add_argument("--epochs", type=_n("epochs"), default=10)
+    t.add_argument("--batch-size", type=_n("batch_size"), default=64)
     t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--weight-decay", type=_x(0, 1), default=5e-4)
     t.add_argument("--loss", default="tet", choices=["tet", "mean-ce"])
     t.add_argument("--tet-lambda", type=float, default=1e-3)
     t.add_argument("--tet-phi", type=float, default=1.0)
     t.add_argument("--surrogate", default="tanh", choices=["tanh", "triangle", "rectangle"])
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--limit", type=int, help="train on the first N training samples only")
-    t.add_argument("--val-size", type=int, default=5000, help="training samples held out for validation")
+    t.add_argument("--seed", type=_n("seed", 0), default=0)
+    t.add_argument("--limit", type=_n("samples"), help="train on the first N training samples only")
+    t.add_argument("--val-size", type=_n("samples", 0), default=5000, help="training samples held out for validation")
     t.add_argument("--no-augment", action="store_true", help="no random crop / flip (32x32 only)")
     t.add_argument("--compile", action="store_true",
                    help="torch.compile the neurons' BPTT loops: faster training after a one-off compile")
     t.add_argument("--device", default="cpu")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--out", help="run directory to write")
+    t.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (its own settings are used)")
     t.add_argument("--init", metavar="RUN", help="start from this run's weights (fine-tuning; same model and width)")
     t.add_argument("--exit-aware", type=float, default=0.0, metavar="W",
                    help="weight in [0, 1] of the exit-aware loss (accumulated-logit cross-entropy weighted toward "
                         "early steps); with --init: exit-aware fine-tuning")
     t.add_argument("--ann", action="store_true",
-                   help="train an ANN with QCFS activations instead (convnet or vgg), to turn into an SNN with "
+                   help="train an ANN with QCFS activations instead (convnet, vgg, resnet19, resnet20), to turn into an SNN with "
                         "seenn convert")
-    t.add_argument("--quant-levels", type=int, default=8, metavar="L", help="QCFS quantization levels (with --ann)")
+    t.add_argument("--quant-levels", type=_n("quant_levels"), default=8, metavar="L", help="QCFS quantization levels (with --ann)")
     t.add_argument("--clip-init", type=float, default=2.0, metavar="LAM",
                    help="QCFS initial clip value (with --ann; learned from there)")
     _data_args(t)
@@ -753,26 +907,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = _run_parser(sub, "bench", "time early exit against full T (same samples, side by side)", batch_size=256,
                     limit=4096)
-    b.add_argument("--repeats", type=int, default=3)
-    b.add_argument("--latency-samples", type=int, default=100)
+    b.add_argument("--repeats", type=_n("repeats"), default=3)
+    b.add_argument("--latency-samples", type=_n("samples"), default=100)
     b.add_argument("--compile", action="store_true",
                    help="batch-1 paths (early exit and every full-T path alike) through torch.compile")
     b.set_defaults(func=cmd_bench)
 
     c = _run_parser(sub, "calibrate", "choose the exit threshold with a statistical guarantee", split="val",
                     rules=None, batch_size=None)
-    c.add_argument("--max-accuracy-drop", type=float, default=0.005, help="e.g. 0.005 = half a point")
-    c.add_argument("--confidence-level", type=float, default=0.95)
+    c.add_argument("--max-accuracy-drop", type=_x(0, 1, True, True), default=0.005, help="e.g. 0.005 = half a point")
+    c.add_argument("--confidence-level", type=_x(0, 1, True, True), default=0.95)
     c.add_argument("--per-step", action="store_true", help="one threshold per timestep")
+    c.add_argument("--allow-no-early-exit", action="store_true",
+                   help="when no threshold can be certified, store 'never exit early' even over a working threshold")
     c.add_argument("--temperature", action="store_true", help="fit a softmax temperature first")
     c.add_argument("--out", help="write a calibrated copy of the run here instead of updating it")
+    c.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     c.set_defaults(func=cmd_calibrate)
 
     r = _run_parser(sub, "robustness", "early exit under corrupted inputs (distribution shift)")
     r.add_argument("--corruption", default="gaussian-noise", choices=["gaussian-noise", "blur", "contrast", "jpeg"],
                    help="jpeg: the JPEG part of the CIFAR-10 test batch against its exact part")
     r.add_argument("--severity", default="1..5", help="1..5, 3 or 1,3,5")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=_n("seed", 0), default=0)
     r.set_defaults(func=cmd_robustness)
 
     x = _run_parser(sub, "explain", "why one sample exited when it did", batch_size=None)
@@ -781,6 +938,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = _run_parser(sub, "report", "write an HTML report with plots", json_flag=False)
     rp.add_argument("--out", required=True, help="folder for index.html and its PNG plots")
+    rp.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     rp.add_argument("--policies", nargs="*", help="policy folders to plot beside the threshold sweeps")
     rp.set_defaults(func=cmd_report)
 
@@ -793,25 +951,45 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run")
     ex.add_argument("--format", default="nir", help="nir")
     ex.add_argument("--out", required=True)
+    ex.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     ex.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
     ex.add_argument("--threshold", type=float, help="stored in the graph's metadata (default: the run's own)")
-    ex.add_argument("--timesteps", type=int)
+    ex.add_argument("--timesteps", type=_n("timesteps"))
     ex.set_defaults(func=cmd_export)
 
     im = sub.add_parser("import", help="turn a NIR graph (snnTorch, Norse, SpikingJelly, seenn) into a seenn run")
     im.add_argument("file")
     im.add_argument("--out", required=True, help="run directory to write")
+    im.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     im.add_argument("--dataset", required=True, choices=["fashion-mnist", "mnist", "cifar10"],
                     help="the data pipeline (normalisation) the graph was trained with")
-    im.add_argument("--timesteps", type=int, help="max timesteps (default: the graph's metadata, else 4)")
-    im.add_argument("--dt", type=float, default=1.0, help="the time step the graph's time constants assume")
+    im.add_argument("--timesteps", type=_n("timesteps"), help="max timesteps (default: the graph's metadata, else 4)")
+    im.add_argument("--dt", type=_x(0, 1e6, open_lo=True), default=1.0, help="the time step the graph's time constants assume")
     im.set_defaults(func=cmd_import)
 
     cv = sub.add_parser("convert", help="turn a QCFS ANN run (seenn train --ann) into an SNN run (IF neurons)")
     cv.add_argument("run", help="the ANN run directory")
     cv.add_argument("--out", required=True, help="SNN run directory to write")
-    cv.add_argument("--timesteps", type=int, default=64, help="max timesteps of the SNN run")
+    cv.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    cv.add_argument("--timesteps", type=_n("timesteps"), default=64, help="max timesteps of the SNN run")
     cv.set_defaults(func=cmd_convert)
+
+    ad = sub.add_parser("adapt", help="early exit for a SpikingJelly / snnTorch / Norse network: a run folder that "
+                                      "steps it live")
+    ad.add_argument("network", help="a Python file whose factory function builds the network")
+    ad.add_argument("--factory", default="build", help="the function in that file that returns the network")
+    ad.add_argument("--weights", help="its trained weights: .safetensors, or a state_dict saved with torch.save "
+                                      "(read with weights_only=True)")
+    ad.add_argument("--framework", choices=["spikingjelly", "snntorch", "norse", "explicit"],
+                    help="default: detected from the network's neurons; explicit: forward(x, state) -> (out, state)")
+    ad.add_argument("--output", type=int, default=0, choices=range(-8, 8), metavar="K",
+                    help="which element of a tuple the network returns holds the class scores (default 0)")
+    ad.add_argument("--dataset", required=True, choices=["fashion-mnist", "mnist", "cifar10"],
+                    help="the data pipeline (normalisation) the network was trained with")
+    ad.add_argument("--timesteps", type=_n("timesteps"), default=8, help="max timesteps (default 8)")
+    ad.add_argument("--out", required=True, help="run directory to write")
+    ad.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    ad.set_defaults(func=cmd_adapt)
 
     po = sub.add_parser("policy", help="SEENN-II policies and learned exit rules")
     posub = po.add_subparsers(dest="policy_command", required=True)
@@ -822,26 +1000,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="policy: SEENN-II (steps chosen from the image); learned: exit rule after each step")
     pt.add_argument("--beta", default="2", help="penalty for a wrong prediction (SEENN-II): a number, a list "
                                                 "1,2,5, or auto; with several, the one picked on validation wins")
-    pt.add_argument("--max-accuracy-drop", type=float, default=0.001,
+    pt.add_argument("--max-accuracy-drop", type=_x(0, 1, open_hi=True), default=0.001,
                     help="accuracy target for picking beta on validation (default 0.1 points)")
     pt.add_argument("--weighting", default="authors", choices=["authors", "none"])
     pt.add_argument("--objective", default="exact", choices=["exact", "reinforce"])
-    pt.add_argument("--epochs", type=int, default=5)
-    pt.add_argument("--hidden", type=int, default=32, help="learned rule: hidden units of each MLP")
-    pt.add_argument("--members", type=int, default=5, help="learned rule: MLPs in the ensemble (probabilities averaged)")
+    pt.add_argument("--epochs", type=_n("epochs"), default=5)
+    pt.add_argument("--hidden", type=_n("hidden"), default=32, help="learned rule: hidden units of each MLP")
+    pt.add_argument("--members", type=_n("members"), default=5, help="learned rule: MLPs in the ensemble (probabilities averaged)")
     pt.add_argument("--lr", type=float, default=1e-3)
-    pt.add_argument("--seed", type=int, default=0)
-    pt.add_argument("--limit", type=int, help="train on the first N training images")
+    pt.add_argument("--seed", type=_n("seed", 0), default=0)
+    pt.add_argument("--limit", type=_n("samples"), help="train on the first N training images")
     pt.add_argument("--device", default="cpu")
     pt.add_argument("--out", required=True)
+    pt.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     _data_args(pt)
     pt.set_defaults(func=cmd_policy_train)
 
     d = sub.add_parser("demo", help="the main job: the shipped Fashion-MNIST SNN with early exit")
     d.add_argument("--train", action="store_true", help="train the model from scratch first")
-    d.add_argument("--epochs", type=int, help="with --train: override the shipped run's epochs")
+    d.add_argument("--epochs", type=_n("epochs"), help="with --train: override the shipped run's epochs")
     d.add_argument("--out", default="runs/demo", help="with --train: run directory to write")
-    d.add_argument("--limit", type=int)
+    d.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    d.add_argument("--limit", type=_n("samples"), help="evaluate (and with --train, train) on the first N samples")
     d.add_argument("--json", action="store_true")
     _data_args(d)
     d.set_defaults(func=cmd_demo)
@@ -875,6 +1055,10 @@ def _main(argv=None) -> int:
     tune_allocator()  # freed tensor memory kept for reuse: no paging in on every large tensor (see seenn.alloc)
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "device", None) is not None:
+            from .schema import check_device
+
+            args.device = check_device(args.device)
         return args.func(args)
     except SeennError as e:
         print(f"seenn: error: {e}", file=sys.stderr)
@@ -886,3 +1070,12 @@ def _main(argv=None) -> int:
     except KeyboardInterrupt:
         print("seenn: interrupted", file=sys.stderr)
         return 130
+    except RecursionError:
+        print("seenn: error: an input is nested too deeply", file=sys.stderr)
+        return 2
+    except (RuntimeError, ValueError, MemoryError) as e:  # PyTorch and NumPy refusing an input: one line, not 17
+        if os.environ.get("SEENN_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"seenn: error: {type(e).__name__}: {first[:300]} (SEENN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2

@@ -11,6 +11,7 @@ last ``val_size`` training records, never used for fitting), ``test``.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
 import struct
@@ -94,12 +95,45 @@ def user_data_dir() -> Path:
     return Path(base) / "seenn" / "data"
 
 
-def find_dataset(name: str, data_dir=None) -> Path:
+EMBEDDED_DIR = Path(__file__).parent / "embedded"  # Fashion-MNIST's test split, shipped for the offline demo
+EMBEDDED = "embedded"  # data_dir value that selects it
+
+
+def embedded_folder(name: str) -> Path:
+    """The test split shipped inside the package (Fashion-MNIST only), its checksums verified."""
+    import hashlib
+
+    folder = EMBEDDED_DIR / dataset_info(name).folder
+    sums = folder / "SHA256SUMS"
+    if not sums.is_file():
+        raise DataError(f"seenn ships no embedded copy of {name}")
+    for line in sums.read_text().splitlines():
+        digest, fname = line.split()
+        try:
+            ok = hashlib.sha256((folder / fname).read_bytes()).hexdigest() == digest
+        except OSError:
+            ok = False
+        if not ok:
+            raise DataError(f"the embedded {folder / fname} is missing or corrupt (reinstall seenn)")
+    return folder
+
+
+def find_dataset(name: str, data_dir=None, split: str | None = None) -> Path:
+    """The folder holding ``name`` (for ``split == "test"`` only the test files are needed). ``data_dir ==
+    "embedded"`` selects the copy shipped inside the package (Fashion-MNIST's test split, for ``seenn demo``)."""
     info = dataset_info(name)
+    if data_dir == EMBEDDED:
+        if split != "test":
+            raise DataError(f"only the test split of {name} is embedded; the {split} split needs the dataset "
+                            f"({info.how_to_get})")
+        return embedded_folder(name)
+    files = info.files
+    if split == "test":
+        files = tuple(f for f in files if f.startswith(("t10k", "test")))
     roots = candidate_roots(data_dir)
     for root in roots:
         folder = root / info.folder
-        if all(_present(folder / f) for f in info.files):
+        if all(_present(folder / f) for f in files):
             return folder
     expected = ", ".join(info.files)
     where = " or ".join(str(r / info.folder) for r in roots)
@@ -138,7 +172,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path} is truncated (incomplete IDX header)")
     dims = struct.unpack(">" + "I" * ndim, raw[4:header])
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # Python integers: a header's sizes cannot overflow
     if len(raw) != expected:
         raise DataError(f"{path} has {len(raw)} bytes, its IDX header promises {expected} (truncated or corrupt)")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
@@ -226,7 +260,7 @@ def load_dataset(name: str, split: str, *, data_dir=None, limit: int | None = No
         raise DataError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be >= 1, got {limit}")
-    folder = find_dataset(name, data_dir)
+    folder = find_dataset(name, data_dir, "test" if split == "test" else "train")
     if split == "test":
         images, labels = _read_test(info, folder)
     else:
@@ -245,6 +279,10 @@ def _read_idx_pair(folder: Path, prefix: str, info: DatasetInfo):
     labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
     if images.ndim != 3 or images.shape[1:] != (info.image_size, info.image_size) or labels.ndim != 1:
         raise DataError(f"{folder}: {prefix} images have shape {images.shape}, expected (N, 28, 28)")
+    if len(images) == 0:
+        raise DataError(f"{folder}: {prefix}-images-idx3-ubyte holds no images")
+    if len(images) != len(labels):
+        raise DataError(f"{folder}: {prefix} has {len(images)} images but {len(labels)} labels")
     if labels.size and labels.max() >= info.num_classes:
         raise DataError(f"{folder}: {prefix} labels go up to {labels.max()}, expected < {info.num_classes}")
     return images[:, None], labels
@@ -272,8 +310,13 @@ def cifar_lossless_mask(data_dir=None) -> np.ndarray:
         raise DataError(f"{path} is missing: this CIFAR-10 test batch has no JPEG part to compare against")
     try:
         flags = np.array([int(line) for line in path.read_text().split()], dtype=np.int64)
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise DataError(f"{path} must hold one 0 or 1 per line") from None
+    if flags.size and not np.isin(flags, (0, 1)).all():
+        raise DataError(f"{path} must hold one 0 or 1 per line, found {sorted(set(flags.tolist()) - {0, 1})[:3]}")
+    records = len(read_cifar_batch(folder / "test_batch.bin")[1])
+    if len(flags) != records:
+        raise DataError(f"{path} has {len(flags)} lines, test_batch.bin has {records} records")
     return flags == 1
 
 
@@ -283,8 +326,11 @@ def cifar_lossless_mask(data_dir=None) -> np.ndarray:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` then rename it over: readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # name the user's path, not a temporary file
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -292,9 +338,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .exits import ExitRule
 from .fold import for_compiler, inference_model
 from .models import SpikingNetwork
@@ -48,8 +48,12 @@ class EarlyExitRunner:
 
     def __init__(self, model: SpikingNetwork, rule: ExitRule, max_timesteps: int, device: str | torch.device = "cpu",
                  fold_bn: bool = True, compile: bool = False):
-        if max_timesteps < 1:
-            raise DataError(f"max_timesteps must be >= 1, got {max_timesteps}")
+        from .schema import bounded
+
+        bounded("timesteps", max_timesteps, "max_timesteps")
+        thresholds = getattr(rule, "thresholds", None)
+        if thresholds is not None and len(thresholds) != max_timesteps:
+            raise ConfigError(f"the rule has {len(thresholds)} per-step thresholds for {max_timesteps} timesteps")
         model = model.to(device).eval()
         self.model = inference_model(model) if fold_bn else model  # BN folded into the convs, fast pools
         self.neurons = self.model.neurons()  # walked once here, not on every call (the model is not rewired later)

@@ -30,6 +30,13 @@ class Evaluation:
 
     def __init__(self, model: SpikingNetwork, data: Dataset, max_timesteps: int, *, batch_size: int = 500,
                  device: str = "cpu", progress: bool = False):
+        from .schema import bounded, memory_check
+
+        bounded("timesteps", max_timesteps, "max_timesteps")
+        k = model.body[-1].out_features if isinstance(getattr(model, "body", None), torch.nn.Sequential) and \
+            isinstance(model.body[-1], torch.nn.Linear) else 10
+        memory_check(4.0 * len(data) * max_timesteps * k * 3, f"evaluating {len(data)} samples x {max_timesteps} "
+                     f"timesteps x {k} classes", "evaluate fewer samples (--limit) or fewer timesteps")
         # one inference model (BN folded) for the full-T pass and the runner, so both see the same arithmetic
         self.model = inference_model(model.to(device))
         self.data, self.max_timesteps = data, max_timesteps

@@ -201,7 +201,10 @@ def for_compiler(model: nn.Module) -> nn.Module:
 def inference_model(model: nn.Module) -> nn.Module:
     """The copy of ``model`` that the runner, evaluation and bench run: BN folded (:func:`fold_batchnorm`),
     convolutions as :class:`PackedConv2d` (when oneDNN is there), 2x2 average pools as :class:`FastAvgPool2d`,
-    neuron thresholds read once (``SpikingNeuron.freeze``). Always a copy: ``model`` itself is left as it is."""
+    neuron thresholds read once (``SpikingNeuron.freeze``). Always a copy: ``model`` itself is left as it is.
+    A model with ``foldable = False`` (another framework's network, ``seenn.interop``) is copied as it is."""
+    if not getattr(model, "foldable", True):
+        return copy.deepcopy(model).eval()
     folded = fold_batchnorm(model)
     if folded is model:
         folded = copy.deepcopy(model).eval()

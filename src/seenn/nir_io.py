@@ -188,7 +188,12 @@ def _ordered_chain(graph) -> list[str]:
 
 
 def _uniform(name: str, what: str, arr) -> float:
-    a = np.asarray(arr, dtype=np.float64)
+    try:
+        a = np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"node {name!r}: {what} must be numbers, got {arr!r:.40}") from None
+    if not np.isfinite(a).all():
+        raise ConfigError(f"node {name!r}: {what} holds NaN or Inf")
     if a.size == 0 or not np.allclose(a, a.flat[0]):
         raise ConfigError(f"node {name!r}: {what} differs between neurons; seenn needs one value per layer")
     return float(a.flat[0])
@@ -210,13 +215,13 @@ def from_nir(graph, dt: float = 1.0):
         if kind == "Output":
             continue
         if kind == "Conv2d":
-            w = np.asarray(node.weight, np.float32)
+            w = np.array(node.weight, np.float32)  # a copy: gains fold into it, the caller's graph stays as it was
             if w.ndim != 4:
                 raise ConfigError(f"node {key!r}: only 2-D convolutions are supported")
             pad = node.padding
             if isinstance(pad, str):
                 raise ConfigError(f"node {key!r}: string padding {pad!r} is not supported")
-            bias = None if node.bias is None or np.ndim(node.bias) == 0 else np.asarray(node.bias, np.float32)
+            bias = None if node.bias is None or np.ndim(node.bias) == 0 else np.array(node.bias, np.float32)
             specs.append({"type": "conv2d", "in_channels": int(w.shape[1] * int(node.groups)),
                           "out_channels": int(w.shape[0]), "kernel_size": list(w.shape[2:]),
                           "stride": list(_pair(node.stride)), "padding": list(_pair(pad)),
@@ -224,8 +229,10 @@ def from_nir(graph, dt: float = 1.0):
             tensors.append({"weight": w, **({"bias": bias} if bias is not None else {})})
             last_syn = len(specs) - 1
         elif kind in ("Affine", "Linear"):
-            w = np.asarray(node.weight, np.float32)
-            bias = np.asarray(node.bias, np.float32) if kind == "Affine" else None
+            w = np.array(node.weight, np.float32)
+            if w.ndim != 2:
+                raise ConfigError(f"node {key!r}: an {kind} weight must be a matrix, got shape {w.shape}")
+            bias = np.array(node.bias, np.float32) if kind == "Affine" else None
             specs.append({"type": "linear", "in_features": int(w.shape[1]), "out_features": int(w.shape[0]),
                           "bias": bias is not None})
             tensors.append({"weight": w, **({"bias": bias} if bias is not None else {})})
@@ -233,6 +240,8 @@ def from_nir(graph, dt: float = 1.0):
         elif kind in ("LIF", "IF"):
             if kind == "LIF":
                 tau = _uniform(key, "tau", node.tau)
+                if not tau > 0:
+                    raise ConfigError(f"node {key!r}: tau must be > 0, got {tau}")
                 if _uniform(key, "v_leak", node.v_leak) != 0.0:
                     raise ConfigError(f"node {key!r}: a nonzero v_leak is not supported")
                 decay, gain = 1.0 - dt / tau, dt * _uniform(key, "r", node.r) / tau
@@ -270,34 +279,48 @@ def from_nir(graph, dt: float = 1.0):
     return specs, tensors, in_shape, out_features
 
 
+DEFAULT_IMPORT_TIMESTEPS = 4  # when neither --timesteps nor the graph's metadata says
+
+
 def import_nir(path: Path, *, dataset: str, max_timesteps: int | None = None, dt: float = 1.0):
     """A seenn model and run config from a NIR file."""
     graph = read_nir(path)
     specs, tensors, (c, h, w), classes = from_nir(graph, dt)
     if h != w:
         raise ConfigError(f"only square images are supported, got {h}x{w}")
-    meta = graph.metadata or {}
-    t = int(max_timesteps or meta.get("max_timesteps", 4))
-    if t < 1:
-        raise ConfigError(f"--timesteps must be >= 1, got {t}")
+    from .schema import bounded, nir_metadata
+
+    meta = nir_metadata(graph.metadata, str(path))
+    for spec, tens in zip(specs, tensors):
+        for k, v in tens.items():
+            if not np.isfinite(v).all():
+                raise ConfigError(f"{path}: the {spec['type']} layer's {k} holds NaN or Inf")
+    t = max_timesteps if max_timesteps is not None else meta.get("max_timesteps")
+    t_source = "--timesteps" if max_timesteps is not None else "metadata" if t is not None else "default"
+    t = DEFAULT_IMPORT_TIMESTEPS if t is None else bounded("timesteps", t, "--timesteps")
     model_cfg = {"name": "sequential", "in_channels": c, "image_size": h, "num_classes": classes, "width": 1.0,
                  "surrogate": "tanh", "layers": specs}
+    config = {"seenn_version": __version__, "dataset": dataset, "max_timesteps": t, "model": model_cfg,
+              "imported_from": {"file": Path(path).name, "dt": dt, "max_timesteps_from": t_source,
+                                "source": str(meta.get("source", "unknown"))}}
+    exit_meta = meta.get("exit")
+    if exit_meta:
+        try:
+            rule = json.loads(exit_meta)
+            if rule.get("rule") in ("confidence", "entropy") and rule.get("threshold") is not None:
+                config["exit"] = {rule["rule"]: {"threshold": rule["threshold"],
+                                                 "temperature": rule.get("temperature", 1.0)}}
+        except (ValueError, AttributeError, RecursionError):
+            pass
+    from .checkpoint import check_model_size
+    from .schema import check_config
+
+    check_config(config, f"{path} (its metadata and layers)")
+    check_model_size("sequential", in_channels=c, image_size=h, num_classes=classes, layers=specs)
     model = SequentialSNN(layers=specs, in_channels=c, image_size=h, num_classes=classes)
     mods = list(model.stem) + list(model.body)
     with torch.no_grad():
         for mod, tens in zip(mods, tensors):
             for k, v in tens.items():
                 getattr(mod, k).copy_(torch.from_numpy(np.ascontiguousarray(v)))
-    config = {"seenn_version": __version__, "dataset": dataset, "max_timesteps": t, "model": model_cfg,
-              "imported_from": {"file": Path(path).name, "dt": dt,
-                                "source": str(meta.get("source", "unknown"))}}
-    exit_meta = meta.get("exit")
-    if isinstance(exit_meta, str) and exit_meta:
-        try:
-            rule = json.loads(exit_meta)
-            if rule.get("rule") in ("confidence", "entropy") and rule.get("threshold") is not None:
-                config["exit"] = {rule["rule"]: {"threshold": rule["threshold"],
-                                                 "temperature": rule.get("temperature", 1.0)}}
-        except (ValueError, AttributeError):
-            pass
     return model.eval(), config

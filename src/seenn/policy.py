@@ -311,8 +311,11 @@ def save_policy(out_dir: Path, net: nn.Module, info: dict) -> None:
     write_json(out_dir / POLICY_CONFIG, info)
 
 
-def load_policy(path: str | Path, max_timesteps: int | None = None) -> ExitRule:
+def load_policy(path: str | Path, max_timesteps: int | None = None, run_config: dict | None = None) -> ExitRule:
+    """A policy folder (or a shipped policy's name) as an exit rule. With ``run_config`` (the run it will serve)
+    a policy made for another dataset, image shape or class count is refused."""
     from .checkpoint import PRETRAINED_DIR
+    from .schema import check_policy
 
     p = Path(path)
     if not p.is_dir():
@@ -320,7 +323,19 @@ def load_policy(path: str | Path, max_timesteps: int | None = None) -> ExitRule:
         if not shipped:
             raise CheckpointError(f"{path} is neither a policy folder nor a shipped policy")
         p = shipped[0]
-    info = read_json(p / POLICY_CONFIG)
+    info = check_policy(read_json(p / POLICY_CONFIG), str(p / POLICY_CONFIG))
+    if run_config is not None:
+        m = run_config["model"]
+        made_for = f"made for {info.get('run') or 'another run'}"
+        if info.get("dataset") and info["dataset"] != run_config["dataset"]:
+            raise ConfigError(f"the policy {path} was {made_for} on {info['dataset']}; this run is on "
+                              f"{run_config['dataset']}")
+        if info["kind"] == "policy" and info["in_channels"] != m["in_channels"]:
+            raise ConfigError(f"the policy {path} takes {info['in_channels']}-channel images; this run's have "
+                              f"{m['in_channels']}")
+        if info["kind"] == "learned" and info.get("num_classes") not in (None, m["num_classes"]):
+            raise ConfigError(f"the policy {path} reads {info['num_classes']} classes; this run has "
+                              f"{m['num_classes']}")
     try:
         state = load_file(str(p / POLICY_WEIGHTS))
     except (SafetensorError, OSError, ValueError) as e:
