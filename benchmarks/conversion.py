@@ -122,10 +122,11 @@ def render(name, cfg, ann_cfg, ann_acc, tables, chosen, calibrated, full_seconds
     t_max = cfg["max_timesteps"]
     tr = ann_cfg["training"]
     title = {"cifar10": "CIFAR-10", "fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}.get(cfg["dataset"], cfg["dataset"])
-    lines = [f"## ANN-to-SNN conversion (QCFS) with early exit on {title}" + ("" if cfg["dataset"] == "cifar10"
+    shipped_vgg = name == "cifar10-vgg-w05-qcfs4-t64"  # the first converted run: its section keeps its title
+    lines = [f"## ANN-to-SNN conversion (QCFS) with early exit on {title}" + ("" if shipped_vgg
                                                                               else f" (`{name}`)"), "",
              f"{today()}, `{command}`, {machine()}.", "",
-             f"`{name}`: a {tr['model']} (width {tr['width']}) ANN with QCFS activations (L = {tr['quant_levels']}), "
+             f"`{name}`: a {tr['model']} (width {tr['width']}, {cfg['model']['name']} SNN) ANN with QCFS activations (L = {tr['quant_levels']}), "
              f"trained {tr['epochs']} epochs, converted by `seenn convert` (IF neurons, reset by subtraction, "
              f"v0 = theta/2, thresholds {', '.join(f'{t:.3g}' for t in cfg['converted_from']['thresholds'])}), "
              f"max T = {t_max}. 'SNN at T' sums the first T steps' outputs. SEENN-I rows are computed from the "

@@ -7,7 +7,7 @@ from conftest import needs_dataset, real_data_dir
 from torch import nn
 
 from seenn.checkpoint import pretrained_runs
-from seenn.convert import ConversionError, convert, convert_run, layer_chain
+from seenn.convert import ConversionError, convert, convert_run
 from seenn.neuron import IF
 from seenn.qcfs import QCFS
 
@@ -105,15 +105,15 @@ def test_refusals_name_the_layer():
         def forward(self, x):
             return self.c(x) + x
 
-    with pytest.raises(ConversionError, match="not a plain chain"):
-        layer_chain(Residual())
+    with pytest.raises(ConversionError, match="no ReLU or QCFS"):  # residual sums convert; this has no neuron
+        convert(Residual(), input_shape=(1, 4, 4))
 
     class MaxF(nn.Module):
         def forward(self, x):
             return F.max_pool2d(x, 2)
 
-    with pytest.raises(ConversionError, match="max_pool2d"):
-        layer_chain(MaxF())
+    with pytest.raises(ConversionError, match="max_pool2d.*AvgPool2d.*replace_maxpool"):
+        convert(MaxF(), input_shape=(1, 4, 4))
 
 
 @needs_dataset("mnist")

@@ -1,258 +1,480 @@
-"""ANN-to-SNN conversion: a chain of Conv2d / Linear / BatchNorm / ReLU or QCFS / AvgPool2d / Flatten layers becomes
-a ``sequential`` SNN of integrate-and-fire neurons.
+"""ANN-to-SNN conversion: a network of Conv2d / Linear / BatchNorm / ReLU, ReLU6 or QCFS / AvgPool2d /
+AdaptiveAvgPool2d / Flatten layers, wired as a chain or with residual additions (ResNet basic and bottleneck blocks,
+with or without projection shortcuts), becomes an SNN of integrate-and-fire neurons.
 
-- Batch norm is folded into the preceding convolution or linear layer (exact in eval mode).
+The ANN is traced with ``torch.fx`` (seenn's own networks, ``nn.Sequential``, torchvision-style ResNets and any
+module whose forward has no data-dependent control flow), then:
+
+- Every batch norm is folded into the convolution or linear layer before it (exact in eval mode), also inside
+  shortcuts; a BN that follows anything else is refused. Dropout and Identity vanish (identities at inference).
 - Each activation becomes an IF neuron reset by subtraction with threshold ``theta`` and initial membrane
   ``theta / 2``: ``theta`` is the QCFS clip value ``lam`` (a clip value trained below zero computes
-  ``-qcfs_|lam|(-x)``: the neuron then reads the negated input and passes ``-|lam|`` on), or for a plain ReLU a high percentile of its activations
-  on calibration data (robust normalisation, Rueckauer et al. 2017).
-- Spikes stay binary; each neuron's ``theta`` multiplies the weights of the next convolution or linear layer (so
-  the SNN's rate ``theta * spikes / t`` reproduces the ANN's activation), average pooling and flatten pass through.
-- The stem (everything before the first neuron) is computed once per input, as for every seenn network.
-
-Max pooling has no spiking counterpart here and is refused, as is anything that is not a plain chain.
+  ``-qcfs_|lam|(-x)``: the neuron then reads the negated input and passes ``-|lam|`` on), a ReLU6 / ``clamp(x, 0, c)``
+  / ``hardtanh(x, 0, c)``'s clip ``c`` (exactly what an IF neuron saturates at), or for a plain ReLU a high
+  percentile of its activations on calibration data (robust normalisation, Rueckauer et al. 2017).
+- Spikes stay binary. A neuron's output stands for ``theta * spikes``: that amplitude multiplies the weights of the
+  next convolution or linear layer, passes through pooling and flatten, and where spikes enter a residual sum
+  unweighted (an identity shortcut) a constant gain layer (``scale``) carries it. The residual sum feeds the next
+  IF neuron as one input current.
+- ``AdaptiveAvgPool2d`` becomes the average pool it is at the traced input size; ``torch.flatten(x, 1)``,
+  ``x.flatten(1)``, ``x.view(x.size(0), -1)`` and ``x.reshape(x.size(0), -1)`` become a flatten.
+- Max pooling is refused: a rate-coded spiking layer has no exact max of rates. Train with average pooling, or
+  replace each max pool by the average pool of the same window (:func:`replace_maxpool`) and fine-tune the ANN a
+  few epochs before converting.
+- The result is a ``sequential`` network when the ANN is a chain and a ``graph`` network otherwise; the stem (the
+  chain before the first neuron) is computed once per input, as for every seenn network.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
 from .fold import fold_bn
-from .models.sequential import SequentialSNN
 from .qcfs import QCFS
 
-ACTIVATIONS = (nn.ReLU, QCFS)
-SUPPORTED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, QCFS, nn.AvgPool2d, nn.Flatten,
-             nn.Dropout, nn.Identity)
-SUPPORTED_NAMES = "Conv2d, Linear, BatchNorm1d/2d, ReLU, QCFS, AvgPool2d, Flatten, Dropout"
+SUPPORTED_NAMES = ("Conv2d, Linear, BatchNorm1d/2d, ReLU, ReLU6, QCFS, AvgPool2d, AdaptiveAvgPool2d, Flatten, "
+                   "Dropout, Identity and residual additions")
+_MAXPOOL_HINT = ("a rate-coded spiking layer has no exact max of rates; train the ANN with AvgPool2d instead, or "
+                 "replace it by the average pool of the same window (seenn.convert.replace_maxpool) and fine-tune "
+                 "the ANN for a few epochs before converting")
 
 
 class ConversionError(ConfigError):
     """The ANN has a layer or a structure that does not convert."""
 
 
-def _refuse(layer: nn.Module, where: str) -> None:
-    if isinstance(layer, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
-        raise ConversionError(f"{type(layer).__name__} at {where} cannot be converted: a spiking layer has no max of "
-                              "rates; train the ANN with AvgPool2d instead")
-    if not isinstance(layer, SUPPORTED):
-        raise ConversionError(f"unsupported layer {type(layer).__name__} at {where}; conversion handles "
-                              f"{SUPPORTED_NAMES}")
+def replace_maxpool(ann: nn.Module) -> nn.Module:
+    """Replace every ``MaxPool2d`` of ``ann`` in place by the ``AvgPool2d`` of the same window, stride and padding
+    (the documented way to make a max-pooling ANN convertible; fine-tune it afterwards, as its function changed).
+    Returns ``ann``."""
+    for name, child in ann.named_children():
+        if isinstance(child, nn.MaxPool2d):
+            if child.dilation not in (1, (1, 1)):
+                raise ConversionError(f"MaxPool2d at {name} is dilated: no average pool has the same window")
+            if child.ceil_mode:
+                raise ConversionError(f"MaxPool2d at {name} uses ceil_mode, which no convertible pool has")
+            # zeros in the padding count: a linear pool, as the converted network needs
+            setattr(ann, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding))
+        else:
+            replace_maxpool(child)
+    return ann
 
 
-def layer_chain(ann: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The ANN's layers in execution order, checked to form a plain chain. A seenn network (``stem`` + ``body``)
-    and ``nn.Sequential`` are read directly; any other module is traced with ``torch.fx``."""
-    if isinstance(getattr(ann, "stem", None), nn.Sequential) and isinstance(getattr(ann, "body", None), nn.Sequential):
-        layers = [(f"stem.{n}", m) for n, m in ann.stem.named_children()]
-        layers += [(f"body.{n}", m) for n, m in ann.body.named_children()]
-    elif isinstance(ann, nn.Sequential):
-        layers = []
-        for name, m in ann.named_children():
-            layers += [(f"{name}.{n}", c) for n, c in layer_chain(m)] if isinstance(m, nn.Sequential) else [(name, m)]
-    else:
-        layers = _trace(ann)
-    for name, m in layers:
-        _refuse(m, name)
-    return layers
+# ------------------------------------------------------------------------------------------- reading the ANN
 
 
-def _trace(ann: nn.Module) -> list[tuple[str, nn.Module]]:
+class _SeennANN(nn.Module):
+    """A seenn network's ANN pass (``stem`` then ``body``) as a module to trace."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.stem, self.body = net.stem, net.body
+
+    def forward(self, x):
+        return self.body(self.stem(x))
+
+
+def _tracer():
     import torch.fx as fx
 
+    from .fold import FastAvgPool2d
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m, qualname):
+            return isinstance(m, (QCFS, FastAvgPool2d)) or super().is_leaf_module(m, qualname)
+
+    return Tracer()
+
+
+def _op_name(node) -> str:
+    t = node.target
+    return t if isinstance(t, str) else getattr(t, "__name__", str(t))
+
+
+_ADDS = {operator.add, operator.iadd, torch.add}
+_RELUS = {F.relu, torch.relu, torch.relu_}
+_IDENTITY_CALLS = {F.dropout, F.dropout2d, torch.dropout}
+
+
+def read_graph(ann: nn.Module, input_shape) -> list[dict]:
+    """The ANN as a list of operations in execution order, each ``{"name", "kind", "inputs", "shape", ...}``
+    (``inputs``: indices of earlier operations, -1 the input; ``shape``: the output shape for one sample).
+    Kinds: conv, linear, bn, act (with ``act``: "relu", "clip" and ``clip``, or "qcfs"), avgpool, flatten, add.
+    Anything else is refused with the layer's name."""
+    import torch.fx as fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    root = _SeennANN(ann) if isinstance(getattr(ann, "stem", None), nn.Module) and \
+        isinstance(getattr(ann, "body", None), nn.Module) else ann
     try:
-        graph = fx.symbolic_trace(ann).graph
-    except Exception as e:  # tracing fails on data-dependent control flow: not a plain chain
-        raise ConversionError(f"cannot read {type(ann).__name__} as a chain of layers ({type(e).__name__}: {e}); "
-                              "pass an nn.Sequential") from None
-    modules = dict(ann.named_modules())
-
-    def is_size(n) -> bool:  # x.size(0) feeding x.view(x.size(0), -1)
-        return n.op == "call_method" and n.target == "size"
-
-    layers, prev = [], None
-    for node in graph.nodes:
+        graph = _tracer().trace(root)
+        gm = fx.GraphModule(root, graph)
+    except Exception as e:  # data-dependent control flow and the like
+        raise ConversionError(f"cannot trace {type(ann).__name__} with torch.fx ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); write its forward without "
+                              "data-dependent control flow") from None
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(torch.zeros(1, *input_shape))
+    except Exception as e:
+        raise ConversionError(f"{type(ann).__name__} does not run on inputs of shape {tuple(input_shape)} "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    modules = dict(gm.named_modules())
+    ops: list[dict] = []
+    value: dict = {}
+    SIZE = object()
+    out_index = None
+    for node in gm.graph.nodes:
         if node.op == "placeholder":
-            if prev is not None:
+            if value:
                 raise ConversionError(f"{type(ann).__name__}.forward takes more than one input")
-            prev = node
+            value[node] = -1
             continue
-        if is_size(node):
-            continue
-        inputs = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node) and not is_size(a)]
         if node.op == "output":
-            if inputs != [prev]:
-                raise ConversionError(f"{type(ann).__name__} does not return its last layer's output")
+            out = node.args[0]
+            if not isinstance(out, fx.Node) or value.get(out, SIZE) is SIZE:
+                raise ConversionError(f"{type(ann).__name__} must return one tensor of logits")
+            out_index = value[out]
             break
-        users = [u for u in prev.users if not is_size(u)]
-        if inputs != [prev] or users != [node]:
-            raise ConversionError(f"{type(ann).__name__} is not a plain chain of layers at {node.name!r} "
-                                  "(branches or residual connections do not convert)")
-        name = getattr(node.target, "__name__", node.target)
-        if node.op == "call_module":
-            m = modules[node.target]
-            _refuse(m, node.target)
-            layers.append((node.target, m))
-        elif _flattens(node, is_size):
-            layers.append((node.name, nn.Flatten()))
-        elif name == "relu":
-            layers.append((node.name, nn.ReLU()))
-        elif name in ("max_pool2d", "adaptive_max_pool2d"):
-            raise ConversionError(f"{name} at {node.name!r} cannot be converted: a spiking layer has no max of "
-                                  "rates; train the ANN with AvgPool2d instead")
-        else:
-            raise ConversionError(f"unsupported operation {name!r} at {node.name!r}; conversion handles "
-                                  f"{SUPPORTED_NAMES}")
-        prev = node
-    return layers
+        if node.op == "get_attr":
+            raise ConversionError(f"{node.target!r} reads a tensor attribute directly; only layers convert")
+        name = _op_name(node)
+        if node.op == "call_method" and name in ("size", "dim"):
+            value[node] = SIZE
+            continue
+        tensor_args = [a for a in node.args if isinstance(a, fx.Node) and value.get(a) is not SIZE]
+        ins = [value[a] for a in tensor_args]
+        where = node.target if node.op == "call_module" else node.name
+        meta = node.meta.get("tensor_meta")
+        shape = tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else None
+        op = _classify(node, modules, name, where, shape, tensor_args, value, SIZE)
+        if op is None:  # an identity
+            value[node] = ins[0]
+            continue
+        if op["kind"] != "add" and len(ins) != 1:
+            raise ConversionError(f"{where!r} takes {len(ins)} tensor inputs; only additions take several")
+        op.update(name=str(where), inputs=ins, shape=shape)
+        ops.append(op)
+        value[node] = len(ops) - 1
+    if out_index is None or out_index < 0:
+        raise ConversionError(f"{type(ann).__name__} returns its input unchanged")
+    if out_index != len(ops) - 1:
+        raise ConversionError(f"{type(ann).__name__} computes layers after its output")
+    return ops
 
 
-def _flattens(node, is_size) -> bool:
+def _classify(node, modules, name, where, shape, tensor_args, value, SIZE):
+    if node.op == "call_module":
+        m = modules[node.target]
+        if isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool1d)):
+            raise ConversionError(f"{type(m).__name__} at {where} cannot be converted: {_MAXPOOL_HINT}")
+        if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Identity)):
+            return None
+        if isinstance(m, nn.Conv2d):
+            if m.padding_mode != "zeros" or isinstance(m.padding, str):
+                raise ConversionError(f"Conv2d at {where}: only zero-padded convolutions with numeric padding "
+                                      "convert")
+            return {"kind": "conv", "module": m}
+        if isinstance(m, nn.Linear):
+            return {"kind": "linear", "module": m}
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return {"kind": "bn", "module": m}
+        if isinstance(m, QCFS):
+            return {"kind": "act", "act": "qcfs", "clip": m.threshold.item()}
+        if isinstance(m, nn.ReLU):
+            return {"kind": "act", "act": "relu"}
+        if isinstance(m, nn.ReLU6):
+            return {"kind": "act", "act": "clip", "clip": 6.0}
+        if isinstance(m, nn.Hardtanh) and m.min_val == 0 and m.max_val > 0:
+            return {"kind": "act", "act": "clip", "clip": float(m.max_val)}
+        if isinstance(m, nn.AvgPool2d):
+            if m.ceil_mode or m.divisor_override or (m.padding not in (0, (0, 0)) and not m.count_include_pad):
+                raise ConversionError(f"AvgPool2d at {where} with ceil_mode, divisor_override or "
+                                      "count_include_pad=False does not convert")
+            return _avgpool(m.kernel_size, m.stride or m.kernel_size, m.padding)
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            return _adaptive(where, m.output_size, tensor_args[0])
+        if isinstance(m, nn.Flatten):
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise ConversionError(f"Flatten at {where}: only Flatten(start_dim=1) converts")
+            return {"kind": "flatten"}
+        raise ConversionError(f"unsupported layer {type(m).__name__} at {where}; conversion handles {SUPPORTED_NAMES}")
+    fn = node.target
+    consts = [a for a in node.args[1:] if not hasattr(a, "op")]
+    if name in ("max_pool2d", "adaptive_max_pool2d", "max_pool2d_with_indices", "max_pool1d"):
+        raise ConversionError(f"{name} at {where!r} cannot be converted: {_MAXPOOL_HINT}")
+    if fn in _ADDS or (node.op == "call_method" and name in ("add", "add_", "__add__", "__iadd__")):
+        tensors = [a for a in node.args if hasattr(a, "op") and value.get(a) is not SIZE]
+        if len(tensors) != 2 or node.kwargs.get("alpha", 1) != 1:
+            raise ConversionError(f"{name} at {where!r} adds a constant: only sums of two layers' outputs convert")
+        return {"kind": "add"}
+    if fn in _RELUS or (node.op == "call_method" and name in ("relu", "relu_")):
+        return {"kind": "act", "act": "relu"}
+    if fn is F.relu6:
+        return {"kind": "act", "act": "clip", "clip": 6.0}
+    if fn in (torch.clamp, torch.clip, F.hardtanh) or (node.op == "call_method" and name in ("clamp", "clip",
+                                                                                             "clamp_")):
+        lo = node.kwargs.get("min", node.kwargs.get("min_val", consts[0] if consts else None))
+        hi = node.kwargs.get("max", node.kwargs.get("max_val", consts[1] if len(consts) > 1 else None))
+        if fn is F.hardtanh and lo is None:
+            lo, hi = -1.0, 1.0 if hi is None else hi
+        if lo == 0 and hi is not None and hi > 0:
+            return {"kind": "act", "act": "clip", "clip": float(hi)}
+        if lo == 0 and hi is None:
+            return {"kind": "act", "act": "relu"}
+        raise ConversionError(f"{name} at {where!r} clamps to [{lo}, {hi}]: only clamp(x, 0, c) maps onto a neuron")
+    if fn in _IDENTITY_CALLS or (node.op == "call_method" and name in ("contiguous",)):
+        return None
+    if _flattens(node, value, SIZE):
+        return {"kind": "flatten"}
+    if fn is F.adaptive_avg_pool2d:
+        return _adaptive(where, node.args[1] if len(node.args) > 1 else node.kwargs["output_size"], tensor_args[0])
+    if fn is F.avg_pool2d:
+        a = list(node.args[1:]) + [None] * 3
+        k = node.kwargs.get("kernel_size", a[0])
+        st = node.kwargs.get("stride", a[1]) or k
+        pad = node.kwargs.get("padding", a[2] if a[2] is not None else 0)
+        return _avgpool(k, st, pad)
+    raise ConversionError(f"unsupported operation {name!r} at {where!r}; conversion handles {SUPPORTED_NAMES}")
+
+
+def _pair(v):
+    return list(v) if isinstance(v, (tuple, list)) else [int(v), int(v)]
+
+
+def _avgpool(kernel, stride, padding) -> dict:
+    return {"kind": "avgpool", "kernel_size": _pair(kernel), "stride": _pair(stride), "padding": _pair(padding)}
+
+
+def _adaptive(where, output_size, arg) -> dict:
+    meta = arg.meta.get("tensor_meta")
+    h, w = meta.shape[-2:]
+    oh, ow = _pair(output_size)
+    oh, ow = oh or h, ow or w
+    if h % oh or w % ow:
+        raise ConversionError(f"AdaptiveAvgPool2d at {where}: {h}x{w} maps to {oh}x{ow} with unequal windows; "
+                              "only output sizes that divide the input convert")
+    return _avgpool((h // oh, w // ow), (h // oh, w // ow), 0)
+
+
+def _flattens(node, value, SIZE) -> bool:
     """``torch.flatten(x, 1)``, ``x.flatten(1)``, ``x.view(x.size(0), -1)``, ``x.reshape(-1, n)``."""
-    name = getattr(node.target, "__name__", node.target)
+    name = _op_name(node)
     if name == "flatten":
         start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
         end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
         return start == 1 and end == -1
     if name in ("view", "reshape") and node.op == "call_method":
         shape = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
-        batch_dim = shape[0] == -1 or (hasattr(shape[0], "op") and is_size(shape[0]))
-        return len(shape) == 2 and batch_dim and (shape[0] == -1 or shape[1] == -1)
+        if len(shape) != 2:
+            return False
+        batch_dim = shape[0] == -1 or (hasattr(shape[0], "op") and value.get(shape[0]) is SIZE)
+        return batch_dim and (shape[0] == -1 or shape[1] == -1)
     return False
 
 
-def _fold(layers: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
-    """Fold every BN into the conv / linear before it; drop dropout and identities."""
-    out: list[tuple[str, nn.Module]] = []
-    for name, m in layers:
-        if isinstance(m, (nn.Dropout, nn.Identity)):
+# ------------------------------------------------------------------------------------------- converting
+
+
+def _users(ops) -> list[list[int]]:
+    users = [[] for _ in ops]
+    for i, op in enumerate(ops):
+        for j in op["inputs"]:
+            if j >= 0:
+                users[j].append(i)
+    return users
+
+
+def _fold_bns(ops: list[dict]) -> list[dict]:
+    """Every BN folded into the conv / linear it reads (which nothing else may read); the BN becomes an alias."""
+    users = _users(ops)
+    alias = {}
+    for i, op in enumerate(ops):
+        op["inputs"] = [alias.get(j, j) for j in op["inputs"]]
+        if op["kind"] != "bn":
             continue
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            if not out or not isinstance(out[-1][1], (nn.Conv2d, nn.Linear)):
-                raise ConversionError(f"{type(m).__name__} at {name} does not follow a Conv2d or Linear, so it "
-                                      "cannot be folded")
-            pname, prev = out[-1]
-            out[-1] = (pname, fold_bn(prev, m))
-            continue
-        out.append((name, m))
+        src = op["inputs"][0]
+        prev = ops[src] if src >= 0 else None
+        if prev is None or prev["kind"] not in ("conv", "linear") or len(users[src]) != 1:
+            raise ConversionError(f"{type(op['module']).__name__} at {op['name']} does not follow a Conv2d or "
+                                  "Linear that it alone reads, so it cannot be folded")
+        prev["module"] = fold_bn(prev["module"], op["module"])
+        alias[i] = src
+    keep = [i for i, op in enumerate(ops) if op["kind"] != "bn"]
+    index = {old: new for new, old in enumerate(keep)}
+    out = []
+    for i in keep:
+        op = dict(ops[i])
+        op["inputs"] = [index[alias.get(j, j)] if j >= 0 else -1 for j in op["inputs"]]
+        out.append(op)
     return out
 
 
 @torch.no_grad()
-def _relu_thresholds(layers, calibration: torch.Tensor, percentile: float) -> dict[int, float]:
-    """For each ReLU (by position): the ``percentile`` of its positive activations on ``calibration``."""
-    out, x = {}, calibration
-    for i, (_, m) in enumerate(layers):
-        x = m(x)
-        if isinstance(m, nn.ReLU):
-            pos = x[x > 0].float()
-            if pos.numel() == 0:
-                raise ConversionError(f"the ReLU at position {i} never fires on the calibration data")
-            if pos.numel() > 2 ** 24:  # torch.quantile's limit: a random subsample
-                pos = pos[torch.randperm(pos.numel())[:2 ** 24]]
-            out[i] = torch.quantile(pos, percentile / 100.0).item()
+def _relu_thresholds(ann, ops_names: set, calibration, percentile: float, input_shape) -> dict[str, float]:
+    """For each ReLU (by operation name): the ``percentile`` of its positive activations on ``calibration``."""
+    import torch.fx as fx
+
+    root = _SeennANN(ann) if isinstance(getattr(ann, "stem", None), nn.Module) else ann
+    gm = fx.GraphModule(root, _tracer().trace(root))
+    seen: dict[str, list] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            where = str(n.target) if n.op == "call_module" else n.name
+            if where in ops_names:
+                seen.setdefault(where, []).append(out.detach())
+            return out
+
+    if calibration.dim() != 4 or tuple(calibration.shape[1:]) != tuple(input_shape):
+        raise ConversionError(f"calibration inputs must be [N, {', '.join(map(str, input_shape))}], got "
+                              f"{list(calibration.shape)}")
+    Recorder(gm).run(calibration.float())
+    out = {}
+    for where in ops_names:
+        x = torch.cat([t.reshape(-1) for t in seen.get(where, [])]) if seen.get(where) else torch.zeros(0)
+        pos = x[x > 0].float()
+        if pos.numel() == 0:
+            raise ConversionError(f"the ReLU at {where} never fires on the calibration data")
+        if pos.numel() > 2 ** 24:  # torch.quantile's limit: a random subsample
+            pos = pos[torch.randperm(pos.numel(), generator=torch.Generator().manual_seed(0))[:2 ** 24]]
+        out[where] = torch.quantile(pos, percentile / 100.0).item()
     return out
 
 
-def _spec(m: nn.Module) -> dict:
-    if isinstance(m, nn.Conv2d):
-        if m.padding_mode != "zeros" or isinstance(m.padding, str):
-            raise ConversionError("only zero-padded convolutions with numeric padding convert")
-        return {"type": "conv2d", "in_channels": m.in_channels, "out_channels": m.out_channels,
-                "kernel_size": list(m.kernel_size), "stride": list(m.stride), "padding": list(m.padding),
-                "dilation": list(m.dilation), "groups": m.groups, "bias": m.bias is not None}
-    if isinstance(m, nn.Linear):
-        return {"type": "linear", "in_features": m.in_features, "out_features": m.out_features,
-                "bias": m.bias is not None}
-    if isinstance(m, nn.AvgPool2d):
-        pair = (lambda v: list(v) if isinstance(v, tuple) else [v, v])
-        if m.ceil_mode or (m.padding not in (0, (0, 0)) and not m.count_include_pad) or m.divisor_override:
-            raise ConversionError("AvgPool2d with ceil_mode, divisor_override or count_include_pad=False does not "
-                                  "convert")
-        return {"type": "avgpool2d", "kernel_size": pair(m.kernel_size), "stride": pair(m.stride or m.kernel_size),
-                "padding": pair(m.padding)}
-    if isinstance(m, nn.Flatten):
-        if m.start_dim != 1 or m.end_dim != -1:
-            raise ConversionError("only Flatten(start_dim=1) converts")
-        return {"type": "flatten"}
-    raise ConversionError(f"unsupported layer {type(m).__name__}")  # pragma: no cover (filtered before)
-
-
 def convert(ann: nn.Module, *, input_shape: tuple[int, int, int], calibration: torch.Tensor | None = None,
-            percentile: float = 99.9) -> tuple[SequentialSNN, dict]:
-    """Convert ``ann`` (a chain, see the module docstring) into a ``sequential`` SNN.
+            percentile: float = 99.9):
+    """Convert ``ann`` (see the module docstring) into a seenn SNN of IF neurons.
 
     ``input_shape`` is ``(channels, height, width)`` with height == width. ``calibration`` (a batch of inputs) is
     needed when the ANN has plain ReLUs: their thresholds are the ``percentile`` of their activations on it.
-    Returns the SNN (eval mode) and its model config (the ``"model"`` entry of a run's ``config.json``)."""
+    Returns the SNN (eval mode; a ``sequential`` model for chains, a ``graph`` model for residual networks) and its
+    model config (the ``"model"`` entry of a run's ``config.json``)."""
+    from .checkpoint import check_model_size
+    from .models import build_model
+
     c, h, w = input_shape
     if h != w:
         raise ConversionError(f"seenn networks take square inputs, got {h}x{w}")
     if not 0 < percentile <= 100:
         raise ConversionError(f"percentile must be in (0, 100], got {percentile}")
-    ann = ann.eval()
-    layers = _fold(layer_chain(ann))
-    if not any(isinstance(m, ACTIVATIONS) for _, m in layers):
-        raise ConversionError("the ANN has no ReLU or QCFS activation: nothing to turn into spiking neurons")
-    if not isinstance(layers[-1][1], (nn.Linear, nn.Conv2d)):
-        raise ConversionError(f"the ANN must end in a Linear (or Conv2d) readout, not {type(layers[-1][1]).__name__}")
-    relus = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.ReLU)]
-    if relus and calibration is None:
-        raise ConversionError("the ANN uses ReLU: pass calibration inputs to set the neuron thresholds "
-                              "(or train it with QCFS: seenn train --ann)")
-    relu_theta = _relu_thresholds(layers, calibration, percentile) if relus else {}
-
-    last_weighted = None
-    specs, tensors, scale = [], {}, 1.0  # scale: the last neuron's threshold, owed to the next weighted layer
-    pending_act = False  # an activation needs a weighted layer before it
-    for i, (name, m) in enumerate(layers):
-        if isinstance(m, ACTIVATIONS):
-            if not pending_act:
-                raise ConversionError(f"the activation at {name} does not follow a Conv2d or Linear")
-            theta = m.threshold.item() if isinstance(m, QCFS) else relu_theta[i]
-            if theta == 0 or not math.isfinite(theta):
-                raise ConversionError(f"the activation at {name} has the threshold {theta}: it passes nothing")
-            if theta < 0:  # a clip value trained through zero: qcfs_lam(x) = -qcfs_|lam|(-x), so the neuron
-                # reads the negated input (the last weighted layer's sign flips) and the next layer gets -|lam|
-                for k in (f"{last_weighted}.weight", f"{last_weighted}.bias"):
-                    if k in tensors:
-                        tensors[k] = -tensors[k]
-            tensors[f"{len(specs)}.threshold"] = torch.tensor(abs(float(theta)))
-            specs.append({"type": "neuron", "decay": 1.0, "threshold": abs(float(theta)), "soft_reset": True,
-                          "v_init": 0.5})
-            scale, pending_act = theta, False
-            continue
-        spec = _spec(m)
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            last_weighted = len(specs)
-            tensors[f"{len(specs)}.weight"] = m.weight.detach() * scale
-            if m.bias is not None:
-                tensors[f"{len(specs)}.bias"] = m.bias.detach().clone()
-            scale, pending_act = 1.0, True
-        specs.append(spec)
-    model_cfg = {"name": "sequential", "in_channels": c, "image_size": h, "num_classes": _num_classes(layers),
+    was_training = ann.training
+    ann.eval()
+    try:
+        ops = _fold_bns(read_graph(ann, input_shape))
+        if not any(op["kind"] == "act" for op in ops):
+            raise ConversionError("the ANN has no ReLU or QCFS activation: nothing to turn into spiking neurons")
+        last = ops[-1]
+        if last["kind"] not in ("linear", "conv"):
+            raise ConversionError(f"the ANN must end in a Linear (or Conv2d) readout, not {last['kind']} at "
+                                  f"{last['name']}")
+        if last["shape"] is None or len(last["shape"]) != 1:
+            raise ConversionError(f"the ANN's output must be a vector of class logits per input, got shape "
+                                  f"{list(last['shape'] or [])} (add a flatten before the readout)")
+        relus = {op["name"] for op in ops if op["kind"] == "act" and op["act"] == "relu"}
+        if relus and calibration is None:
+            raise ConversionError("the ANN uses ReLU: pass calibration inputs to set the neuron thresholds "
+                                  "(or train it with QCFS: seenn train --ann)")
+        relu_theta = _relu_thresholds(ann, relus, calibration, percentile, input_shape) if relus else {}
+        specs, tensors = _snn_specs(ops, relu_theta)
+    finally:
+        ann.train(was_training)
+    chain = all("inputs" not in s for s in specs)
+    name = "sequential" if chain else "graph"
+    model_cfg = {"name": name, "in_channels": c, "image_size": h, "num_classes": int(last["shape"][0]),
                  "layers": specs}
-    snn = SequentialSNN(layers=specs, in_channels=c, image_size=h, num_classes=model_cfg["num_classes"])
-    first = next(i for i, s in enumerate(specs) if s["type"] == "neuron")
-    state = {}
-    for k, v in tensors.items():
-        idx, param = k.split(".")
-        idx = int(idx)
-        state[f"stem.{idx}.{param}" if idx < first else f"body.{idx - first}.{param}"] = v
-    missing = set(snn.state_dict()) - set(state)
-    if missing:  # pragma: no cover (the specs and tensors are built together)
-        raise ConversionError(f"internal: no weights for {sorted(missing)}")
-    snn.load_state_dict(state)
+    check_model_size(name, in_channels=c, image_size=h, num_classes=model_cfg["num_classes"], layers=specs)
+    snn = build_model(name, in_channels=c, image_size=h, num_classes=model_cfg["num_classes"], layers=specs)
+    mods = list(snn.stem) + (list(snn.body) if chain else list(snn.body.layers))
+    with torch.no_grad():
+        for i, tens in tensors.items():
+            for k, v in tens.items():
+                getattr(mods[i], k).copy_(v)
     return snn.eval(), model_cfg
 
 
-def _num_classes(layers) -> int:
-    last = layers[-1][1]
-    return last.out_features if isinstance(last, nn.Linear) else last.out_channels
+def _snn_specs(ops: list[dict], relu_theta: dict) -> tuple[list[dict], dict]:
+    """The SNN's layer specs and weights. ``amp[j]``: what one unit of spec j's output stands for (a neuron's
+    ``theta``; 1 for analog currents), folded into the next weighted layer or carried by a ``scale`` layer."""
+    specs: list[dict] = []
+    tensors: dict[int, dict] = {}
+    amp: list[float] = []
+    where: dict[int, int] = {-1: -1}  # op index -> spec index
+
+    def emit(spec: dict, inputs: list[int], a: float) -> int:
+        idx = len(specs)
+        if inputs != [idx - 1]:
+            spec["inputs"] = list(inputs)
+        specs.append(spec)
+        amp.append(a)
+        return idx
+
+    def amp_of(j: int) -> float:
+        return 1.0 if j == -1 else amp[j]
+
+    users = _users(ops)
+    for i, op in enumerate(ops):
+        ins = [where[j] for j in op["inputs"]]
+        kind = op["kind"]
+        if kind in ("conv", "linear"):
+            m, a = op["module"], amp_of(ins[0])
+            spec = _weighted_spec(m, op["name"])
+            t = {"weight": m.weight.detach() * a}
+            if m.bias is not None:
+                t["bias"] = m.bias.detach().clone()
+            where[i] = emit(spec, ins, 1.0)
+            tensors[where[i]] = t
+        elif kind == "act":
+            src = ins[0]
+            if amp_of(src) != 1.0 or src == -1 or specs[src]["type"] not in ("conv2d", "linear", "add"):
+                raise ConversionError(f"the activation at {op['name']} does not follow a Conv2d, Linear or residual "
+                                      "sum")
+            theta = relu_theta[op["name"]] if op["act"] == "relu" else op["clip"]
+            if theta == 0 or not math.isfinite(theta):
+                raise ConversionError(f"the activation at {op['name']} has the threshold {theta}: it passes nothing")
+            if theta < 0:  # a clip value trained through zero: qcfs_lam(x) = -qcfs_|lam|(-x): negated input
+                producer = [k for k, o in enumerate(ops) if where.get(k) == src]
+                if specs[src]["type"] != "add" and all(len(users[k]) == 1 for k in producer):
+                    for k in ("weight", "bias"):
+                        if k in tensors[src]:
+                            tensors[src][k] = -tensors[src][k]
+                else:
+                    src = emit({"type": "scale", "factor": -1.0}, [src], 1.0)
+            neuron = {"type": "neuron", "decay": 1.0, "threshold": abs(float(theta)), "soft_reset": True,
+                      "v_init": 0.5}
+            where[i] = emit(neuron, [src], float(theta))
+            tensors[where[i]] = {"threshold": torch.tensor(abs(float(theta)))}
+        elif kind == "avgpool":
+            spec = {"type": "avgpool2d", "kernel_size": op["kernel_size"], "stride": op["stride"],
+                    "padding": op["padding"]}
+            where[i] = emit(spec, ins, amp_of(ins[0]))
+        elif kind == "flatten":
+            where[i] = emit({"type": "flatten"}, ins, amp_of(ins[0]))
+        elif kind == "add":
+            terms = []
+            for j in ins:  # spikes entering the sum unweighted carry their amplitude as a gain
+                terms.append(j if amp_of(j) == 1.0 else emit({"type": "scale", "factor": amp_of(j)}, [j], 1.0))
+            where[i] = emit({"type": "add"}, terms, 1.0)
+            specs[where[i]]["inputs"] = terms
+        else:  # pragma: no cover (read_graph gives no other kinds)
+            raise ConversionError(f"internal: unexpected operation {kind}")
+    return specs, tensors
+
+
+def _weighted_spec(m: nn.Module, where: str) -> dict:
+    if isinstance(m, nn.Conv2d):
+        return {"type": "conv2d", "in_channels": m.in_channels, "out_channels": m.out_channels,
+                "kernel_size": list(m.kernel_size), "stride": list(m.stride), "padding": list(m.padding),
+                "dilation": list(m.dilation), "groups": m.groups, "bias": m.bias is not None}
+    return {"type": "linear", "in_features": m.in_features, "out_features": m.out_features,
+            "bias": m.bias is not None}
 
 
 def convert_run(ann_run, out_dir, *, timesteps: int = 64) -> dict:
@@ -263,8 +485,9 @@ def convert_run(ann_run, out_dir, *, timesteps: int = 64) -> dict:
     from . import __version__
     from .checkpoint import METRICS, load_run, read_json, resolve_run, save_run
 
-    if timesteps < 1:
-        raise ConversionError(f"--timesteps must be >= 1, got {timesteps}")
+    from .schema import bounded
+
+    bounded("timesteps", timesteps, "--timesteps")
     src = resolve_run(ann_run)
     ann, config = load_run(src)
     if config.get("kind") != "ann":

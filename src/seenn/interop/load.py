@@ -1,0 +1,120 @@
+"""A peer network from the user's own files: a Python file with a factory function that builds the network, and
+its weights as safetensors or a plain ``state_dict`` saved with ``torch.save`` (read with ``weights_only=True``:
+tensors only, nothing else is unpickled).
+
+A peer run folder (``seenn adapt``) records the Python file's absolute path and SHA-256 instead of copying code
+into the folder; loading the run runs that file only while its contents are unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from .base import FRAMEWORKS, PeerNetwork, adapt
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def build_from_file(source, factory: str):
+    """Run ``source`` (a Python file) and call its ``factory()``: the untrained network."""
+    source = Path(source)
+    if not source.is_file():
+        raise ConfigError(f"{source} is missing (the Python file that builds the network)")
+    name = f"seenn_peer_{file_digest(source)[:16]}"
+    spec = importlib.util.spec_from_file_location(name, source)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{source} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as e:
+        raise ConfigError(f"{source} needs a package that is not installed ({e})") from None
+    except Exception as e:  # the user's code failed: say where, in one line
+        raise ConfigError(f"running {source} failed: {type(e).__name__}: {e}") from None
+    fn = getattr(module, factory, None)
+    if not callable(fn):
+        raise ConfigError(f"{source} has no function {factory!r} (--factory) that builds the network")
+    try:
+        net = fn()
+    except Exception as e:
+        raise ConfigError(f"{source}: {factory}() failed: {type(e).__name__}: {e}") from None
+    if not isinstance(net, torch.nn.Module):
+        raise ConfigError(f"{source}: {factory}() returned a {type(net).__name__}, not a torch.nn.Module")
+    return net
+
+
+def read_weights(path) -> dict:
+    """A state dict from safetensors, or from ``torch.save`` (``weights_only=True``; a mapping of tensors, or one
+    under a ``"state_dict"`` key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} is not a valid safetensors file ({e})") from None
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+        raise CheckpointError(f"{path} is neither safetensors nor a plain state_dict saved with torch.save "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
+    return state
+
+
+def load_peer(source, factory: str = "build", weights=None, framework: str | None = None,
+              output: int = 0) -> PeerNetwork:
+    """The user's network as a seenn network: ``factory()`` from ``source``, ``weights`` loaded (strictly)."""
+    net = build_from_file(source, factory)
+    if weights is not None:
+        state = read_weights(weights)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{weights} does not fit the network {factory}() builds: "
+                                  f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
+        for k, v in state.items():
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                raise CheckpointError(f"{weights}: {k} holds NaN or Inf")
+    return adapt(net, framework, output=output)
+
+
+def peer_run_config(source, factory: str, framework: str, output: int, *, dataset: str, max_timesteps: int,
+                    info) -> dict:
+    """The ``config.json`` of a peer run folder."""
+    from .. import __version__
+
+    if framework not in FRAMEWORKS:
+        raise ConfigError(f"unknown framework {framework!r}; choose one of {list(FRAMEWORKS)}")
+    source = Path(source).resolve()
+    return {"seenn_version": __version__, "dataset": dataset, "max_timesteps": max_timesteps,
+            "model": {"name": "peer", "framework": framework, "source": str(source), "sha256": file_digest(source),
+                      "factory": factory, "output": output, "in_channels": info.channels,
+                      "image_size": info.image_size, "num_classes": info.num_classes}}
+
+
+def peer_from_config(m: dict) -> PeerNetwork:
+    """The network of a peer run's (checked) model config, untrained weights; refuses a changed source file."""
+    source = Path(m["source"])
+    if not source.is_file():
+        raise CheckpointError(f"the run's network file {source} is missing")
+    if file_digest(source) != m["sha256"]:
+        raise CheckpointError(f"{source} changed since the run was made (its SHA-256 differs); make the run again "
+                              "with seenn adapt")
+    return adapt(build_from_file(source, m["factory"]), m["framework"], output=m["output"])

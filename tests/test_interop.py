@@ -1,0 +1,209 @@
+"""Live early exit on other frameworks' networks: SpikingJelly, snnTorch and Norse (and any module that threads its
+state explicitly). Per framework: full-T outputs through the adapter equal the framework's own run spike for
+spike; the runner's exits equal the post-hoc exits on the framework's outputs; dropping samples (and continuous
+batching's newcomers) never changes the survivors' outputs."""
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
+from seenn.exits import Confidence
+from seenn.interop import adapt
+
+T = 6
+
+
+def _x(n=20, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, size, size, generator=g) * 3
+
+
+def _snntorch_net():
+    snn = pytest.importorskip("snntorch")
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), snn.Leaky(beta=0.6, init_hidden=True), nn.AvgPool2d(2),
+                         nn.Flatten(), nn.Linear(6 * 16, 5), snn.Synaptic(alpha=0.7, beta=0.8, init_hidden=True,
+                                                                           output=True)).eval()
+
+
+def _snntorch_own(net, x):
+    from snntorch import utils
+
+    utils.reset(net)
+    return torch.stack([net(x)[1] for _ in range(T)])  # its membrane readout, (spk, mem)[1]
+
+
+def _spikingjelly_net():
+    pytest.importorskip("spikingjelly")
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.Conv2d(1, 6, 3, padding=1), layer.BatchNorm2d(6),
+                        neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan()), layer.AvgPool2d(2),
+                        layer.Flatten(), layer.Linear(6 * 16, 5), neuron.IFNode(v_reset=None))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.2, 0.2)
+        net[1].running_var.uniform_(0.5, 1.5)
+    functional.set_step_mode(net, "m")  # the user's network as trained: multi-step
+    return net.eval()
+
+
+def _spikingjelly_own(net, x):
+    from spikingjelly.activation_based import functional
+
+    functional.reset_net(net)
+    out = net(x.unsqueeze(0).repeat(T, 1, 1, 1, 1))  # [T, B, K] spikes of the last IF layer
+    functional.reset_net(net)
+    return out
+
+
+class _NorseNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        import norse.torch as norse
+
+        self.seq = norse.SequentialState(nn.Conv2d(1, 6, 3, padding=1), norse.LIFCell(), nn.AvgPool2d(2),
+                                         nn.Flatten(), nn.Linear(6 * 16, 5), norse.LICell())
+
+    def forward(self, x, state=None):
+        return self.seq(x, state)
+
+
+def _norse_net():
+    pytest.importorskip("norse")
+    torch.manual_seed(0)
+    net = _NorseNet().eval()
+    with torch.no_grad():  # Norse's cells integrate with dt = 1 ms: currents large enough to fire within T steps
+        net.seq[0].weight.mul_(20)
+        net.seq[4].weight.mul_(20)
+    return net
+
+
+def _norse_own(net, x):
+    state, outs = None, []
+    for _ in range(T):
+        out, state = net(x, state)
+        outs.append(out)
+    return torch.stack(outs)
+
+
+FRAMEWORKS = {"snntorch": (_snntorch_net, _snntorch_own, 1), "spikingjelly": (_spikingjelly_net, _spikingjelly_own, 0),
+              "norse": (_norse_net, _norse_own, 0)}
+
+
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
+def test_adapter_steps_the_peer_exactly(framework):
+    make, own, output = FRAMEWORKS[framework]
+    net = make()
+    x = _x()
+    with torch.no_grad():
+        want = own(copy.deepcopy(net), x)  # [T, B, K], the framework's own full-T run
+        peer = adapt(copy.deepcopy(net), output=output)
+        assert peer.framework == framework
+        got = peer(x, T)
+    assert got.shape == want.shape and torch.equal(got, want.reshape(got.shape))
+    logits = want.transpose(0, 1).reshape(len(x), T, -1)
+    scores = score_matrix(logits, Confidence(0.5))
+    for t in range(T - 1):  # a threshold at which samples leave at several steps (rows are dropped)
+        rule = Confidence(scores[:, t].median().item())
+        expected = posthoc_exits(logits, rule)
+        if len(set(expected.exit_timestep.tolist())) > 1:
+            break
+    assert len(set(expected.exit_timestep.tolist())) > 1
+    runner = EarlyExitRunner(peer, rule, T)
+    for result in (runner.predict(x), runner.stream([x[:7], x[7:13], x[13:]], slots=5)):  # compaction, newcomers
+        assert torch.equal(result.exit_timestep, expected.exit_timestep)
+        assert torch.equal(result.prediction, expected.prediction)
+        assert torch.allclose(result.logits, expected.logits, atol=1e-5)
+
+
+def test_snntorch_explicit_state_needs_the_explicit_adapter():
+    snn = pytest.importorskip("snntorch")
+    from seenn.errors import ConfigError
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 5), snn.Leaky(beta=0.5))
+    with pytest.raises(ConfigError, match="init_hidden=False.*explicit"):
+        adapt(net)
+
+    class Explicit(nn.Module):  # the same network, threading its membrane itself
+        def __init__(self):
+            super().__init__()
+            self.fc, self.lif = net[1], net[2]
+
+        def forward(self, x, state=None):
+            if state is None:  # at rest: snnTorch's own zero membrane
+                state = self.lif.reset_mem()
+            spk, mem = self.lif(self.fc(x.flatten(1)), state)
+            return spk, mem
+
+    peer = adapt(Explicit(), "explicit")
+    x = _x()
+    outs = []
+    with torch.no_grad():
+        mem = net[2].reset_mem()
+        for _ in range(T):
+            spk, mem = net[2](net[1](x.flatten(1)), mem)
+            outs.append(spk)
+        assert torch.equal(peer(x, T), torch.stack(outs))
+
+
+NETWORK_PY = '''
+import torch
+from torch import nn
+import snntorch as snn
+
+
+def build():
+    return nn.Sequential(nn.Conv2d(1, 4, 5, stride=2), snn.Leaky(beta=0.5, init_hidden=True), nn.AvgPool2d(2),
+                         nn.Flatten(), nn.Linear(4 * 6 * 6, 10), snn.Leaky(beta=0.5, init_hidden=True, output=True))
+'''
+
+
+def test_seenn_adapt_from_the_cli(tiny_data, tmp_path, capsys):
+    """A user's snnTorch file and a torch.save'd state_dict: one command makes a run folder; eval, calibrate,
+    energy and bench then work on it. Nothing but tensors is ever unpickled."""
+    pytest.importorskip("snntorch")
+    import pickle
+
+    from seenn.cli import main
+
+    src = tmp_path / "network.py"
+    src.write_text(NETWORK_PY)
+    ns = {}
+    exec(NETWORK_PY, ns)
+    torch.manual_seed(0)
+    net = ns["build"]()
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    run = tmp_path / "run"
+    argv = ["adapt", str(src), "--weights", str(tmp_path / "weights.pt"), "--dataset", "mnist", "--timesteps", "4",
+            "--output", "1", "--out", str(run)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"]["name"] == "peer" and cfg["model"]["framework"] == "snntorch"
+    cfg["training"] = {"val_size": 100}  # the tiny dataset's validation split (a peer run's default is 5,000)
+    (run / "config.json").write_text(json.dumps(cfg))
+    d = ["--data-dir", str(tiny_data)]
+    assert main(["eval", str(run), *d, "--threshold", "0.5", "--json", "--limit", "30"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert len(r["accuracy_per_timestep"]) == 4 and 1 <= r["exit"]["avg_timesteps"] <= 4
+    assert main(["calibrate", str(run), *d, "--out", str(tmp_path / "cal"), "--json"]) == 0
+    assert main(["energy", str(run), *d, "--threshold", "0.5", "--limit", "20", "--json"]) == 0
+    assert main(["bench", str(run), *d, "--threshold", "0.5", "--limit", "16", "--batch-size", "8",
+                 "--repeats", "1", "--latency-samples", "2", "--json"]) == 0
+    capsys.readouterr()
+    # a pickled object is refused (weights_only), and so is a changed network file
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"w": Evil()}))
+    assert main([*argv[:2], "--weights", str(tmp_path / "evil.pt"), *argv[4:-1], str(tmp_path / "r2")]) == 2
+    assert "pwned" not in capsys.readouterr().out
+    src.write_text(NETWORK_PY + "\n# edited\n")
+    assert main(["eval", str(run), *d, "--limit", "5"]) == 2
+    assert "changed" in capsys.readouterr().err
