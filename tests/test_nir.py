@@ -189,3 +189,129 @@ def test_shipped_run_export_matches_the_simulator_on_real_images(tmp_path):
     with torch.no_grad():
         ours = model(x, 4).sum(0).argmax(1).numpy()
     assert (ref == ours).mean() >= 0.99
+
+
+def _chain(nodes: dict, metadata=None):
+    keys = list(nodes)
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(keys, keys[1:])), metadata=metadata or {})
+
+
+def _write(graph, path):
+    nir.write(str(path), graph)
+    return path
+
+
+def _seenn_total(model, x, steps):
+    with torch.no_grad():
+        return model(torch.from_numpy(x).float(), steps).sum(0).double().numpy()
+
+
+def test_a_gain_after_a_neuron_is_its_own_layer(tmp_path):
+    """Affine -> LIF -> LIF with an input gain of 1.5 on the second: the gain scales the first LIF's spikes, not
+    the Affine before it (a reference simulation agrees exactly)."""
+    rng = np.random.default_rng(0)
+    n = 6
+    full = lambda v: np.full(n, v)  # noqa: E731
+    g = _chain({"input": nir.Input(input_type={"input": np.array([1, 2, 2])}),
+                "flat": nir.Flatten(input_type={"input": np.array([1, 2, 2])}, start_dim=0),
+                "fc": nir.Affine(weight=rng.normal(size=(n, 4)).astype(np.float32), bias=np.zeros(n, np.float32)),
+                "lif1": nir.LIF(tau=full(2.0), r=full(2.0), v_leak=full(0.0), v_threshold=full(1.0), v_reset=full(0.0)),
+                "lif2": nir.LIF(tau=full(2.0), r=full(3.0), v_leak=full(0.0), v_threshold=full(1.0), v_reset=full(0.0)),
+                "out": nir.Affine(weight=rng.normal(size=(3, n)).astype(np.float32), bias=np.zeros(3, np.float32)),
+                "output": nir.Output(output_type={"output": np.array([3])})})
+    specs = from_nir(g)[0]
+    assert [s["type"] for s in specs] == ["flatten", "linear", "neuron", "scale", "neuron", "linear"]
+    model, _ = import_nir(_write(g, tmp_path / "g.nir"), dataset="mnist", max_timesteps=8)
+    x = (rng.random((64, 1, 2, 2)) * 4).astype(np.float32)
+    np.testing.assert_allclose(_seenn_total(model, x, 8), simulate(g, x, 8), atol=1e-4)
+
+
+def test_flat_inputs_ties_and_output_shapes(tmp_path):
+    """An MLP on flat (784,) inputs imports for 28x28 images; a membrane exactly at the threshold does not fire
+    (NIR's v > threshold); a graph whose output is a map, not a vector, is refused at import."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(10, 784)).astype(np.float32) * 0.1
+    g = _chain({"input": nir.Input(input_type={"input": np.array([784])}),
+                "fc": nir.Affine(weight=w, bias=np.zeros(10, np.float32)),
+                "lif": nir.IF(r=np.ones(10), v_threshold=np.ones(10), v_reset=np.zeros(10)),
+                "output": nir.Output(output_type={"output": np.array([10])})})
+    model, cfg = import_nir(_write(g, tmp_path / "mlp.nir"), dataset="mnist", max_timesteps=4)
+    assert (cfg["model"]["in_channels"], cfg["model"]["image_size"]) == (1, 28, 28)[:2]
+    x = rng.random((8, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(_seenn_total(model, x, 4), simulate(g, x.reshape(8, -1), 4), atol=1e-4)
+    tie = _chain({"input": nir.Input(input_type={"input": np.array([1, 1, 1])}),
+                  "flat": nir.Flatten(input_type={"input": np.array([1, 1, 1])}, start_dim=0),
+                  "fc": nir.Affine(weight=np.ones((2, 1), np.float32), bias=np.zeros(2, np.float32)),
+                  "lif": nir.IF(r=np.ones(2), v_threshold=np.ones(2), v_reset=np.zeros(2)),
+                  "output": nir.Output(output_type={"output": np.array([2])})})
+    specs, tensors, _, _ = from_nir(tie)
+    from seenn.models.sequential import SequentialSNN
+
+    snn = SequentialSNN(layers=specs, in_channels=1, image_size=1, num_classes=2)
+    with torch.no_grad():
+        snn.stem[1].weight.fill_(1.0)
+        snn.stem[1].bias.zero_()
+        out = snn(torch.ones(1, 1, 1, 1), 1)  # the membrane is exactly 1.0 = the threshold: no spike in NIR
+    assert out.sum().item() == 0.0 and simulate(tie, np.ones((1, 1, 1, 1), np.float32), 1).sum() == 0.0
+    conv_out = _chain({"input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
+                       "conv": nir.Conv2d(input_shape=np.array([4, 4]), weight=np.ones((10, 1, 4, 4), np.float32),
+                                          stride=np.array([1, 1]), padding=np.array([0, 0]),
+                                          dilation=np.array([1, 1]), groups=1, bias=np.zeros(10, np.float32)),
+                       "lif": nir.IF(r=np.ones((10, 1, 1)), v_threshold=np.ones((10, 1, 1)),
+                                     v_reset=np.zeros((10, 1, 1))),
+                       "output": nir.Output(output_type={"output": np.array([10, 1, 1])})})
+    with pytest.raises(ConfigError, match=r"one vector of class scores.*\[10, 1, 1\]"):
+        import_nir(_write(conv_out, tmp_path / "c.nir"), dataset="mnist")
+
+
+def test_export_dt_round_trips_and_matches_the_simulator_at_that_dt(tiny_run, tiny_data, tmp_path):
+    model, config = load_run(tiny_run)
+    g = to_nir(model, config, dt=1e-4)
+    assert g.metadata["dt"] == 1e-4 and "input_normalisation" in g.metadata
+    lif = next(n for n in g.nodes.values() if type(n).__name__ == "LIF")
+    np.testing.assert_allclose(np.asarray(lif.r), np.asarray(lif.tau) / 1e-4, rtol=1e-6)  # unit input gain
+    test = load_dataset("fashion-mnist", "test", data_dir=tiny_data, limit=16)
+    x = test.normalize(test.images).numpy()
+    t = config["max_timesteps"]
+    ref = simulate(g, x, t, dt=1e-4)
+    np.testing.assert_allclose(_seenn_total(model, x, t), ref, atol=1e-3)
+    back, cfg = import_nir(_write(g, tmp_path / "m.nir"), dataset="fashion-mnist")  # dt read from the metadata
+    assert cfg["imported_from"]["dt"] == 1e-4 and not cfg["imported_from"]["input_normalisation"]
+    np.testing.assert_allclose(_seenn_total(back, x, t), ref, atol=1e-3)
+
+
+def test_recorded_input_normalisation_is_applied(tmp_path):
+    """A graph trained on [0, 1] pixels (its metadata says so) sees [0, 1] pixels through seenn's pipeline."""
+    from seenn.data import DATASETS
+
+    rng = np.random.default_rng(2)
+    g = _chain({"input": nir.Input(input_type={"input": np.array([784])}),
+                "fc": nir.Affine(weight=rng.normal(size=(10, 784)).astype(np.float32) * 0.2,
+                                 bias=np.zeros(10, np.float32)),
+                "lif": nir.IF(r=np.ones(10), v_threshold=np.ones(10), v_reset=np.zeros(10)),
+                "output": nir.Output(output_type={"output": np.array([10])})},
+               metadata={"input_normalisation": json.dumps({"pixel_scale": 1 / 255, "mean": [0.0], "std": [1.0]})})
+    model, cfg = import_nir(_write(g, tmp_path / "n.nir"), dataset="mnist", max_timesteps=4)
+    assert cfg["imported_from"]["input_normalisation"]
+    pixels = rng.integers(0, 256, (8, 1, 28, 28)).astype(np.float32)
+    info = DATASETS["mnist"]
+    seenn_x = ((pixels / 255 - info.mean[0]) / info.std[0]).astype(np.float32)
+    np.testing.assert_allclose(_seenn_total(model, seenn_x, 4), simulate(g, (pixels / 255).reshape(8, -1), 4),
+                               atol=1e-3)
+
+
+def test_exact_exponential_discretisation():
+    n = 3
+    g = _chain({"input": nir.Input(input_type={"input": np.array([1, 1, 3])}),
+                "flat": nir.Flatten(input_type={"input": np.array([1, 1, 3])}, start_dim=0),
+                "fc": nir.Affine(weight=np.eye(n, dtype=np.float32), bias=np.zeros(n, np.float32)),
+                "lif": nir.LIF(tau=np.full(n, 0.02), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                               v_reset=np.zeros(n)),
+                "output": nir.Output(output_type={"output": np.array([n])})})
+    specs, tensors, _, _ = from_nir(g, dt=0.001, discretisation="exp")
+    neuron = next(s for s in specs if s["type"] == "neuron")
+    assert neuron["decay"] == pytest.approx(np.exp(-0.001 / 0.02))
+    lin = tensors[[s["type"] for s in specs].index("linear")]["weight"]
+    np.testing.assert_allclose(np.diag(lin), 1 - np.exp(-0.001 / 0.02), rtol=1e-6)
+    with pytest.raises(ConfigError, match="--dt"):
+        from_nir(g, dt=1.0)  # decay 1 - 1/0.02 < 0: the hint names --dt

@@ -521,7 +521,7 @@ def cmd_export(args) -> int:
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
     check_out_dir(out.parent, overwrite=True, what="the folder of --out")
-    export_nir(model, config, out, None if rule is None else rule.describe())
+    export_nir(model, config, out, None if rule is None else rule.describe(), dt=args.dt)
     print(args.out)
     return 0
 
@@ -535,7 +535,8 @@ def cmd_import(args) -> int:
 
     info = dataset_info(args.dataset)
     check_out_dir(args.out, overwrite=args.overwrite)
-    model, config = import_nir(Path(args.file), dataset=args.dataset, max_timesteps=args.timesteps, dt=args.dt)
+    model, config = import_nir(Path(args.file), dataset=args.dataset, max_timesteps=args.timesteps, dt=args.dt,
+                               discretisation=args.discretisation)
     m = config["model"]
     if (m["in_channels"], m["image_size"]) != (info.channels, info.image_size):
         raise ConfigError(f"the graph takes {m['in_channels']}x{m['image_size']}x{m['image_size']} images, "
@@ -955,6 +956,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
     ex.add_argument("--threshold", type=float, help="stored in the graph's metadata (default: the run's own)")
     ex.add_argument("--timesteps", type=_n("timesteps"))
+    ex.add_argument("--dt", type=_x(0, 1e6, open_lo=True), default=1.0,
+                    help="the time step the graph's time constants are written for (snnTorch's and SpikingJelly's "
+                         "importers assume 1e-4)")
     ex.set_defaults(func=cmd_export)
 
     im = sub.add_parser("import", help="turn a NIR graph (snnTorch, Norse, SpikingJelly, seenn) into a seenn run")
@@ -964,7 +968,10 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--dataset", required=True, choices=["fashion-mnist", "mnist", "cifar10"],
                     help="the data pipeline (normalisation) the graph was trained with")
     im.add_argument("--timesteps", type=_n("timesteps"), help="max timesteps (default: the graph's metadata, else 4)")
-    im.add_argument("--dt", type=_x(0, 1e6, open_lo=True), default=1.0, help="the time step the graph's time constants assume")
+    im.add_argument("--dt", type=_x(0, 1e6, open_lo=True),
+                    help="the time step the graph's time constants assume (default: its metadata, else 1)")
+    im.add_argument("--discretisation", default="euler", choices=["euler", "exp"],
+                    help="forward Euler (snnTorch, SpikingJelly) or exact exponential decay (sinabs, Norse-style)")
     im.set_defaults(func=cmd_import)
 
     cv = sub.add_parser("convert", help="turn a QCFS ANN run (seenn train --ann) into an SNN run (IF neurons)")

@@ -1,15 +1,26 @@
 """NIR (Neuromorphic Intermediate Representation) export and import. Needs ``pip install seenn[nir]``.
 
-Time: seenn's networks are discrete with one step per input presentation. In NIR's continuous-time terms, with
-forward-Euler steps of ``dt``, a LIF ``tau dv/dt = (v_leak - v) + r I`` becomes
-``v <- (1 - dt/tau) v + (dt r / tau) I``. seenn exports with dt = 1: decay d gives ``tau = 1 / (1 - d)`` and
-``r = tau`` (unit input gain). Import takes the dt the graph was made for (``--dt``; snnTorch exports use the dt
-given to ``export_to_nir``), gets ``decay = 1 - dt/tau`` and folds any input gain ``dt r / tau`` into the
-preceding synaptic layer.
+Time: seenn's networks are discrete with one step per input presentation. In NIR's continuous-time terms a LIF is
+``tau dv/dt = (v_leak - v) + r I`` and an IF ``dv/dt = r I``. With forward-Euler steps of ``dt`` a LIF becomes
+``v <- (1 - dt/tau) v + (dt r / tau) I``; with the exact (exponential) step ``v <- e^(-dt/tau) v +
+(1 - e^(-dt/tau)) r I``. Export (``seenn export --dt DT``, default 1) writes decay d as ``tau = dt / (1 - d)`` and
+``r = tau / dt`` (unit input gain; IF: ``r = 1 / dt``), and records dt in the metadata. The importers of the peers
+assume a dt of their own: snnTorch's ``import_from_nir`` 1e-4 (fixed), SpikingJelly's 1e-4 by default, Norse its
+``dt`` argument (1e-3 by default); export with that dt for them. Import takes the dt the graph was made for
+(``--dt``, else the graph's metadata, else 1) and the discretisation (``--discretisation euler|exp``; sinabs and
+Norse-style graphs want exp), and folds any input gain into the synaptic layer right before the neuron, or into a
+``scale`` layer where the neuron follows another neuron.
+
+Thresholds: seenn fires at ``v >= theta``, NIR's reference semantics at ``v > theta``. Both directions are exact in
+float32: export writes ``nextafter(theta, -inf)`` and import reads ``nextafter(theta, +inf)`` (a round trip gives
+the same number back). The input normalisation seenn's network expects (``(pixel / 255 - mean) / std``) is written
+into the metadata; import applies a graph's recorded normalisation as a per-channel affine layer, so the graph
+sees the inputs it was trained on.
 
 Export handles chains of layers and ResNet basic blocks (residual sums become two edges into one neuron node).
 What NIR cannot express is refused: reset by subtraction (the IF neurons of converted networks), a nonzero
-initial membrane. Import handles chains of layers.
+initial membrane. Import handles chains of layers, flat inputs (an MLP's ``(784,)`` takes the dataset's images
+flattened) and refuses a graph whose output is not one vector of class scores.
 """
 
 from __future__ import annotations
@@ -42,7 +53,17 @@ def _pair(v) -> tuple[int, int]:
     return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
 
 
-def _leaf_node(nir, name: str, mod: nn.Module, ish, osh):
+def _below(theta: float) -> float:
+    """The float32 just below ``theta``: NIR's ``v > below`` is seenn's ``v >= theta``."""
+    return float(np.nextafter(np.float32(theta), np.float32(-np.inf)))
+
+
+def _above(theta: float) -> float:
+    """The float32 just above ``theta``: seenn's ``v >= above`` is NIR's ``v > theta``."""
+    return float(np.nextafter(np.float32(theta), np.float32(np.inf)))
+
+
+def _leaf_node(nir, name: str, mod: nn.Module, ish, osh, dt: float = 1.0):
     """The NIR node of one layer; ``ish`` / ``osh`` are its per-sample input / output shapes."""
     f = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
     if isinstance(mod, nn.Conv2d):
@@ -59,11 +80,11 @@ def _leaf_node(nir, name: str, mod: nn.Module, ish, osh):
         if mod.v_init != 0.0:
             raise ConfigError(f"{name} starts from a nonzero membrane potential, which NIR cannot express")
         full = lambda v: np.full(osh, v, dtype=np.float32)  # noqa: E731
-        th = float(mod.threshold)
+        th = _below(float(mod.threshold))
         if mod.decay == 1.0:
-            return nir.IF(r=full(1.0), v_threshold=full(th), v_reset=full(0.0))
-        tau = 1.0 / (1.0 - mod.decay)
-        return nir.LIF(tau=full(tau), r=full(tau), v_leak=full(0.0), v_threshold=full(th), v_reset=full(0.0))
+            return nir.IF(r=full(1.0 / dt), v_threshold=full(th), v_reset=full(0.0))
+        tau = dt / (1.0 - mod.decay)
+        return nir.LIF(tau=full(tau), r=full(tau / dt), v_leak=full(0.0), v_threshold=full(th), v_reset=full(0.0))
     if isinstance(mod, (SumPool2d, nn.AvgPool2d)):
         cls = nir.SumPool2d if isinstance(mod, SumPool2d) else nir.AvgPool2d
         return cls(kernel_size=np.array(_pair(mod.kernel_size)), stride=np.array(_pair(mod.stride)),
@@ -75,7 +96,7 @@ def _leaf_node(nir, name: str, mod: nn.Module, ish, osh):
     raise ConfigError(f"{name} ({type(mod).__name__}) has no NIR counterpart")
 
 
-def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None):
+def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None, dt: float = 1.0):
     """A NIR graph of ``model`` (BN folded), with the exit rule and data pipeline in its metadata. Chains of
     layers and ResNet basic blocks (the residual sum becomes two edges into the block's last neuron: NIR sums
     a node's inputs)."""
@@ -100,7 +121,7 @@ def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None):
 
     def add(name: str, mod: nn.Module, sources: list[str]) -> str:
         key = name.replace(".", "_")
-        nodes[key] = _leaf_node(nir, name, mod, *shapes[name])
+        nodes[key] = _leaf_node(nir, name, mod, *shapes[name], dt=dt)
         edges.extend((src, key) for src in sources)
         return key
 
@@ -125,8 +146,13 @@ def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None):
                 prev = add(name, mod, [prev])
     nodes["output"] = nir.Output(output_type={"output": np.array([m["num_classes"]])})
     edges.append((prev, "output"))
-    meta = {"source": "seenn", "seenn_version": __version__, "dt": 1.0, "max_timesteps": int(config["max_timesteps"]),
+    from .data import dataset_info
+
+    info = dataset_info(config["dataset"])
+    meta = {"source": "seenn", "seenn_version": __version__, "dt": float(dt), "max_timesteps": int(config["max_timesteps"]),
             "dataset": config["dataset"], "encoding": "direct (the image at every step)",
+            "discretisation": "euler", "threshold_semantics": "v > v_threshold (NIR)",
+            "input_normalisation": json.dumps({"pixel_scale": 1 / 255, "mean": list(info.mean), "std": list(info.std)}),
             "readout": "sum of the output over the steps run; argmax",
             "exit": json.dumps(rule or {})}
     if rule:
@@ -136,9 +162,11 @@ def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None):
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
 
 
-def export_nir(model, config, path: Path, rule: dict | None = None) -> None:
+def export_nir(model, config, path: Path, rule: dict | None = None, dt: float = 1.0) -> None:
     nir = _nir()
-    graph = to_nir(model, config, rule)
+    if not (dt > 0 and np.isfinite(dt)):
+        raise ConfigError(f"--dt must be a positive number, got {dt}")
+    graph = to_nir(model, config, rule, dt)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -199,10 +227,13 @@ def _uniform(name: str, what: str, arr) -> float:
     return float(a.flat[0])
 
 
-def from_nir(graph, dt: float = 1.0):
-    """(layer specs, per-layer tensors, input shape, number of classes) from a chain-shaped NIR graph."""
+def from_nir(graph, dt: float = 1.0, discretisation: str = "euler", image_shape=None):
+    """(layer specs, per-layer tensors, input shape, number of classes) from a chain-shaped NIR graph.
+    ``image_shape`` ``(C, H, W)``: the images a flat input (an MLP's ``(C*H*W,)``) is made of."""
     if not dt > 0:
         raise ConfigError(f"--dt must be > 0, got {dt}")
+    if discretisation not in ("euler", "exp"):
+        raise ConfigError(f"--discretisation must be euler or exp, got {discretisation!r}")
     specs, tensors = [], []
     in_shape = None
     last_syn = None  # index of the latest synaptic layer, to fold input gains into
@@ -211,6 +242,10 @@ def from_nir(graph, dt: float = 1.0):
         kind = type(node).__name__
         if kind == "Input":
             in_shape = tuple(int(v) for v in np.asarray(node.input_type["input"]).tolist())
+            if len(in_shape) == 1 and image_shape is not None and int(np.prod(image_shape)) == in_shape[0]:
+                in_shape = tuple(image_shape)  # a flat input: the images, flattened first
+                specs.append({"type": "flatten"})
+                tensors.append({})
             continue
         if kind == "Output":
             continue
@@ -244,22 +279,35 @@ def from_nir(graph, dt: float = 1.0):
                     raise ConfigError(f"node {key!r}: tau must be > 0, got {tau}")
                 if _uniform(key, "v_leak", node.v_leak) != 0.0:
                     raise ConfigError(f"node {key!r}: a nonzero v_leak is not supported")
-                decay, gain = 1.0 - dt / tau, dt * _uniform(key, "r", node.r) / tau
+                r = _uniform(key, "r", node.r)
+                if discretisation == "exp":
+                    decay = float(np.exp(-dt / tau))
+                    gain = r * (1.0 - decay)
+                else:
+                    decay, gain = 1.0 - dt / tau, dt * r / tau
                 if not 0.0 < decay <= 1.0:
-                    raise ConfigError(f"node {key!r}: tau {tau} with dt {dt} gives decay {decay}, outside (0, 1]")
+                    raise ConfigError(f"node {key!r}: tau {tau} with dt {dt} gives decay {decay}, outside (0, 1]; "
+                                      "pass the dt the graph was made for (--dt: snnTorch and SpikingJelly export "
+                                      "with 1e-4) or --discretisation exp")
             else:
                 decay, gain = 1.0, dt * _uniform(key, "r", node.r)
             v_reset = getattr(node, "v_reset", None)
             if v_reset is not None and _uniform(key, "v_reset", v_reset) != 0.0:
                 raise ConfigError(f"node {key!r}: reset to a nonzero potential is not supported")
             if gain != 1.0:
-                if last_syn is None:
-                    raise ConfigError(f"node {key!r}: an input gain before any synaptic layer is not supported")
-                for t in tensors[last_syn].values():
-                    t *= np.float32(gain)
-            specs.append({"type": "neuron", "decay": decay, "threshold": _uniform(key, "v_threshold", node.v_threshold),
-                          "soft_reset": False, "v_init": 0.0})
+                if last_syn is not None:  # the synaptic layer right before this neuron (pools, flatten between)
+                    for t in tensors[last_syn].values():
+                        t *= np.float32(gain)
+                else:  # the neuron reads another neuron (or the input): the gain is a layer of its own
+                    specs.append({"type": "scale", "factor": float(gain)})
+                    tensors.append({})
+            theta = _uniform(key, "v_threshold", node.v_threshold)
+            if not theta > 0:
+                raise ConfigError(f"node {key!r}: v_threshold must be > 0, got {theta}")
+            specs.append({"type": "neuron", "decay": decay, "threshold": _above(theta), "soft_reset": False,
+                          "v_init": 0.0})
             tensors.append({})
+            last_syn = None  # a gain after this neuron must not reach the layer before it
         elif kind in ("AvgPool2d", "SumPool2d"):
             specs.append({"type": kind.lower(), "kernel_size": list(_pair(node.kernel_size)),
                           "stride": list(_pair(node.stride)), "padding": list(_pair(node.padding))})
@@ -282,15 +330,51 @@ def from_nir(graph, dt: float = 1.0):
 DEFAULT_IMPORT_TIMESTEPS = 4  # when neither --timesteps nor the graph's metadata says
 
 
-def import_nir(path: Path, *, dataset: str, max_timesteps: int | None = None, dt: float = 1.0):
-    """A seenn model and run config from a NIR file."""
-    graph = read_nir(path)
-    specs, tensors, (c, h, w), classes = from_nir(graph, dt)
-    if h != w:
-        raise ConfigError(f"only square images are supported, got {h}x{w}")
+def _normalisation_layer(text, info, channels: int, where: str):
+    """A per-channel affine layer (a depthwise 1x1 convolution) taking seenn's normalised inputs to the ones the
+    graph records in ``input_normalisation`` (``{"pixel_scale", "mean", "std"}``); None when they are the same."""
+    if not text:
+        return None
+    try:
+        spec = json.loads(text)
+        scale = float(spec.get("pixel_scale", 1 / 255))
+        mean = np.broadcast_to(np.asarray(spec.get("mean", 0.0), np.float64), (channels,))
+        std = np.broadcast_to(np.asarray(spec.get("std", 1.0), np.float64), (channels,))
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        raise ConfigError(f"{where}: metadata input_normalisation must be JSON with pixel_scale, mean and std") from None
+    if channels != info.channels or not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()
+                                         and np.isfinite(scale) and scale > 0):
+        raise ConfigError(f"{where}: metadata input_normalisation does not fit {info.name} ({channels} channels)")
+    md, sd = np.asarray(info.mean), np.asarray(info.std)
+    weight = sd * 255 * scale / std  # pixel p = (x * sd + md) * 255; the graph wants (p * scale - mean) / std
+    bias = (md * 255 * scale - mean) / std
+    if np.allclose(weight, 1.0, atol=1e-6) and np.allclose(bias, 0.0, atol=1e-6):
+        return None
+    spec = {"type": "conv2d", "in_channels": channels, "out_channels": channels, "kernel_size": [1, 1],
+            "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": channels, "bias": True}
+    return spec, {"weight": weight.astype(np.float32).reshape(channels, 1, 1, 1), "bias": bias.astype(np.float32)}
+
+
+def import_nir(path: Path, *, dataset: str, max_timesteps: int | None = None, dt: float | None = None,
+               discretisation: str = "euler"):
+    """A seenn model and run config from a NIR file. ``dt``: the time step the graph's time constants assume
+    (default: the graph's metadata, else 1)."""
+    from .data import dataset_info
     from .schema import bounded, nir_metadata
 
+    info = dataset_info(dataset)
+    graph = read_nir(path)
     meta = nir_metadata(graph.metadata, str(path))
+    if dt is None:
+        dt = meta.get("dt") or 1.0
+    specs, tensors, (c, h, w), classes = from_nir(graph, dt, discretisation,
+                                                   (info.channels, info.image_size, info.image_size))
+    if h != w:
+        raise ConfigError(f"only square images are supported, got {h}x{w}")
+    norm = _normalisation_layer(meta.get("input_normalisation"), info, c, str(path))
+    if norm is not None:
+        specs.insert(0, norm[0])
+        tensors.insert(0, norm[1])
     for spec, tens in zip(specs, tensors):
         for k, v in tens.items():
             if not np.isfinite(v).all():
@@ -301,7 +385,8 @@ def import_nir(path: Path, *, dataset: str, max_timesteps: int | None = None, dt
     model_cfg = {"name": "sequential", "in_channels": c, "image_size": h, "num_classes": classes, "width": 1.0,
                  "surrogate": "tanh", "layers": specs}
     config = {"seenn_version": __version__, "dataset": dataset, "max_timesteps": t, "model": model_cfg,
-              "imported_from": {"file": Path(path).name, "dt": dt, "max_timesteps_from": t_source,
+              "imported_from": {"file": Path(path).name, "dt": dt, "discretisation": discretisation,
+                                "max_timesteps_from": t_source, "input_normalisation": norm is not None,
                                 "source": str(meta.get("source", "unknown"))}}
     exit_meta = meta.get("exit")
     if exit_meta:
@@ -323,4 +408,12 @@ def import_nir(path: Path, *, dataset: str, max_timesteps: int | None = None, dt
         for mod, tens in zip(mods, tensors):
             for k, v in tens.items():
                 getattr(mod, k).copy_(torch.from_numpy(np.ascontiguousarray(v)))
+        try:
+            out = model.eval()(torch.zeros(1, c, h, w), 1)
+        except RuntimeError as e:
+            raise ConfigError(f"{path}: the graph does not run on [{c}, {h}, {w}] inputs "
+                              f"({str(e).splitlines()[0]})") from None
+    if out.dim() != 3:
+        raise ConfigError(f"{path}: the graph's output must be one vector of class scores per input, got shape "
+                          f"{list(out.shape[2:])}")
     return model.eval(), config

@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..neuron import SpikingNeuron
 from .base import SpikingNetwork
-from .sequential import build_layer
+from .sequential import Scale, build_layer
 
 
 class Add(nn.Module):
@@ -29,24 +29,10 @@ class Add(nn.Module):
         return out
 
 
-class Scale(nn.Module):
-    def __init__(self, factor: float):
-        super().__init__()
-        self.factor = float(factor)
-
-    def forward(self, x):
-        return x * self.factor
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor:g}"
-
-
 def build_graph_layer(spec: dict, surrogate: str) -> nn.Module:
     kind = spec.get("type")
     if kind == "add":
         return Add()
-    if kind == "scale":
-        return Scale(spec["factor"])
     return build_layer(spec, surrogate)
 
 

@@ -3,7 +3,7 @@
 Layer specs: ``{"type": "conv2d", "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
 "groups", "bias"}``, ``{"type": "linear", "in_features", "out_features", "bias"}``, ``{"type": "neuron", "decay",
 "threshold", "soft_reset", "v_init"}``, ``{"type": "avgpool2d" | "sumpool2d", "kernel_size", "stride", "padding"}``,
-``{"type": "flatten"}``. Everything before the first neuron is the stem.
+``{"type": "flatten"}``, ``{"type": "scale", "factor"}``. Everything before the first neuron is the stem.
 """
 
 from __future__ import annotations
@@ -23,9 +23,25 @@ class SumPool2d(nn.AvgPool2d):
         return super().forward(x) * (k[0] * k[1])
 
 
+class Scale(nn.Module):
+    """A constant gain (an input gain of a neuron that reads another neuron, a skip connection's spike amplitude)."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x):
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
+
+
 def build_layer(spec: dict, surrogate: str) -> nn.Module:
     try:
         kind = spec["type"]
+        if kind == "scale":
+            return Scale(spec["factor"])
         if kind == "conv2d":
             return nn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]),
                              tuple(spec["stride"]), tuple(spec["padding"]), tuple(spec["dilation"]),
