@@ -44,7 +44,12 @@ def read_config(run_dir: Path) -> dict:
     from .schema import check_config
 
     path = Path(run_dir) / CONFIG
-    return check_config(read_json(path), str(path))
+    config = check_config(read_json(path), str(path))
+    from .imagefolder import is_imagefolder, register
+
+    if is_imagefolder(config["dataset"]):  # the run's own pipeline for its images, from now on
+        register(config["dataset"], config["data"])
+    return config
 
 
 def pretrained_runs() -> list[dict]:

@@ -15,6 +15,13 @@ from pathlib import Path
 from .errors import ConfigError, SeennError
 
 DEMO_RUN = "fashion-mnist-convnet-t4"
+DATASET_NAMES = ["fashion-mnist", "mnist", "cifar10", "cifar100"]
+
+
+def _dataset_name(text: str) -> str:
+    if text in DATASET_NAMES or text.startswith("imagefolder:"):
+        return text
+    raise argparse.ArgumentTypeError(f"must be one of {DATASET_NAMES} or imagefolder:PATH, got {text!r}")
 DEMO_THRESHOLDS = (0.9, 0.99, 0.999)
 
 
@@ -54,7 +61,8 @@ def _train_config(args):
                        loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
                        seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
                        compile=args.compile, init=args.init, exit_aware=args.exit_aware,
-                       ann=args.ann, quant_levels=args.quant_levels, clip_init=args.clip_init)
+                       ann=args.ann, quant_levels=args.quant_levels, clip_init=args.clip_init,
+                       image_size=args.image_size)
 
 
 def cmd_train(args) -> int:
@@ -77,7 +85,7 @@ def cmd_train(args) -> int:
     if args.out:
         cfg = _train_config(args)
         cfg.validate()  # argument mistakes first, then the data, then the folder
-        find_dataset(cfg.dataset, args.data_dir, "train")
+        _dataset_present(cfg.dataset, args.data_dir, cfg.image_size)
         check_out_dir(args.out, overwrite=args.overwrite, source=cfg.init and _run_dir_or_none(cfg.init))
         if world()[0] == 0 and Path(args.out).is_dir() and args.overwrite:
             clear_dir(Path(args.out))
@@ -91,6 +99,24 @@ def cmd_train(args) -> int:
     finally:
         finish()
     return 0
+
+
+def _dataset_present(name: str, data_dir, image_size=None) -> None:
+    from .data import find_dataset
+    from .imagefolder import info_for, is_imagefolder
+
+    if is_imagefolder(name):
+        info_for(name, image_size)  # reads the folder (and fails there on a bad one)
+    else:
+        find_dataset(name, data_dir, "train")
+
+
+def _record_pipeline(config: dict, info) -> None:
+    """An imagefolder: run records its image pipeline (size, channels, mean, std, classes)."""
+    from .imagefolder import is_imagefolder, pipeline_record
+
+    if is_imagefolder(info.name):
+        config["data"] = pipeline_record(info)
 
 
 def _run_dir_or_none(run):
@@ -545,6 +571,7 @@ def cmd_import(args) -> int:
         raise ConfigError(f"the graph gives {m['num_classes']} outputs, {args.dataset} has {info.num_classes} classes")
     if config["imported_from"]["max_timesteps_from"] == "default":
         _log(f"neither --timesteps nor the graph's metadata gives the timesteps: using {config['max_timesteps']}")
+    _record_pipeline(config, info)
     with staged_dir(args.out, overwrite=args.overwrite) as stage:
         save_run(stage, model, config)
     print(args.out)
@@ -589,6 +616,7 @@ def cmd_adapt(args) -> int:
                           f"{info.num_classes} classes (--output picks another element of a tuple output)")
     config = peer_run_config(args.network, args.factory, net.framework, args.output, dataset=args.dataset,
                              max_timesteps=args.timesteps, info=info)
+    _record_pipeline(config, info)
     with staged_dir(args.out, overwrite=args.overwrite) as stage:
         save_run(stage, net, config)
     _log(f"{net.framework} network from {args.network} ({args.factory}()), {args.timesteps} timesteps; every seenn "
@@ -712,7 +740,7 @@ def cmd_demo(args) -> int:
         if args.limit is not None:
             cfg.limit = args.limit
         cfg.validate()  # before the folder, the folder before the hours of training
-        find_dataset(cfg.dataset, args.data_dir, "train")
+        _dataset_present(cfg.dataset, args.data_dir)
         check_out_dir(args.out, overwrite=args.overwrite)
         if Path(args.out).is_dir() and args.overwrite:
             clear_dir(Path(args.out))
@@ -865,7 +893,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a spiking network directly (BPTT, TET loss)")
-    t.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "cifar10"])
+    t.add_argument("--dataset", default="fashion-mnist", type=_dataset_name,
+                   help="fashion-mnist, mnist, cifar10, cifar100, or imagefolder:PATH (one folder per class)")
+    t.add_argument("--image-size", type=_n("image_size"), help="imagefolder: the square size images are resized to "
+                                                               "(default 32)")
     t.add_argument("--model", default="convnet", help="convnet (28x28), vgg, resnet19 or resnet20 (32x32)")
     t.add_argument("--width", type=_x(0, 16, open_lo=True), default=1.0, help="channel width multiplier, in (0, 16]")
     t.add_argument("--timesteps", type=_n("timesteps"), default=4, help="timesteps T used in training (1 to 1024)")
@@ -965,7 +996,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("file")
     im.add_argument("--out", required=True, help="run directory to write")
     im.add_argument("--overwrite", action="store_true", help="replace what --out holds")
-    im.add_argument("--dataset", required=True, choices=["fashion-mnist", "mnist", "cifar10"],
+    im.add_argument("--dataset", required=True, type=_dataset_name,
                     help="the data pipeline (normalisation) the graph was trained with")
     im.add_argument("--timesteps", type=_n("timesteps"), help="max timesteps (default: the graph's metadata, else 4)")
     im.add_argument("--dt", type=_x(0, 1e6, open_lo=True),
@@ -991,7 +1022,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: detected from the network's neurons; explicit: forward(x, state) -> (out, state)")
     ad.add_argument("--output", type=int, default=0, choices=range(-8, 8), metavar="K",
                     help="which element of a tuple the network returns holds the class scores (default 0)")
-    ad.add_argument("--dataset", required=True, choices=["fashion-mnist", "mnist", "cifar10"],
+    ad.add_argument("--dataset", required=True, type=_dataset_name,
                     help="the data pipeline (normalisation) the network was trained with")
     ad.add_argument("--timesteps", type=_n("timesteps"), default=8, help="max timesteps (default 8)")
     ad.add_argument("--out", required=True, help="run directory to write")
@@ -1038,7 +1069,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_pretrained)
 
     dl = sub.add_parser("download", help="download a dataset (needs the internet)")
-    dl.add_argument("dataset", choices=["fashion-mnist", "mnist", "cifar10"])
+    dl.add_argument("dataset", choices=DATASET_NAMES)
     dl.add_argument("--mirror", help="base URL holding the same file names")
     _data_args(dl)
     dl.set_defaults(func=cmd_download)

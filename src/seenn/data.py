@@ -2,6 +2,8 @@
 
 - ``fashion-mnist``, ``mnist``: IDX files (``train-images-idx3-ubyte.gz`` ...), gzipped or not.
 - ``cifar10``: the official binary version (``cifar-10-batches-bin/data_batch_{1..5}.bin``, ``test_batch.bin``).
+- ``cifar100``: the official binary version (``cifar-100-binary/train.bin``, ``test.bin``; each record a coarse and
+  a fine label byte, then the pixels as in CIFAR-10): the 100 fine classes.
 
 Images are kept as uint8 in memory and normalised per batch (:meth:`Dataset.batches`), so a whole split
 costs one byte per pixel. Splits: ``train`` (training data minus the validation hold-out), ``val`` (the
@@ -46,6 +48,14 @@ class DatasetInfo:
 _IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 _CIFAR_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+_CIFAR100_FINE = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can castle "
+    "caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin elephant "
+    "flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man "
+    "maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree "
+    "plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper "
+    "snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor "
+    "train trout tulip turtle wardrobe whale willow_tree wolf woman worm").split()
 
 DATASETS: dict[str, DatasetInfo] = {
     "fashion-mnist": DatasetInfo(
@@ -62,6 +72,10 @@ DATASETS: dict[str, DatasetInfo] = {
         _CIFAR_FILES, ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",),
         "run `seenn download cifar10` (the official binary version, cifar-10-binary.tar.gz)",
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+    "cifar100": DatasetInfo(
+        "cifar100", "cifar-100-binary", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+        ("train.bin", "test.bin"), ("https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",),
+        "run `seenn download cifar100` (the official binary version, cifar-100-binary.tar.gz)", tuple(_CIFAR100_FINE)),
 }
 
 SPLITS = ("train", "val", "test")
@@ -69,10 +83,14 @@ DEFAULT_VAL_SIZE = 5000
 
 
 def dataset_info(name: str) -> DatasetInfo:
+    from .imagefolder import info_for, is_imagefolder
+
+    if is_imagefolder(name):
+        return info_for(name)
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}") from None
+        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or imagefolder:PATH") from None
 
 
 # ------------------------------------------------------------------------------------------- discovery
@@ -188,15 +206,20 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 
 
-def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_batch(path: Path, classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """A CIFAR-10 batch (one label byte per record) or, with ``classes=100``, a CIFAR-100 file (a coarse and a
+    fine label byte; the fine label is returned)."""
+    heads = 1 if classes == 10 else 2
+    size = heads + 3 * 32 * 32
+    name = "CIFAR-10" if classes == 10 else "CIFAR-100"
     raw = _read_bytes(Path(path))
-    if len(raw) == 0 or len(raw) % _CIFAR_RECORD:
-        raise DataError(f"{path} has {len(raw)} bytes, not a whole number of {_CIFAR_RECORD}-byte CIFAR-10 records")
-    rec = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
-    labels = rec[:, 0].copy()
-    if labels.max() > 9:
-        raise DataError(f"{path} has a label byte {labels.max()} > 9: not a CIFAR-10 binary batch")
-    return rec[:, 1:].reshape(-1, 3, 32, 32), labels
+    if len(raw) == 0 or len(raw) % size:
+        raise DataError(f"{path} has {len(raw)} bytes, not a whole number of {size}-byte {name} records")
+    rec = np.frombuffer(raw, dtype=np.uint8).reshape(-1, size)
+    labels = rec[:, heads - 1].copy()
+    if labels.max() >= classes or (heads == 2 and rec[:, 0].max() >= 20):
+        raise DataError(f"{path} has a label byte {labels.max()} >= {classes}: not a {name} binary file")
+    return rec[:, heads:].reshape(-1, 3, 32, 32), labels
 
 
 # ------------------------------------------------------------------------------------------- datasets
@@ -260,11 +283,15 @@ def load_dataset(name: str, split: str, *, data_dir=None, limit: int | None = No
         raise DataError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be >= 1, got {limit}")
-    folder = find_dataset(name, data_dir, "test" if split == "test" else "train")
-    if split == "test":
-        images, labels = _read_test(info, folder)
+    from .imagefolder import is_imagefolder, read_split
+
+    if is_imagefolder(name):
+        images, labels = read_split(info, split)
+    elif split == "test":
+        images, labels = _read_test(info, find_dataset(name, data_dir, "test"))
     else:
-        images, labels = _read_train(info, folder)
+        images, labels = _read_train(info, find_dataset(name, data_dir, "train"))
+    if split != "test":
         if not 0 <= val_size < len(labels):
             raise DataError(f"validation size {val_size} must be in [0, {len(labels)})")
         cut = len(labels) - val_size
@@ -292,12 +319,16 @@ def _read_train(info: DatasetInfo, folder: Path):
     if info.name == "cifar10":
         parts = [read_cifar_batch(folder / f) for f in info.files[:5]]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    if info.name == "cifar100":
+        return read_cifar_batch(folder / "train.bin", 100)
     return _read_idx_pair(folder, "train", info)
 
 
 def _read_test(info: DatasetInfo, folder: Path):
     if info.name == "cifar10":
         return read_cifar_batch(folder / "test_batch.bin")
+    if info.name == "cifar100":
+        return read_cifar_batch(folder / "test.bin", 100)
     return _read_idx_pair(folder, "t10k", info)
 
 
@@ -372,15 +403,17 @@ def download(name: str, data_dir=None, *, base_url: str | None = None, timeout: 
         # never leaves a half dataset where the readers look
         stage = staging / info.folder
         stage.mkdir()
-        if name == "cifar10":
-            url = info.urls[0] if not base_url else base_url.rstrip("/") + "/cifar-10-binary.tar.gz"
-            archive = staging / "cifar-10-binary.tar.gz"
+        if name in ("cifar10", "cifar100"):
+            tar_name = info.urls[0].rsplit("/", 1)[1]
+            url = info.urls[0] if not base_url else base_url.rstrip("/") + "/" + tar_name
+            archive = staging / tar_name
             _fetch(url, archive, timeout)
             try:
                 with tarfile.open(archive, "r:gz") as tar:
                     for member in tar.getmembers():
                         base = Path(member.name).name
-                        if member.isfile() and base in info.files + ("batches.meta.txt",):
+                        if member.isfile() and base in info.files + ("batches.meta.txt", "fine_label_names.txt",
+                                                                     "coarse_label_names.txt"):
                             (stage / base).write_bytes(tar.extractfile(member).read())
             except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
                 raise DataError(f"{url} did not give a valid tar.gz archive ({e})") from None

@@ -218,10 +218,31 @@ _EXIT = Obj({"threshold": Opt(Float(0.0, 1.0)), "thresholds": Opt(List(Float(0.0
              "precision": Opt(Str())})
 
 
-def config_schema() -> Obj:
-    from .data import DATASETS
+class DatasetName(Str):
+    """A registered dataset, or ``imagefolder:PATH``."""
 
-    return Obj({"seenn_version": Opt(Str()), "kind": Opt(Str(("ann", "snn"))), "dataset": Str(tuple(DATASETS)),
+    def check(self, value, path, where):
+        from .data import DATASETS
+
+        if not (isinstance(value, str) and (value in DATASETS or value.startswith("imagefolder:"))):
+            self.fail(value, path, where)
+        return value
+
+    def describe(self):
+        from .data import DATASETS
+
+        return f"one of {sorted(DATASETS)} or imagefolder:PATH"
+
+
+_PIPELINE = Obj({"image_size": Int(1, L["image_size"]), "channels": Int(1, L["in_channels"]),
+                 "mean": List(Float(-1e3, 1e3), 1, L["in_channels"]), "std": List(Float(0, 1e3, True), 1,
+                                                                                  L["in_channels"]),
+                 "class_names": List(Str(), 2, L["num_classes"])})
+
+
+def config_schema() -> Obj:
+    return Obj({"seenn_version": Opt(Str()), "kind": Opt(Str(("ann", "snn"))), "dataset": DatasetName(),
+                "data": Opt(_PIPELINE),
                 "max_timesteps": Opt(_T), "model": _model_schema(),
                 "training": Opt(Obj({"val_size": Opt(Int(0, L["samples"]))})),
                 "exit": Opt(Obj({"confidence": Opt(_EXIT), "entropy": Opt(_EXIT)})),
@@ -237,6 +258,8 @@ def check_config(config, where: str = "config.json") -> dict:
         for k in ("framework", "source", "sha256", "factory"):
             if m.get(k) is None:
                 raise CheckpointError(f"{where}: model.{k} is missing (a peer run)")
+    if config["dataset"].startswith("imagefolder:") and config.get("data") is None:
+        raise CheckpointError(f"{where}: data is missing (the image pipeline of an imagefolder: run)")
     if config.get("kind") != "ann" and config.get("max_timesteps") is None:
         raise CheckpointError(f"{where}: max_timesteps must be {_T.describe()} for a spiking run, got null")
     for rule, entry in (config.get("exit") or {}).items():
@@ -252,10 +275,8 @@ def check_config(config, where: str = "config.json") -> dict:
 
 
 def policy_schema() -> Obj:
-    from .data import DATASETS
-
     return Obj({"kind": Str(("policy", "learned")), "max_timesteps": _T, "run": Opt(Str()),
-                "dataset": Opt(Str(tuple(DATASETS))), "in_channels": Opt(Int(1, L["in_channels"])),
+                "dataset": Opt(DatasetName()), "in_channels": Opt(Int(1, L["in_channels"])),
                 "threshold": Opt(Float(0.0, 1.0)), "features_version": Opt(Int(1, 2)),
                 "features": Opt(Int(1, 100_000)), "hidden": Opt(Int(1, L["hidden"])),
                 "members": Opt(Int(1, L["members"])), "num_classes": Opt(Int(2, L["num_classes"])),

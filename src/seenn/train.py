@@ -65,6 +65,7 @@ class TrainConfig:
     ann: bool = False  # train the network as an ANN with QCFS activations, for ``seenn convert``
     quant_levels: int = 8  # QCFS quantization levels L (with ``ann``)
     clip_init: float = 2.0  # QCFS initial clip value lam (with ``ann``; see qcfs.py on why not the paper's 8)
+    image_size: int | None = None  # imagefolder:PATH datasets: the square size images are resized to (default 32)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -256,6 +257,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     set_compile(cfg.compile or os.environ.get("SEENN_COMPILE", "0") == "1")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    from .imagefolder import info_for, is_imagefolder, pipeline_record
+
+    if is_imagefolder(cfg.dataset):  # the pipeline (size, channels, mean, std, classes), measured once, recorded
+        info_for(cfg.dataset, cfg.image_size)
     train_set = load_dataset(cfg.dataset, "train", data_dir=data_dir, limit=cfg.limit, val_size=cfg.val_size)
     val_set = load_dataset(cfg.dataset, "val", data_dir=data_dir, val_size=cfg.val_size) if cfg.val_size else None
     spec = model_config(cfg, train_set)
@@ -302,6 +307,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
               "model": spec, "training": asdict(cfg)}
     if cfg.ann:
         config.update(kind="ann", max_timesteps=None)
+    if is_imagefolder(cfg.dataset):
+        config["data"] = pipeline_record(train_set.info)
     history = []
     best = (-1.0, {k: v.detach().clone() for k, v in model.state_dict().items()})
     start_epoch = 1

@@ -1,0 +1,142 @@
+"""Your own images: ``--dataset imagefolder:PATH`` reads torchvision's ImageFolder layout, one folder per class.
+
+``PATH/train/CLASS/*.png|jpg|...`` and ``PATH/test/CLASS/...`` (or ``PATH/CLASS/...`` alone: a training set only).
+Images are resized to ``image_size`` x ``image_size`` (bilinear; default 32), grey when every training image is
+grey, else RGB; the per-channel mean and std come from the training images. The pipeline (size, channels, mean,
+std, class names) is recorded in the run's ``config.json`` (``"data"``) and reused by every later command, so a
+run always sees its images the way it was trained. The validation split is the last ``val_size`` images of a fixed
+shuffle of the training images (seed 0), never trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+PREFIX = "imagefolder:"
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+DEFAULT_IMAGE_SIZE = 32
+_PIPELINES: dict = {}  # dataset name -> DatasetInfo recorded in a run's config
+
+
+def is_imagefolder(name) -> bool:
+    return isinstance(name, str) and name.startswith(PREFIX)
+
+
+def _root(name: str) -> Path:
+    root = Path(name[len(PREFIX):]).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder (imagefolder:PATH needs one folder per class)")
+    return root
+
+
+def _split_dir(root: Path, split: str) -> Path:
+    if (root / "train").is_dir():
+        d = root / ("test" if split == "test" else "train")
+        if not d.is_dir():
+            raise DataError(f"{root} has no {d.name}/ folder for the {split} split")
+        return d
+    if split == "test":
+        raise DataError(f"{root} has no train/ and test/ folders: it is a training set only (make PATH/train/CLASS "
+                        "and PATH/test/CLASS for a test split)")
+    return root
+
+
+def _listing(folder: Path, classes=None):
+    found = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = classes or found
+    if len(classes) < 2:
+        raise DataError(f"{folder} needs at least two class folders, found {found}")
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{folder} has classes the run was not trained on: {unknown[:3]}")
+    files, labels = [], []
+    for k, c in enumerate(classes):
+        d = folder / c
+        if not d.is_dir():
+            continue
+        for f in sorted(d.iterdir()):
+            if f.is_file() and f.suffix.lower() in EXTENSIONS:
+                files.append(f)
+                labels.append(k)
+    if not files:
+        raise DataError(f"{folder} holds no images ({', '.join(EXTENSIONS)})")
+    return classes, files, np.array(labels, dtype=np.int64)
+
+
+def _read(files, size: int, channels: int | None):
+    from PIL import Image, UnidentifiedImageError
+
+    images, modes = [], []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                modes.append(im.mode)
+                images.append(im.convert("RGB").resize((size, size), Image.BILINEAR))
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise DataError(f"{f} is not a readable image ({e})") from None
+    if channels is None:
+        channels = 1 if all(m in ("L", "1", "I", "I;16", "LA") for m in modes) else 3
+    arr = np.stack([np.asarray(im.convert("L") if channels == 1 else im, dtype=np.uint8) for im in images])
+    return (arr[:, None] if channels == 1 else arr.transpose(0, 3, 1, 2)), channels
+
+
+def _info(name, channels, size, mean, std, classes):
+    from .data import DatasetInfo
+
+    return DatasetInfo(name, "", channels, size, len(classes), tuple(mean), tuple(std), (), (),
+                       f"make {name[len(PREFIX):]}/train/CLASS/ image folders", tuple(classes))
+
+
+def register(name: str, data: dict):
+    """The pipeline a run recorded (``config["data"]``), used for this dataset name from now on."""
+    info = _info(name, data["channels"], data["image_size"], data["mean"], data["std"], data["class_names"])
+    _PIPELINES[name] = info
+    return info
+
+
+def pipeline_record(info) -> dict:
+    return {"image_size": info.image_size, "channels": info.channels, "mean": list(info.mean),
+            "std": list(info.std), "class_names": list(info.class_names), "resize": "bilinear, to a square"}
+
+
+def info_for(name: str, image_size: int | None = None):
+    """The dataset's pipeline: the one recorded by a run, else measured on the training images."""
+    if name in _PIPELINES and image_size in (None, _PIPELINES[name].image_size):
+        return _PIPELINES[name]
+    from .schema import LIMITS
+
+    size = image_size or DEFAULT_IMAGE_SIZE
+    if not 1 <= size <= LIMITS["image_size"]:
+        raise DataError(f"--image-size must be in [1, {LIMITS['image_size']}], got {size}")
+    classes, files, labels = _listing(_split_dir(_root(name), "train"))
+    images, channels = _read(files, size, None)
+    x = images.astype(np.float64) / 255.0
+    mean = x.mean(axis=(0, 2, 3))
+    std = np.maximum(x.std(axis=(0, 2, 3)), 1e-3)
+    info = _info(name, channels, size, [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std],
+                 classes)
+    _PIPELINES[name] = info
+    _CACHE[(name, "train", size)] = (images, labels)
+    return info
+
+
+_CACHE: dict = {}
+
+
+def read_split(info, split: str):
+    """(uint8 images [N, C, S, S], labels [N]) of ``train`` (all training images, in a fixed shuffle) or ``test``."""
+    part = "test" if split == "test" else "train"
+    key = (info.name, part, info.image_size)
+    if key not in _CACHE:
+        _, files, labels = _listing(_split_dir(_root(info.name), part), list(info.class_names))
+        images, _ = _read(files, info.image_size, info.channels)
+        _CACHE[key] = (images, labels)
+    images, labels = _CACHE[key]
+    if part == "train":  # a fixed shuffle: the validation hold-out (the last records) covers every class
+        order = np.random.default_rng(0).permutation(len(labels))
+        return images[order], labels[order]
+    return images, labels
