@@ -53,6 +53,21 @@ def simulate(graph, x: np.ndarray, steps: int, dt: float = 1.0) -> np.ndarray:
                 z = (u > p["v_threshold"]).double()
                 v[key] = torch.where(z.bool(), p["v_reset"].expand_as(u), u)
                 h = z
+            elif kind == "LI":
+                p = {a: torch.from_numpy(np.asarray(getattr(n, a), dtype=np.float64)) for a in ("tau", "r", "v_leak")}
+                u = v.get(key, torch.zeros_like(h))
+                u = u + dt / p["tau"] * (p["v_leak"] - u + p["r"] * h)
+                v[key] = u
+                h = u
+            elif kind == "CubaLIF":
+                p = {a: torch.from_numpy(np.asarray(getattr(n, a), dtype=np.float64))
+                     for a in ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "w_in")}
+                i_syn, u = v.get(key, (torch.zeros_like(h), torch.zeros_like(h)))
+                i_syn = i_syn + dt / p["tau_syn"] * (-i_syn + p["w_in"] * h)
+                u = u + dt / p["tau_mem"] * (p["v_leak"] - u + p["r"] * i_syn)
+                z = (u > p["v_threshold"]).double()
+                v[key] = (i_syn, u * (1 - z))
+                h = z
             elif kind == "AvgPool2d":
                 h = F.avg_pool2d(h, tuple(np.atleast_1d(n.kernel_size)), tuple(np.atleast_1d(n.stride)))
             elif kind == "SumPool2d":
@@ -132,9 +147,8 @@ def test_unsupported_graphs_are_refused(tmp_path):
     from seenn.neuron import IF
 
     g = snntorch_style_graph()
-    g.nodes["lif"] = nir.CubaLIF(tau_syn=np.ones((4, 6, 6)), tau_mem=np.ones((4, 6, 6)), r=np.ones((4, 6, 6)),
-                                 v_leak=np.zeros((4, 6, 6)), v_threshold=np.ones((4, 6, 6)))
-    with pytest.raises(ConfigError, match="CubaLIF"):
+    g.nodes["lif"] = nir.Delay(delay=np.ones((4, 6, 6)))  # no seenn counterpart
+    with pytest.raises(ConfigError, match="Delay"):
         from_nir(g)
     # a converted network's soft-reset IF neurons have no faithful NIR form
     m = build_model("convnet", in_channels=1, image_size=28, num_classes=10, width=0.25)
@@ -315,3 +329,34 @@ def test_exact_exponential_discretisation():
     np.testing.assert_allclose(np.diag(lin), 1 - np.exp(-0.001 / 0.02), rtol=1e-6)
     with pytest.raises(ConfigError, match="--dt"):
         from_nir(g, dt=1.0)  # decay 1 - 1/0.02 < 0: the hint names --dt
+
+
+def test_cubalif_and_li_readout_match_the_simulator_and_the_runner(tmp_path):
+    from seenn.engine import EarlyExitRunner, posthoc_exits
+    from seenn.exits import Confidence
+
+    rng = np.random.default_rng(3)
+    n = 12
+    full = lambda v: np.full(n, v)  # noqa: E731
+    g = _chain({"input": nir.Input(input_type={"input": np.array([1, 3, 3])}),
+                "flat": nir.Flatten(input_type={"input": np.array([1, 3, 3])}, start_dim=0),
+                "fc": nir.Affine(weight=rng.normal(size=(n, 9)).astype(np.float32) * 2, bias=np.zeros(n, np.float32)),
+                "cuba": nir.CubaLIF(tau_syn=full(2.0), tau_mem=full(4.0), r=full(2.0), v_leak=full(0.0),
+                                    v_threshold=full(0.5), v_reset=full(0.0), w_in=full(1.5)),
+                "fc2": nir.Affine(weight=rng.normal(size=(4, n)).astype(np.float32), bias=np.zeros(4, np.float32)),
+                "li": nir.LI(tau=np.full(4, 3.0), r=np.full(4, 3.0), v_leak=np.zeros(4)),
+                "output": nir.Output(output_type={"output": np.array([4])})})
+    specs = from_nir(g)[0]
+    assert [s["type"] for s in specs] == ["flatten", "linear", "cubalif", "linear", "li"]
+    model, _ = import_nir(_write(g, tmp_path / "cuba.nir"), dataset="mnist", max_timesteps=10)
+    x = (rng.random((40, 1, 3, 3)) * 2).astype(np.float32)
+    np.testing.assert_allclose(_seenn_total(model, x, 10), simulate(g, x, 10), atol=1e-4)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x), 10).transpose(0, 1)
+    scores = torch.softmax(logits.cumsum(1), -1).amax(-1)
+    rule = Confidence(scores[:, 2].median().item())
+    want = posthoc_exits(logits, rule)
+    assert len(set(want.exit_timestep.tolist())) > 1
+    runner = EarlyExitRunner(model, rule, 10)
+    for got in (runner.predict(torch.from_numpy(x)), runner.stream([torch.from_numpy(x)], slots=16)):
+        assert torch.equal(got.exit_timestep, want.exit_timestep) and torch.equal(got.prediction, want.prediction)

@@ -308,6 +308,44 @@ def from_nir(graph, dt: float = 1.0, discretisation: str = "euler", image_shape=
                           "v_init": 0.0})
             tensors.append({})
             last_syn = None  # a gain after this neuron must not reach the layer before it
+        elif kind in ("LI", "CubaLIF"):
+            def step_of(tau_name, tau):
+                if not tau > 0:
+                    raise ConfigError(f"node {key!r}: {tau_name} must be > 0, got {tau}")
+                d = float(np.exp(-dt / tau)) if discretisation == "exp" else 1.0 - dt / tau
+                if not 0.0 < d <= 1.0:
+                    raise ConfigError(f"node {key!r}: {tau_name} {tau} with dt {dt} gives decay {d}, outside (0, 1]; "
+                                      "pass the dt the graph was made for (--dt) or --discretisation exp")
+                return d, ((1.0 - d) if discretisation == "exp" else dt / tau)
+
+            if _uniform(key, "v_leak", node.v_leak) != 0.0:
+                raise ConfigError(f"node {key!r}: a nonzero v_leak is not supported")
+            r = _uniform(key, "r", node.r)
+            if kind == "LI":
+                decay, k = step_of("tau", _uniform(key, "tau", node.tau))
+                gain, spec = k * r, {"type": "li", "decay": decay}
+            else:
+                syn_decay, ks = step_of("tau_syn", _uniform(key, "tau_syn", node.tau_syn))
+                decay, km = step_of("tau_mem", _uniform(key, "tau_mem", node.tau_mem))
+                v_reset = getattr(node, "v_reset", None)
+                if v_reset is not None and _uniform(key, "v_reset", v_reset) != 0.0:
+                    raise ConfigError(f"node {key!r}: reset to a nonzero potential is not supported")
+                theta = _uniform(key, "v_threshold", node.v_threshold)
+                if not theta > 0:
+                    raise ConfigError(f"node {key!r}: v_threshold must be > 0, got {theta}")
+                gain = ks * _uniform(key, "w_in", node.w_in)
+                spec = {"type": "cubalif", "syn_decay": syn_decay, "decay": decay, "gain": km * r,
+                        "threshold": _above(theta)}
+            if gain != 1.0:
+                if last_syn is not None:
+                    for t in tensors[last_syn].values():
+                        t *= np.float32(gain)
+                else:
+                    specs.append({"type": "scale", "factor": float(gain)})
+                    tensors.append({})
+            specs.append(spec)
+            tensors.append({})
+            last_syn = None
         elif kind in ("AvgPool2d", "SumPool2d"):
             specs.append({"type": kind.lower(), "kernel_size": list(_pair(node.kernel_size)),
                           "stride": list(_pair(node.stride)), "padding": list(_pair(node.padding))})
@@ -317,7 +355,7 @@ def from_nir(graph, dt: float = 1.0, discretisation: str = "euler", image_shape=
             tensors.append({})
         else:
             raise ConfigError(f"node {key!r} is a {kind}, which seenn cannot import (supported: Conv2d, Affine, "
-                              "Linear, LIF, IF, AvgPool2d, SumPool2d, Flatten)")
+                              "Linear, LIF, IF, LI, CubaLIF, AvgPool2d, SumPool2d, Flatten)")
     if in_shape is None or len(in_shape) != 3:
         raise ConfigError(f"the Input node must give a [C, H, W] image shape, got {in_shape}")
     out_features = next((s["out_features"] if s["type"] == "linear" else s["out_channels"]

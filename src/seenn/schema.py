@@ -181,7 +181,10 @@ LAYERS = {
     "sumpool2d": Obj({"kernel_size": _PAIR1, "stride": _PAIR1, "padding": _PAIR}),
     "flatten": Obj({}),
     "add": Obj({}),  # graph models: the sum of the layers named in "inputs"
-    "scale": Obj({"factor": Float(-1e9, 1e9)}),  # graph models: a constant gain
+    "scale": Obj({"factor": Float(-1e9, 1e9)}),  # a constant gain
+    "li": Obj({"decay": Float(0.0, 1.0)}),  # a leaky integrator readout (NIR LI)
+    "cubalif": Obj({"syn_decay": Float(0.0, 1.0), "decay": Float(0.0, 1.0), "gain": Float(-1e9, 1e9),
+                    "threshold": Float(0.0, 1e9, open_lo=True)}),  # a current-based LIF (NIR CubaLIF)
 }
 
 

@@ -24,7 +24,10 @@ class SpikingNetwork(nn.Module):
     body: nn.Module
 
     def neurons(self):
-        return [m for m in self.modules() if isinstance(m, SpikingNeuron)]
+        """Every module holding per-sample state: spiking neurons, and the stateful layers of imported graphs."""
+        from .stateful import _Stateful
+
+        return [m for m in self.modules() if isinstance(m, (SpikingNeuron, _Stateful))]
 
     def _set_timesteps(self, timesteps: int | None) -> None:
         for n in self.neurons():

@@ -3,7 +3,8 @@
 Layer specs: ``{"type": "conv2d", "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
 "groups", "bias"}``, ``{"type": "linear", "in_features", "out_features", "bias"}``, ``{"type": "neuron", "decay",
 "threshold", "soft_reset", "v_init"}``, ``{"type": "avgpool2d" | "sumpool2d", "kernel_size", "stride", "padding"}``,
-``{"type": "flatten"}``, ``{"type": "scale", "factor"}``. Everything before the first neuron is the stem.
+``{"type": "flatten"}``, ``{"type": "scale", "factor"}``, ``{"type": "li", "decay"}`` (a leaky integrator readout),
+``{"type": "cubalif", "syn_decay", "decay", "gain", "threshold"}`` (a current-based LIF). Everything before the first neuron is the stem.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ def build_layer(spec: dict, surrogate: str) -> nn.Module:
             return cls(tuple(spec["kernel_size"]), tuple(spec["stride"]), tuple(spec["padding"]))
         if kind == "flatten":
             return nn.Flatten()
+        if kind == "li":
+            from .stateful import LeakyIntegrator
+
+            return LeakyIntegrator(spec["decay"])
+        if kind == "cubalif":
+            from .stateful import CubaLIF
+
+            return CubaLIF(spec["syn_decay"], spec["decay"], spec["gain"], spec["threshold"])
     except (KeyError, TypeError) as e:
         raise ConfigError(f"layer spec {spec} lacks {e}") from None
     raise ConfigError(f"unknown layer type {spec.get('type')!r} in a sequential model")
@@ -67,7 +76,9 @@ class SequentialSNN(SpikingNetwork):
         if not layers:
             raise ConfigError("a sequential model needs layers")
         mods = [build_layer(spec, surrogate) for spec in layers]
-        first = next((i for i, m in enumerate(mods) if isinstance(m, SpikingNeuron)), None)
+        from .stateful import _Stateful
+
+        first = next((i for i, m in enumerate(mods) if isinstance(m, (SpikingNeuron, _Stateful))), None)
         if first is None:
             raise ConfigError("a spiking network needs at least one spiking neuron layer")
         self.stem = nn.Sequential(*mods[:first])
