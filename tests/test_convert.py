@@ -182,3 +182,33 @@ def test_one_hidden_layer_is_exact_at_t_equals_l(lam):
     x = torch.randn(64, 1, 4, 4) * 2
     with torch.no_grad():
         assert torch.allclose(snn(x, 4).mean(0), ann(x), atol=1e-5)
+
+
+RESNET = "cifar10-resnet20-qcfs4-t64"
+
+
+@needs_dataset("cifar10")
+@pytest.mark.skipif(not any(r["name"] == RESNET for r in pretrained_runs()), reason="no shipped converted ResNet")
+def test_shipped_converted_resnet20():
+    """The shipped converted ResNet-20: a graph network; the runner with its calibrated rule exits where the
+    post-hoc evaluation says, well before 64 steps."""
+    from seenn.checkpoint import load_run
+    from seenn.data import load_dataset
+    from seenn.engine import EarlyExitRunner, posthoc_exits
+    from seenn.exits import Confidence
+    from seenn.fold import inference_model
+    from seenn.train import step_logits
+
+    model, config = load_run(RESNET)
+    assert config["max_timesteps"] == 64 and config["model"]["name"] == "graph"
+    assert config["converted_from"]["model"]["name"] == "resnet20"
+    data = load_dataset("cifar10", "test", data_dir=real_data_dir(), limit=100)
+    logits = step_logits(inference_model(model), data, 64)
+    assert (logits.sum(1).argmax(1) == data.labels).float().mean() > 0.8
+    stored = config["exit"]["confidence"]
+    rule = Confidence(stored["threshold"], temperature=stored["temperature"])
+    expected = posthoc_exits(logits, rule)
+    got = EarlyExitRunner(model, rule, 64).predict_dataset(data, batch_size=50)
+    assert torch.equal(got.prediction, expected.prediction)
+    assert torch.equal(got.exit_timestep, expected.exit_timestep)
+    assert got.exit_timestep.float().mean() < 32

@@ -174,3 +174,6 @@ def test_resnet20_ann_trains_converts_and_evaluates_from_the_cli(tiny_data, tmp_
     r = json.loads(capsys.readouterr().out)
     assert len(r["accuracy_per_timestep"]) == 8 and 1 <= r["exit"]["avg_timesteps"] <= 8
     assert main(["energy", str(snn), "--data-dir", str(tiny_data), "--threshold", "0.9", "--limit", "20"]) == 0
+    assert main(["report", str(snn), "--data-dir", str(tiny_data), "--threshold", "0.9", "--limit", "20",
+                 "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "index.html").is_file()

@@ -195,6 +195,8 @@ def test_seenn_adapt_from_the_cli(tiny_data, tmp_path, capsys):
     assert main(["energy", str(run), *d, "--threshold", "0.5", "--limit", "20", "--json"]) == 0
     assert main(["bench", str(run), *d, "--threshold", "0.5", "--limit", "16", "--batch-size", "8",
                  "--repeats", "1", "--latency-samples", "2", "--json"]) == 0
+    assert main(["report", str(run), *d, "--threshold", "0.5", "--limit", "16", "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "index.html").is_file()
     capsys.readouterr()
     # a pickled object is refused (weights_only), and so is a changed network file
     class Evil:
