@@ -142,14 +142,14 @@ def test_converted_mnist_snn_approaches_the_ann(tmp_path):
     assert acc[0] < acc[2] and abs(acc[2] - ann_acc) <= 0.01, (ann_acc, acc)
 
 
-SHIPPED = "cifar10-vgg-w05-qcfs4-t64"
+SHIPPED = {"cifar10-vgg-w05-qcfs4-t64": ("sequential", 200, 16), "cifar10-resnet20-qcfs4-t64": ("graph", 100, 32)}
 
 
 @needs_dataset("cifar10")
-@pytest.mark.skipif(not any(r["name"] == SHIPPED for r in pretrained_runs()), reason="no shipped converted run")
-def test_shipped_converted_run():
-    """The shipped converted CIFAR-10 run: an ordinary sequential IF network, strong at T=64, and the runner
-    with its calibrated rule exits exactly where the post-hoc evaluation says, in far fewer than 64 steps."""
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_converted_run(name):
+    """The shipped converted CIFAR-10 runs (a chain and a residual network): strong at T=64, and the runner with
+    the calibrated rule exits exactly where the post-hoc evaluation says, in far fewer than 64 steps."""
     from seenn.checkpoint import load_run
     from seenn.data import load_dataset
     from seenn.engine import EarlyExitRunner, posthoc_exits
@@ -157,18 +157,21 @@ def test_shipped_converted_run():
     from seenn.fold import inference_model
     from seenn.train import step_logits
 
-    model, config = load_run(SHIPPED)
-    assert config["max_timesteps"] == 64 and config["model"]["name"] == "sequential"
-    data = load_dataset("cifar10", "test", data_dir=real_data_dir(), limit=200)
+    if not any(r["name"] == name for r in pretrained_runs()):
+        pytest.skip(f"{name} is not shipped")
+    kind, limit, max_avg = SHIPPED[name]
+    model, config = load_run(name)
+    assert config["max_timesteps"] == 64 and config["model"]["name"] == kind
+    data = load_dataset("cifar10", "test", data_dir=real_data_dir(), limit=limit)
     logits = step_logits(inference_model(model), data, 64)  # what seenn eval runs
     assert (logits.sum(1).argmax(1) == data.labels).float().mean() > 0.8
     stored = config["exit"]["confidence"]
     rule = Confidence(stored["threshold"], temperature=stored["temperature"])
     expected = posthoc_exits(logits, rule)
-    got = EarlyExitRunner(model, rule, 64).predict_dataset(data, batch_size=64)
+    got = EarlyExitRunner(model, rule, 64).predict_dataset(data, batch_size=50)
     assert torch.equal(got.prediction, expected.prediction)
     assert torch.equal(got.exit_timestep, expected.exit_timestep)
-    assert got.exit_timestep.float().mean() < 16
+    assert got.exit_timestep.float().mean() < max_avg
 
 
 @pytest.mark.parametrize("lam", [1.5, -1.5])
@@ -183,32 +186,3 @@ def test_one_hidden_layer_is_exact_at_t_equals_l(lam):
     with torch.no_grad():
         assert torch.allclose(snn(x, 4).mean(0), ann(x), atol=1e-5)
 
-
-RESNET = "cifar10-resnet20-qcfs4-t64"
-
-
-@needs_dataset("cifar10")
-@pytest.mark.skipif(not any(r["name"] == RESNET for r in pretrained_runs()), reason="no shipped converted ResNet")
-def test_shipped_converted_resnet20():
-    """The shipped converted ResNet-20: a graph network; the runner with its calibrated rule exits where the
-    post-hoc evaluation says, well before 64 steps."""
-    from seenn.checkpoint import load_run
-    from seenn.data import load_dataset
-    from seenn.engine import EarlyExitRunner, posthoc_exits
-    from seenn.exits import Confidence
-    from seenn.fold import inference_model
-    from seenn.train import step_logits
-
-    model, config = load_run(RESNET)
-    assert config["max_timesteps"] == 64 and config["model"]["name"] == "graph"
-    assert config["converted_from"]["model"]["name"] == "resnet20"
-    data = load_dataset("cifar10", "test", data_dir=real_data_dir(), limit=100)
-    logits = step_logits(inference_model(model), data, 64)
-    assert (logits.sum(1).argmax(1) == data.labels).float().mean() > 0.8
-    stored = config["exit"]["confidence"]
-    rule = Confidence(stored["threshold"], temperature=stored["temperature"])
-    expected = posthoc_exits(logits, rule)
-    got = EarlyExitRunner(model, rule, 64).predict_dataset(data, batch_size=50)
-    assert torch.equal(got.prediction, expected.prediction)
-    assert torch.equal(got.exit_timestep, expected.exit_timestep)
-    assert got.exit_timestep.float().mean() < 32

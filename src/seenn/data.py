@@ -203,9 +203,6 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
     atomic_write_bytes(Path(path), gzip.compress(raw) if compress else raw)
 
 
-_CIFAR_RECORD = 1 + 3 * 32 * 32
-
-
 def read_cifar_batch(path: Path, classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """A CIFAR-10 batch (one label byte per record) or, with ``classes=100``, a CIFAR-100 file (a coarse and a
     fine label byte; the fine label is returned)."""

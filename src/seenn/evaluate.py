@@ -33,8 +33,7 @@ class Evaluation:
         from .schema import bounded, memory_check
 
         bounded("timesteps", max_timesteps, "max_timesteps")
-        k = model.body[-1].out_features if isinstance(getattr(model, "body", None), torch.nn.Sequential) and \
-            isinstance(model.body[-1], torch.nn.Linear) else 10
+        k = data.info.num_classes
         memory_check(4.0 * len(data) * max_timesteps * k * 3, f"evaluating {len(data)} samples x {max_timesteps} "
                      f"timesteps x {k} classes", "evaluate fewer samples (--limit) or fewer timesteps")
         # one inference model (BN folded) for the full-T pass and the runner, so both see the same arithmetic

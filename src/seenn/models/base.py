@@ -17,6 +17,7 @@ from torch import nn
 
 from ..fold import FastAvgPool2d, _is_plain_2x2
 from ..neuron import SpikingNeuron, bn_neuron_multistep, compiled, neuron_multistep_fused
+from .stateful import _Stateful
 
 
 class SpikingNetwork(nn.Module):
@@ -25,8 +26,6 @@ class SpikingNetwork(nn.Module):
 
     def neurons(self):
         """Every module holding per-sample state: spiking neurons, and the stateful layers of imported graphs."""
-        from .stateful import _Stateful
-
         return [m for m in self.modules() if isinstance(m, (SpikingNeuron, _Stateful))]
 
     def _set_timesteps(self, timesteps: int | None) -> None:
