@@ -172,6 +172,14 @@ def check_equivalence(n: int = 256) -> dict:
 
 
 def train_step_fn(lib: str, batch: int):
+    if lib == "seenn-compiled-bf16":  # `seenn train --compile --precision bf16`
+        inner = train_step_fn("seenn-compiled", batch)
+
+        def bf16_step():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                inner()
+
+        return bf16_step
     if lib == "seenn-compiled":
         from seenn.neuron import set_compile
 
@@ -190,7 +198,7 @@ def train_step_fn(lib: str, batch: int):
     x, y = real_batch(batch)
 
     def step():
-        out = net(x, T)  # [T, B, K]
+        out = net(x, T).float()  # [T, B, K]
         loss = F.cross_entropy(out.flatten(0, 1), y.repeat(T))  # the TET per-step cross-entropy
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -200,11 +208,20 @@ def train_step_fn(lib: str, batch: int):
 
 
 def infer_fn(lib: str, batch: int):
-    net = build(lib).eval()
-    if lib == "seenn":  # seenn's inference paths (runner, eval) run the BN-folded model
+    if lib.endswith("-exit"):  # seenn's early-exit runner at the shipped run's calibrated threshold
+        from seenn.engine import EarlyExitRunner
+        from seenn.exits import Confidence
+
+        th = load_run(SHIPPED)[1]["exit"]["confidence"]["threshold"] if any(
+            r["name"] == SHIPPED for r in pretrained_runs()) else 0.9
+        runner = EarlyExitRunner(build("seenn").eval(), Confidence(th), T, precision=lib.split("-")[1])
+        x, _ = real_batch(batch)
+        return lambda: runner.predict(x)
+    net = build(lib.split("-")[0]).eval()
+    if lib.startswith("seenn"):  # seenn's inference paths (runner, eval) run the BN-folded model
         from seenn.fold import inference_model
 
-        net = inference_model(net)
+        net = inference_model(net, lib.split("-")[1] if "-" in lib else "fp32")
     x, _ = real_batch(batch)
 
     @torch.inference_mode()
@@ -246,8 +263,8 @@ def measure_memory(lib: str, batch: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
-LIBS = ("seenn", "spikingjelly", "snntorch")
-TRAIN_VARIANTS = ("seenn", "seenn-compiled", "spikingjelly", "snntorch")
+LIBS = ("seenn", "seenn-int8", "seenn-bf16", "seenn-fp32-exit", "seenn-int8-exit", "spikingjelly", "snntorch")
+TRAIN_VARIANTS = ("seenn", "seenn-compiled", "seenn-compiled-bf16", "spikingjelly", "snntorch")
 
 
 def main() -> None:
@@ -280,10 +297,11 @@ def main() -> None:
             tr[lib].append(args.batch_size / timed(train_fns[lib], args.repeats))
         for lib in LIBS:
             inf[lib].append(args.infer_batch_size / timed(infer_fns[lib], args.repeats))
-    mem = {lib: statistics.median(measure_memory(lib, args.batch_size) for _ in range(3)) for lib in TRAIN_VARIANTS}
-    res = {lib: {"train_images_per_s": statistics.median(tr[lib]),
+    mem = {lib: statistics.median(measure_memory(lib, args.batch_size) for _ in range(3)) for lib in TRAIN_VARIANTS
+           if "bf16" not in lib}
+    res = {lib: {"train_images_per_s": statistics.median(tr[lib]) if lib in tr else None,
                  "infer_images_per_s": statistics.median(inf[lib]) if lib in inf else None,
-                 "train_peak_mib": mem[lib]} for lib in TRAIN_VARIANTS}
+                 "train_peak_mib": mem.get(lib)} for lib in dict.fromkeys(TRAIN_VARIANTS + LIBS)}
     print(json.dumps(res, indent=1), file=sys.stderr)
     versions = {}
     for mod in ("spikingjelly", "snntorch"):
@@ -293,7 +311,6 @@ def main() -> None:
             versions[mod] = version(mod)
         except Exception:
             versions[mod] = "?"
-    s = res["seenn"]
     cmd = f"python benchmarks/peers.py --batch-size {args.batch_size} --infer-batch-size {args.infer_batch_size} " \
           f"--repeats {args.repeats} --rounds {args.rounds} --allocator {args.allocator}"
     lines = ["## seenn against SpikingJelly and snnTorch", "",
@@ -308,19 +325,27 @@ def main() -> None:
     lines += ["", f"Training step: batch {args.batch_size}, forward over T, per-step cross-entropy, backward, SGD. "
               f"Inference: batch {args.infer_batch_size}, full T, inference mode. Medians of {args.rounds} interleaved "
               f"rounds of {args.repeats} repeats; memory: median of 3 fresh processes.", "",
-              "| library | training images/s | inference images/s | training-step peak memory (MiB) | seenn (compiled) training speed / it | seenn inference speed / it |",
+              "| library | training images/s | inference images/s | training-step peak memory (MiB) | training vs snnTorch | inference vs snnTorch |",
               "|---|---|---|---|---|---|"]
-    sc = res["seenn-compiled"]
-    for lib in TRAIN_VARIANTS:
-        r = res[lib]
-        inf_cell = "(same as seenn)" if r["infer_images_per_s"] is None else f"{r['infer_images_per_s']:.0f}"
-        ratio = "" if r["infer_images_per_s"] is None else f"{s['infer_images_per_s'] / r['infer_images_per_s']:.2f}x"
-        lines.append(f"| {lib} | {r['train_images_per_s']:.0f} | {inf_cell} | {r['train_peak_mib']:.1f} | "
-                     f"{sc['train_images_per_s'] / r['train_images_per_s']:.2f}x | {ratio} |")
+    st = res["snntorch"]
+
+    def cell(v, fmt):
+        return "" if v is None else format(v, fmt)
+
+    for lib, r in res.items():
+        tr_ratio = None if r["train_images_per_s"] is None else r["train_images_per_s"] / st["train_images_per_s"]
+        in_ratio = None if r["infer_images_per_s"] is None else r["infer_images_per_s"] / st["infer_images_per_s"]
+        lines.append(f"| {lib} | {cell(r['train_images_per_s'], '.0f')} | {cell(r['infer_images_per_s'], '.0f')} | "
+                     f"{cell(r['train_peak_mib'], '.1f')} | {cell(tr_ratio, '.2f')}{'x' if tr_ratio else ''} | "
+                     f"{cell(in_ratio, '.2f')}{'x' if in_ratio else ''} |")
     lines += ["", "seenn-compiled is `seenn train --compile`: each layer's batch norm, neuron (BPTT over all T) and 2x2 "
                   "pool as one compiled kernel per layer shape (one-off compile of some seconds each, excluded from the "
                   "timing by the warm-up); plain seenn fuses the neuron and pool eagerly. seenn's inference runs step by "
-                  "step on the BN-folded network with oneDNN-packed convolutions, as its runner and `seenn eval` do."]
+                  "step on the BN-folded network with oneDNN-packed convolutions, as its runner and `seenn eval` do; "
+                  "seenn-int8 and seenn-bf16 are `--precision int8 / bf16` (the convolutions that read spikes in that "
+                  "precision, seenn.precision); seenn-compiled-bf16 is `seenn train --compile --precision bf16`; "
+                  "seenn-fp32-exit and seenn-int8-exit are the early-exit runner at the shipped run's calibrated "
+                  "threshold (`EarlyExitRunner(..., precision=...)`), images/s against the others' full T."]
     publish("peers", lines)
 
 

@@ -34,23 +34,37 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3, help="whole measurements, one after another: the table shows the "
                                                        "first, a line the efficiencies of all")
     p.add_argument("--allocator", choices=["tuned", "default"], default="tuned")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="early exit in this precision; full T is measured in fp32 (the baseline) and in it")
     args = p.parse_args()
     alloc = allocator(args.allocator)
     model, config = load_run(args.run)
     data = load_dataset(config["dataset"], "test", limit=args.limit)
     runs = [benchmark(model, data, Confidence(args.threshold), config["max_timesteps"], batch_size=args.batch_size,
-                      repeats=args.repeats, latency_samples=args.latency_samples) for _ in range(args.runs)]
+                      repeats=args.repeats, latency_samples=args.latency_samples, precision=args.precision)
+            for _ in range(args.runs)]
     r = runs[0]
     print(json.dumps(runs, indent=1), file=sys.stderr)
+    base = None
+    if args.precision != "fp32":  # the fp32 baseline, measured right after in the same invocation
+        base = benchmark(model, data, Confidence(args.threshold), config["max_timesteps"], batch_size=args.batch_size,
+                         repeats=args.repeats, latency_samples=args.latency_samples)
+        print(json.dumps(base, indent=1), file=sys.stderr)
+        # batch 1, sample by sample: the fastest fp32 full-T path against early exit in this precision
+        singles = data.normalize(data.images[:args.latency_samples])
+        cross = batch1_latency(model, Confidence(args.threshold), config["max_timesteps"], singles,
+                               early_precision=args.precision)
     # the same latency samples with every batch-1 path through torch.compile (early exit and full T alike)
     singles = data.normalize(data.images[:args.latency_samples])
-    c_full, c_early = batch1_latency(model, Confidence(args.threshold), config["max_timesteps"], singles, compile=True)
+    c_full, c_early = batch1_latency(model, Confidence(args.threshold), config["max_timesteps"], singles, compile=True,
+                                    precision=args.precision)
     print(f"compiled batch-1 p50: full {c_full:.3f} ms, early exit {c_early:.3f} ms", file=sys.stderr)
     cmd = (f"python benchmarks/runner.py --run {args.run} --threshold {args.threshold} --batch-size {args.batch_size} "
            f"--limit {args.limit} --repeats {args.repeats} --latency-samples {args.latency_samples} --runs {args.runs} "
-           f"--allocator {args.allocator}")
+           f"--allocator {args.allocator}" + ("" if args.precision == "fp32" else f" --precision {args.precision}"))
     lat, sps, paths = r["batch1_latency_ms"], r["samples_per_second"], r["full_seconds_by_path"]
-    lines = ["## Early exit as saved seconds (`seenn bench`)", "",
+    title = "" if args.precision == "fp32" else f", {args.precision}"
+    lines = [f"## Early exit as saved seconds (`seenn bench`{title})", "",
              f"{today()}, `{cmd}`, {machine()}, {alloc}.", "",
              f"{r['samples']} test images, confidence > {args.threshold}: {r['avg_timesteps']:.3f} average timesteps of "
              f"{r['max_timesteps']}, so the ideal speedup is {r['ideal_speedup']:.2f}x. 'Full' is the faster of the two "
@@ -80,7 +94,15 @@ def main() -> None:
              f"static batches {_each(runs, lambda x: x['efficiency'])}; continuous batching "
              f"{_each(runs, lambda x: x['streaming_efficiency'])}; batch 1 "
              f"{_each(runs, lambda x: x['batch1_speedup'] / x['batch1_ideal_speedup'])}."]
-    publish("runner", lines)
+    if base is not None:
+        bl, bs = base["batch1_latency_ms"], base["samples_per_second"]
+        lines += ["", f"Against fp32, measured right after in the same invocation (fp32 full T {bs['full']:.0f} images/s, "
+                  f"early exit {bs['early_exit']:.0f}; batch-1 p50 full T {bl['full']:.3f} ms, early exit "
+                  f"{bl['early_exit']:.3f} ms): {args.precision} full T {sps['full'] / bs['full']:.2f}x fp32's images/s, "
+                  f"{args.precision} early exit {sps['early_exit'] / bs['full']:.2f}x fp32 full T's. Batch 1, the fastest "
+                  f"fp32 full-T path and {args.precision} early exit timed on each of the same {args.latency_samples} "
+                  f"samples in turn: p50 {cross[0]:.3f} ms against {cross[1]:.3f} ms, {cross[0] / cross[1]:.2f}x lower."]
+    publish("runner" if args.precision == "fp32" else f"runner-{args.precision}", lines)
 
 
 if __name__ == "__main__":

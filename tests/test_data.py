@@ -5,6 +5,7 @@ import tarfile
 import threading
 
 import numpy as np
+import torch
 import pytest
 
 from seenn.data import (DATASETS, download, find_dataset, load_dataset, read_cifar_batch, read_idx, write_idx)
@@ -157,3 +158,29 @@ def test_download_failure_is_clear(http_dir, tmp_path):
     with pytest.raises(DataError, match="gzip"):
         download("fashion-mnist", tmp_path / "data2", base_url=url)
     assert list((tmp_path / "data2").iterdir()) == []  # nothing half-downloaded is left where readers look
+
+
+def test_jpeg_roundtrip_augmentation():
+    """--jpeg P: each image re-encoded as JPEG with probability P (quality in JPEG_QUALITY), reproducibly; grey and
+    RGB alike; P = 0 leaves the batch as it is."""
+    from seenn.data import jpeg_roundtrip
+    from seenn.errors import ConfigError
+    from seenn.train import TrainConfig
+
+    rng = np.random.default_rng(0)
+    smooth = np.repeat(np.repeat(rng.integers(0, 256, (32, 3, 8, 8)), 4, axis=2), 4, axis=3).astype(np.uint8)
+    x = torch.from_numpy(smooth)
+    assert torch.equal(jpeg_roundtrip(x, 0.0), x)
+    a = jpeg_roundtrip(x, 1.0, torch.Generator().manual_seed(1))
+    b = jpeg_roundtrip(x, 1.0, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.dtype == torch.uint8 and a.shape == x.shape
+    changed = (a != x).flatten(1).any(1)
+    assert changed.all()
+    mse = ((a.float() - x.float()) ** 2).mean()
+    assert 20 < 10 * torch.log10(255.0 ** 2 / mse) < 50  # lossy, but the same picture
+    half = jpeg_roundtrip(x, 0.5, torch.Generator().manual_seed(2))
+    assert 0 < (half != x).flatten(1).any(1).sum() < len(x)
+    grey = jpeg_roundtrip(x[:, :1].contiguous(), 1.0)
+    assert grey.shape == (32, 1, 32, 32)
+    with pytest.raises(ConfigError, match="--jpeg"):
+        TrainConfig(jpeg=1.5).validate()

@@ -24,10 +24,10 @@ def _timed(fn) -> float:
 
 
 def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: int = 256, repeats: int = 3,
-              latency_samples: int = 100, device: str = "cpu", compile: bool = False) -> dict:
+              latency_samples: int = 100, device: str = "cpu", compile: bool = False, precision: str = "fp32") -> dict:
     """``compile``: the batch-1 paths through torch.compile, the early-exit step and every full-T path alike (see
     :func:`batch1_latency`), so the comparison stays fair; batches run eagerly either way."""
-    model = inference_model(model.to(device))  # the inference model every path below uses
+    model = inference_model(model.to(device), precision)  # the inference model every path below uses
     early = EarlyExitRunner(model, rule, max_timesteps, device)
     fixed = EarlyExitRunner(model, Fixed(max_timesteps), max_timesteps, device)
     batches = [x for x, _ in data.batches(batch_size)]
@@ -93,17 +93,22 @@ def benchmark(model, data, rule: ExitRule, max_timesteps: int, *, batch_size: in
         "repeats": repeats,
         "threads": torch.get_num_threads(),
         "compiled": compile,
+        "precision": getattr(model, "precision", "fp32"),
     }
 
 
 def batch1_latency(model, rule: ExitRule, max_timesteps: int, singles: torch.Tensor, *, device: str = "cpu",
-                   compile: bool = False, by_path: dict | None = None) -> tuple[float, float]:
+                   compile: bool = False, by_path: dict | None = None, precision: str = "fp32",
+                   early_precision: str | None = None) -> tuple[float, float]:
     """Median latency in ms of one sample, (full T, early exit), interleaved per sample. Full T is the fastest of the
     multi-step forward, the plain step loop and the fixed-budget runner for each sample. ``compile``: every one of
     these paths and the early-exit step through torch.compile. ``by_path``: filled with each full-T path's median
     (the step loop runs the same per-step kernels as early exit; the multi-step forward runs each layer at batch T)."""
-    model = inference_model(model.to(device))
-    early = EarlyExitRunner(model, rule, max_timesteps, device, compile=compile)
+    model = inference_model(model.to(device), precision)
+    # early_precision: the early-exit path in another precision than the full-T paths (int8 early exit against the
+    # fp32 full-T baseline, sample by sample)
+    early_model = model if early_precision is None else inference_model(model, early_precision)
+    early = EarlyExitRunner(early_model, rule, max_timesteps, device, compile=compile)
     fixed = EarlyExitRunner(model, Fixed(max_timesteps), max_timesteps, device, compile=compile)
     if compile:  # the full-T paths compiled from the same kind of model as the runners' compiled steps
         for_compiler(model)

@@ -59,7 +59,7 @@ def _train_config(args):
     return TrainConfig(dataset=args.dataset, model=args.model, width=args.width, timesteps=args.timesteps,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
-                       seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
+                       seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment, jpeg=args.jpeg, precision=args.precision,
                        compile=args.compile, init=args.init, exit_aware=args.exit_aware,
                        ann=args.ann, quant_levels=args.quant_levels, clip_init=args.clip_init,
                        image_size=args.image_size)
@@ -193,6 +193,19 @@ def _rule(args, config):
     return make_rule(args.exit, threshold=args.threshold, timesteps=args.timesteps)
 
 
+def _precision(args, config) -> str:
+    """--precision, else the precision the run's calibrated threshold was certified for, else fp32. A precision
+    other than the certified one is run as asked, with a note (the guarantee was made for the other)."""
+    stored = (config.get("exit") or {}).get("confidence") or {}
+    certified = stored.get("precision", "fp32") if stored.get("calibration") else None
+    chosen = args.precision or certified or "fp32"
+    uses_stored = getattr(args, "exit", None) == "confidence" and getattr(args, "threshold", None) is None
+    if certified and chosen != certified and uses_stored and not getattr(args, "json", False):
+        _log(f"note: the run's threshold was certified for {certified}; running {chosen} (seenn calibrate "
+             f"--precision {chosen} certifies one for it)")
+    return chosen
+
+
 def cmd_eval(args) -> int:
     from .distributed import finish, init_from_env
 
@@ -217,7 +230,8 @@ def _eval(args, rank: int) -> int:
     if rule is not None and getattr(rule, "timesteps", 1) > max_t:
         raise ConfigError(f"--timesteps {rule.timesteps} is more than the max timesteps {max_t}")
     t0 = time.perf_counter()
-    ev = Evaluation(model, data, max_t, batch_size=args.batch_size, device=args.device, progress=not args.json)
+    ev = Evaluation(model, data, max_t, batch_size=args.batch_size, device=args.device, progress=not args.json,
+                    precision=_precision(args, config))
     result = ev.oracle() if rule is None else ev.run(rule)
     desc = {"rule": "oracle", "threshold": None} if rule is None else rule.describe()
     report = {**ev.header(), "exit": ev.summarize(desc, result)}
@@ -287,11 +301,12 @@ def cmd_bench(args) -> int:
         raise ConfigError(f"--latency-samples must be >= 1, got {args.latency_samples}")
     model, config, data, max_t, rule = _load_with_rule(args, "timing")
     r = benchmark(model, data, rule, max_t, batch_size=args.batch_size, repeats=args.repeats,
-                  latency_samples=args.latency_samples, device=args.device, compile=args.compile)
+                  latency_samples=args.latency_samples, device=args.device, compile=args.compile,
+                  precision=_precision(args, config))
     if args.json:
         _emit_json(r)
         return 0
-    print(f"{r['samples']} samples, batch {r['batch_size']}, T = {r['max_timesteps']}, "
+    print(f"{r['samples']} samples, batch {r['batch_size']}, T = {r['max_timesteps']}, {r['precision']}, "
           f"{r['rule']['rule']} exit: {r['avg_timesteps']:.3f} avg timesteps")
     print(f"full T {r['full_seconds']:.3f} s, early exit {r['early_exit_seconds']:.3f} s: speedup {r['speedup']:.2f}x "
           f"of an ideal {r['ideal_speedup']:.2f}x (efficiency {r['efficiency']:.2f}); continuous batching "
@@ -308,6 +323,7 @@ def cmd_calibrate(args) -> int:
     import shutil
 
     from .calibrate import calibrate
+    from .fold import inference_model
     from .checkpoint import CONFIG, PRETRAINED_DIR, check_out_dir, read_json, resolve_run, staged_dir, write_json
     from .train import step_logits
 
@@ -320,11 +336,13 @@ def cmd_calibrate(args) -> int:
     if args.out:
         check_out_dir(args.out, overwrite=args.overwrite, source=src)
     model, config, data, max_t = _load(args)
-    logits = step_logits(model, data, max_t, device=args.device, progress=not args.json)
+    precision = args.precision or "fp32"
+    logits = step_logits(inference_model(model.to(args.device), precision), data, max_t, device=args.device,
+                         progress=not args.json)
     result = calibrate(logits, data.labels, max_accuracy_drop=args.max_accuracy_drop,
                        confidence_level=args.confidence_level, per_step=args.per_step,
                        temperature=args.temperature)
-    result.update({"dataset": data.info.name, "split": data.split})
+    result.update({"dataset": data.info.name, "split": data.split, "precision": precision})
     config = read_json(src / CONFIG)
     old = (config.get("exit") or {}).get("confidence")
     certified = "note" not in result  # the note says no threshold could be certified
@@ -332,7 +350,7 @@ def cmd_calibrate(args) -> int:
     if not kept:
         config.setdefault("exit", {})["confidence"] = {
             "threshold": result["threshold"], "thresholds": result["thresholds"], "temperature": result["temperature"],
-            "calibration": result}
+            "precision": precision, "calibration": result}
     if args.out:
         with staged_dir(args.out, overwrite=args.overwrite) as stage:  # the whole copy, or nothing
             shutil.copytree(src, stage, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CONFIG, ".*"))
@@ -358,7 +376,7 @@ def cmd_calibrate(args) -> int:
         return 0
     chosen = (f"per-step thresholds {[round(t, 6) for t in result['thresholds'][:-1]]}" if result["per_step"]
               else f"threshold {result['threshold']:.6g}")
-    print(f"chose {chosen} (temperature {result['temperature']:.3f}) for {dest}")
+    print(f"chose {chosen} (temperature {result['temperature']:.3f}, {precision}) for {dest}")
     print(f"why: on {result['certified_samples']} validation samples it makes {result['validation_false_exits']} false exits "
           f"(binomial p = {result['p_value']:.3g} that the false-exit rate exceeds {args.max_accuracy_drop:g}); "
           f"with probability >= {args.confidence_level:g} the accuracy drop against full T on new data from the same "
@@ -858,7 +876,7 @@ REAL_RULES = ALL_RULES[:5]  # the rules that run without labels
 
 
 def _run_parser(sub, name: str, help: str, *, split: str = "test", rules=REAL_RULES, batch_size: int | None = 500,
-                limit: int | None = None, json_flag: bool = True):
+                limit: int | None = None, json_flag: bool = True, precision: bool = False):
     """A sub-command that evaluates a run on a dataset split: the arguments they all share."""
     p = sub.add_parser(name, help=help)
     p.add_argument("run", help="a run directory or the name of a shipped run")
@@ -875,6 +893,10 @@ def _run_parser(sub, name: str, help: str, *, split: str = "test", rules=REAL_RU
     if batch_size:
         p.add_argument("--batch-size", type=_n("batch_size"), default=batch_size)
     p.add_argument("--device", default="cpu")
+    if precision:
+        p.add_argument("--precision", choices=["fp32", "bf16", "int8"],
+                       help="the convolutions that read spikes in fp32, bf16 or int8 (membranes, stem and logits stay "
+                            "fp32; default: the precision the run's threshold was certified for, else fp32)")
     if json_flag:
         p.add_argument("--json", action="store_true")
     _data_args(p)
@@ -912,8 +934,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=_n("samples"), help="train on the first N training samples only")
     t.add_argument("--val-size", type=_n("samples", 0), default=5000, help="training samples held out for validation")
     t.add_argument("--no-augment", action="store_true", help="no random crop / flip (32x32 only)")
+    t.add_argument("--jpeg", type=_x(0, 1), default=0.0, metavar="P",
+                   help="re-encode each training image as JPEG with probability P, quality drawn in [40, 95] "
+                        "(robustness to compression artifacts)")
     t.add_argument("--compile", action="store_true",
                    help="torch.compile the neurons' BPTT loops: faster training after a one-off compile")
+    t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: convolutions and linear layers under bf16 autocast (membranes, BN and the loss stay "
+                        "fp32); fast only where the CPU has bf16 arithmetic (AVX512-BF16 / AMX) or on a GPU")
     t.add_argument("--device", default="cpu")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--out", help="run directory to write")
@@ -932,13 +960,13 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(t)
     t.set_defaults(func=cmd_train)
 
-    e = _run_parser(sub, "eval", "evaluate a run with temporal early exit", rules=ALL_RULES)
+    e = _run_parser(sub, "eval", "evaluate a run with temporal early exit", rules=ALL_RULES, precision=True)
     e.add_argument("--sweep", action="store_true", help="also sweep a grid of thresholds")
     e.add_argument("--dump", help="write per-sample arrays to this .npz file")
     e.set_defaults(func=cmd_eval)
 
     b = _run_parser(sub, "bench", "time early exit against full T (same samples, side by side)", batch_size=256,
-                    limit=4096)
+                    limit=4096, precision=True)
     b.add_argument("--repeats", type=_n("repeats"), default=3)
     b.add_argument("--latency-samples", type=_n("samples"), default=100)
     b.add_argument("--compile", action="store_true",
@@ -946,7 +974,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     c = _run_parser(sub, "calibrate", "choose the exit threshold with a statistical guarantee", split="val",
-                    rules=None, batch_size=None)
+                    rules=None, batch_size=None, precision=True)
     c.add_argument("--max-accuracy-drop", type=_x(0, 1, True, True), default=0.005, help="e.g. 0.005 = half a point")
     c.add_argument("--confidence-level", type=_x(0, 1, True, True), default=0.95)
     c.add_argument("--per-step", action="store_true", help="one threshold per timestep")

@@ -246,16 +246,47 @@ class Dataset:
         return (images_uint8.float() / 255.0 - self._mean) / self._std
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                augment: bool = False):
-        """Yield ``(x float [B, C, H, W], y [B])``; ``augment``: random crop (pad 4) and flip for 32x32 RGB."""
+                augment: bool = False, jpeg: float = 0.0):
+        """Yield ``(x float [B, C, H, W], y [B])``; ``augment``: random crop (pad 4) and flip for 32x32 RGB;
+        ``jpeg``: the probability that an image is first re-encoded as JPEG (see ``jpeg_roundtrip``)."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             x = self.images[idx]
+            if jpeg > 0.0:
+                x = jpeg_roundtrip(x, jpeg, generator)
             if augment and self.info.channels == 3:
                 x = _crop_flip(x, generator)
             yield self.normalize(x), self.labels[idx]
+
+
+JPEG_QUALITY = (40, 95)  # the range a --jpeg re-encoding draws its quality from, uniformly
+
+
+def jpeg_roundtrip(x: torch.Tensor, p: float, generator=None) -> torch.Tensor:
+    """Each uint8 image of ``x`` [B, C, H, W] is, with probability ``p``, encoded as JPEG at a quality drawn from
+    ``JPEG_QUALITY`` and decoded again (Pillow, 4:2:0 chroma subsampling for RGB, as most encoders write it).
+    A training augmentation for robustness to compression artifacts, a common mild distribution shift: the
+    CIFAR-10 test batch shipped here is 90% JPEG-decoded (quality 75) and the rest exact."""
+    import io
+
+    from PIL import Image
+
+    pick = torch.rand(len(x), generator=generator) < p
+    quality = torch.randint(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, (len(x),), generator=generator)
+    if not pick.any():
+        return x
+    out = x.clone()
+    for i in pick.nonzero().flatten().tolist():
+        arr = x[i].permute(1, 2, 0).numpy()
+        img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(quality[i]))
+        buf.seek(0)
+        dec = np.asarray(Image.open(buf).convert(img.mode))
+        out[i] = torch.from_numpy(dec.reshape(arr.shape).copy()).permute(2, 0, 1)
+    return out
 
 
 def _crop_flip(x: torch.Tensor, generator) -> torch.Tensor:

@@ -44,10 +44,13 @@ class EarlyExitRunner:
     - :meth:`stream`: continuous batching: a fixed number of slots, and when a sample exits the next input
       takes its slot, so the batch stays full.
     - :meth:`predict_dataset`: a dataset, batch after batch.
+
+    ``precision``: ``"fp32"``, ``"bf16"`` or ``"int8"`` for the convolutions that read spikes (``seenn.precision``;
+    membranes, the stem and the summed logits stay fp32).
     """
 
     def __init__(self, model: SpikingNetwork, rule: ExitRule, max_timesteps: int, device: str | torch.device = "cpu",
-                 fold_bn: bool = True, compile: bool = False):
+                 fold_bn: bool = True, compile: bool = False, precision: str = "fp32"):
         from .schema import bounded
 
         bounded("timesteps", max_timesteps, "max_timesteps")
@@ -55,7 +58,10 @@ class EarlyExitRunner:
         if thresholds is not None and len(thresholds) != max_timesteps:
             raise ConfigError(f"the rule has {len(thresholds)} per-step thresholds for {max_timesteps} timesteps")
         model = model.to(device).eval()
-        self.model = inference_model(model) if fold_bn else model  # BN folded into the convs, fast pools
+        # BN folded into the convs, fast pools; the spiking layers in ``precision`` (an inference copy passed in keeps
+        # the precision it was made with: "fp32" adds nothing)
+        self.model = inference_model(model, precision) if fold_bn else model
+        self.precision = getattr(self.model, "precision", "fp32")
         self.neurons = self.model.neurons()  # walked once here, not on every call (the model is not rewired later)
         self.rule = rule
         self.max_timesteps = int(max_timesteps)

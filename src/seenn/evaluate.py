@@ -29,7 +29,7 @@ class Evaluation:
     """One model on one dataset split: the full-T step logits, computed once, and what follows from them."""
 
     def __init__(self, model: SpikingNetwork, data: Dataset, max_timesteps: int, *, batch_size: int = 500,
-                 device: str = "cpu", progress: bool = False):
+                 device: str = "cpu", progress: bool = False, precision: str = "fp32"):
         from .schema import bounded, memory_check
 
         bounded("timesteps", max_timesteps, "max_timesteps")
@@ -37,7 +37,8 @@ class Evaluation:
         memory_check(4.0 * len(data) * max_timesteps * k * 3, f"evaluating {len(data)} samples x {max_timesteps} "
                      f"timesteps x {k} classes", "evaluate fewer samples (--limit) or fewer timesteps")
         # one inference model (BN folded) for the full-T pass and the runner, so both see the same arithmetic
-        self.model = inference_model(model.to(device))
+        self.model = inference_model(model.to(device), precision)
+        self.precision = getattr(self.model, "precision", "fp32")
         self.data, self.max_timesteps = data, max_timesteps
         self.batch_size, self.device = batch_size, device
         self.labels = data.labels
@@ -56,6 +57,7 @@ class Evaluation:
             "split": self.data.split,
             "samples": len(self.data),
             "max_timesteps": self.max_timesteps,
+            "precision": self.precision,
             "accuracy_per_timestep": accuracy_per_timestep(self.step_logits, self.labels),
             "oracle_avg_timesteps": oracle.double().mean().item(),
             "oracle_accuracy": self.correct.any(dim=1).double().mean().item(),

@@ -198,13 +198,21 @@ def for_compiler(model: nn.Module) -> nn.Module:
     return model
 
 
-def inference_model(model: nn.Module) -> nn.Module:
+def inference_model(model: nn.Module, precision: str = "fp32") -> nn.Module:
     """The copy of ``model`` that the runner, evaluation and bench run: BN folded (:func:`fold_batchnorm`),
     convolutions as :class:`PackedConv2d` (when oneDNN is there), 2x2 average pools as :class:`FastAvgPool2d`,
-    neuron thresholds read once (``SpikingNeuron.freeze``). Always a copy: ``model`` itself is left as it is.
+    neuron thresholds read once (``SpikingNeuron.freeze``); with ``precision`` bf16 or int8 the convolutions that
+    read spikes in that precision (``seenn.precision``). Always a copy: ``model`` itself is left as it is.
     A model with ``foldable = False`` (another framework's network, ``seenn.interop``) is copied as it is."""
+    from .precision import apply_precision, check_precision
+
+    check_precision(precision)
     if not getattr(model, "foldable", True):
-        return copy.deepcopy(model).eval()
+        if precision != "fp32":
+            apply_precision(model, precision)  # raises: a peer's network runs in fp32
+        peer = copy.deepcopy(model).eval()
+        peer.__dict__["precision"] = "fp32"
+        return peer
     folded = fold_batchnorm(model)
     if folded is model:
         folded = copy.deepcopy(model).eval()
@@ -214,6 +222,8 @@ def inference_model(model: nn.Module) -> nn.Module:
     for m in folded.modules():
         if hasattr(m, "freeze") and hasattr(m, "threshold"):  # spiking neurons
             m.freeze()
+    apply_precision(folded, precision)
+    folded.__dict__["precision"] = precision if precision != "fp32" else getattr(model, "precision", "fp32")
     return folded
 
 

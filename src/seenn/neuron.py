@@ -505,6 +505,8 @@ class SpikingNeuron(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self.params
+        if x.dtype in (torch.bfloat16, torch.float16):  # a current from reduced-precision layers (autocast): the
+            x = x.float()  # membrane stays fp32
         if self.timesteps is None:
             if torch.is_grad_enabled() and x.requires_grad:
                 v = self.membrane()

@@ -218,7 +218,7 @@ def _model_schema():
 
 _EXIT = Obj({"threshold": Opt(Float(0.0, 1.0)), "thresholds": Opt(List(Float(0.0, 1.0), 1, L["timesteps"])),
              "temperature": Opt(Float(0.0, 1e6, open_lo=True)), "calibration": Opt(Obj()),
-             "precision": Opt(Str())})
+             "precision": Opt(Str(("fp32", "bf16", "int8")))})
 
 
 class DatasetName(Str):

@@ -59,6 +59,8 @@ class TrainConfig:
     limit: int | None = None
     val_size: int = DEFAULT_VAL_SIZE
     augment: bool = True  # random crop + flip for 32x32 RGB; no effect on 28x28
+    jpeg: float = 0.0  # probability of re-encoding a training image as JPEG (data.jpeg_roundtrip)
+    precision: str = "fp32"  # bf16: convolutions and linear layers under bf16 autocast; membranes, BN, loss fp32
     compile: bool = False  # torch.compile the neurons' BPTT loops (faster on CPU after a one-off compile)
     init: str | None = None  # start from this run's weights (fine-tuning)
     exit_aware: float = 0.0  # weight of the exit-aware term (0: plain loss)
@@ -99,6 +101,10 @@ class TrainConfig:
                               "not one of them")
         if self.ann and self.exit_aware:
             raise ConfigError("--exit-aware is for spiking runs; an --ann run has no timesteps")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"--precision for training must be fp32 or bf16, got {self.precision!r}")
+        if not 0.0 <= self.jpeg <= 1.0:
+            raise ConfigError(f"--jpeg must be in [0, 1], got {self.jpeg}")
         if not (self.clip_init > 0 and math.isfinite(self.clip_init)):
             raise ConfigError(f"--clip-init must be a positive number, got {self.clip_init}")
         bounded("quant_levels", self.quant_levels, "--quant-levels")
@@ -394,7 +400,7 @@ def _train_epoch(net, opt, sched, gen, train_set, cfg: TrainConfig, epoch: int, 
     net.train()
     t0 = time.time()
     loss_sum, correct, seen = 0.0, 0, 0
-    it = train_set.batches(cfg.batch_size, shuffle=True, generator=gen, augment=cfg.augment)
+    it = train_set.batches(cfg.batch_size, shuffle=True, generator=gen, augment=cfg.augment, jpeg=cfg.jpeg)
     if progress:
         it = tqdm(it, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
     for x, y in it:
@@ -402,11 +408,12 @@ def _train_epoch(net, opt, sched, gen, train_set, cfg: TrainConfig, epoch: int, 
         if size > 1:
             x, y = x[rank::size], y[rank::size]
         x, y = x.to(device), y.to(device)
-        if cfg.ann:  # a QCFS network is stateless: one "step" is the ANN's forward pass, [1, B, K]
-            out = net(x, 1)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            out = net(x, 1 if cfg.ann else cfg.timesteps)  # (an ANN's "step" is its forward pass, [1, B, K])
+        out = out.float()  # the loss in fp32
+        if cfg.ann:
             loss = F.cross_entropy(out[0], y)
         else:
-            out = net(x, cfg.timesteps)
             loss = tet_loss(out, y, cfg.tet_lambda, cfg.tet_phi) if cfg.loss == "tet" else mean_ce_loss(out, y)
         if cfg.exit_aware:
             loss = (1.0 - cfg.exit_aware) * loss + cfg.exit_aware * exit_aware_loss(out, y)
