@@ -234,3 +234,62 @@ def test_train_precision_bf16_is_recorded_and_learns(tiny_data, tmp_path):
     assert metrics["best_val_accuracy"] > 0.5
     with pytest.raises(ConfigError, match="fp32 or bf16"):
         TrainConfig(precision="int8").validate()
+
+
+def _eager_counts(x, v, decay, th, soft, k):
+    h = x if v is None else x + decay * v
+    s = (h >= th).float()
+    v_new = h - s * th if soft else h - h * s
+    c = F.avg_pool2d(s, k) * k * k if k > 1 else s
+    return c.round().to(torch.uint8), v_new
+
+
+@pytest.mark.parametrize("shape", [(7, 8, 12, 12), (3, 16, 7, 9), (1, 32, 28, 28)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("soft,k", [(False, 2), (True, 2), (False, 1), (True, 3)])
+def test_native_kernel_equals_the_eager_neuron_and_pool(shape, channels_last, soft, k):
+    from seenn.native import kernel
+
+    fn = kernel()
+    if fn is None:
+        pytest.skip("the native kernel cannot be built here (no compiler)")
+    g = torch.Generator().manual_seed(0)
+    x, v = torch.randn(shape, generator=g) * 2, torch.randn(shape, generator=g)
+    if channels_last:
+        x, v = x.contiguous(memory_format=torch.channels_last), v.contiguous(memory_format=torch.channels_last)
+    for vin in (v, None):
+        counts, v_new = fn(x, vin, 0.5, 1.0, soft, k)
+        want_c, want_v = _eager_counts(x, vin, 0.5, 1.0, soft, k)
+        assert torch.equal(counts, want_c)
+        assert torch.allclose(v_new, want_v, rtol=0, atol=1e-6)
+        assert v_new.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_counting_neurons_replace_neuron_and_pool_and_keep_every_decision(monkeypatch):
+    """int8 copies of the convnet hand their int8 convolutions uint8 counts from the native kernel; with
+    SEENN_NATIVE=0 the eager neuron and pool stay. Both give the same exits (IF neurons with v0 = theta / 2 too),
+    also under continuous batching (rows joining at rest)."""
+    from seenn.native import kernel
+    from seenn.precision import CountingNeuron
+
+    if kernel() is None:
+        pytest.skip("the native kernel cannot be built here (no compiler)")
+    model = random_net("convnet")
+    for n in model.neurons():  # IF with a soft reset and v0 = theta / 2 in the middle layer
+        n.decay, n.soft_reset, n.v_init = (1.0, True, 0.5) if n is model.neurons()[1] else (n.decay, False, 0.0)
+    x = torch.randn(40, 1, 28, 28) * 2
+    fused = inference_model(model, "int8")
+    assert sum(isinstance(m, CountingNeuron) for m in fused.modules()) == 2
+    monkeypatch.setenv("SEENN_NATIVE", "0")
+    plain = inference_model(model, "int8")
+    assert not any(isinstance(m, CountingNeuron) for m in plain.modules())
+    monkeypatch.delenv("SEENN_NATIVE")
+    with torch.no_grad():
+        logits = plain(x, 4).transpose(0, 1)
+    rule = Confidence(score_matrix(logits, Confidence(0.5))[:, 0].median().item())
+    want = posthoc_exits(logits, rule)
+    got = EarlyExitRunner(fused, rule, 4).predict(x)
+    assert torch.equal(got.exit_timestep, want.exit_timestep) and torch.equal(got.prediction, want.prediction)
+    streamed = EarlyExitRunner(fused, rule, 4).stream([x[:13], x[13:29], x[29:]], slots=16)
+    assert torch.equal(streamed.exit_timestep, want.exit_timestep)
+    assert torch.equal(streamed.prediction, want.prediction)

@@ -1,0 +1,39 @@
+"""seenn's one native kernel, compiled on first use with PyTorch's C++ extension loader (a C++ compiler and ninja
+needed; the build is cached by PyTorch under ``~/.cache/torch_extensions``): ``spike_pool``, the charge, fire and
+reset of a spiking layer and the sum pooling of its spikes into uint8 counts, in one pass (``spike_pool.cpp``).
+It serves the int8 inference path (``seenn.precision``), where the counts go straight into an int8 convolution.
+
+Everything works without it: :func:`kernel` returns None when it cannot be built (no compiler, another platform,
+``SEENN_NATIVE=0``), and callers then take the eager PyTorch path, which gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+_state: dict = {"fn": None, "tried": False}
+
+
+def kernel():
+    """The compiled ``spike_pool(x, v, decay, threshold, soft, k) -> (counts, v')``, or None."""
+    if _state["tried"]:
+        return _state["fn"]
+    _state["tried"] = True
+    if os.environ.get("SEENN_NATIVE", "1") == "0" or not sys.platform.startswith("linux"):
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        src = Path(__file__).with_name("spike_pool.cpp")
+        print("seenn: loading the int8 spiking kernel (built on first use, about a minute; SEENN_NATIVE=0 skips it)",
+              file=sys.stderr)
+        mod = load(name="seenn_spike_pool", sources=[str(src)], extra_cflags=["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"],
+                   extra_ldflags=["-fopenmp"], verbose=False)
+        _state["fn"] = mod.spike_pool
+    except Exception as e:  # noqa: BLE001 - any build failure: the eager path serves
+        warnings.warn(f"seenn's native spiking kernel could not be built ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}); using the eager path")
+    return _state["fn"]
