@@ -28,12 +28,26 @@ def kernel():
         from torch.utils.cpp_extension import load
 
         src = Path(__file__).with_name("spike_pool.cpp")
-        print("seenn: loading the int8 spiking kernel (built on first use, about a minute; SEENN_NATIVE=0 skips it)",
-              file=sys.stderr)
-        mod = load(name="seenn_spike_pool", sources=[str(src)], extra_cflags=["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"],
-                   extra_ldflags=["-fopenmp"], verbose=False)
+        if not _built("seenn_spike_pool"):
+            print("seenn: building the int8 spiking kernel (once, about a minute; SEENN_NATIVE=0 skips it)",
+                  file=sys.stderr)
+        # -fno-trapping-math: without it GCC does not vectorise the firing loop (the values are the same)
+        mod = load(name="seenn_spike_pool", sources=[str(src)],
+                   extra_cflags=["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                   verbose=False)
         _state["fn"] = mod.spike_pool
     except Exception as e:  # noqa: BLE001 - any build failure: the eager path serves
         warnings.warn(f"seenn's native spiking kernel could not be built ({type(e).__name__}: "
                       f"{str(e).splitlines()[0] if str(e) else ''}); using the eager path")
     return _state["fn"]
+
+
+def _built(name: str) -> bool:
+    """Whether PyTorch's extension cache already holds a build of ``name`` (then loading takes a moment, not a
+    minute); a guess only, for the message."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
+    except Exception:  # noqa: BLE001 - a private helper: if it moves, say the message
+        return False
