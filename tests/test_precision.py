@@ -293,3 +293,11 @@ def test_counting_neurons_replace_neuron_and_pool_and_keep_every_decision(monkey
     streamed = EarlyExitRunner(fused, rule, 4).stream([x[:13], x[13:29], x[29:]], slots=16)
     assert torch.equal(streamed.exit_timestep, want.exit_timestep)
     assert torch.equal(streamed.prediction, want.prediction)
+
+
+def test_sum_pooling_keeps_the_step_and_multiplies_the_count():
+    from seenn.models.sequential import SumPool2d
+    from seenn.neuron import LIF
+
+    body = nn.Sequential(LIF(), SumPool2d(2), nn.Conv2d(4, 4, 3), LIF(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3))
+    assert spike_grids(body) == {"2": (1.0, 4), "5": (0.25, 4)}
