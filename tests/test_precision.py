@@ -248,7 +248,7 @@ def _eager_counts(x, v, decay, th, soft, k):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("soft,k", [(False, 2), (True, 2), (False, 1), (True, 3)])
 def test_native_kernel_equals_the_eager_neuron_and_pool(shape, channels_last, soft, k):
-    from seenn.native import kernel
+    from seenn.precision.native import kernel
 
     fn = kernel()
     if fn is None:
@@ -269,7 +269,7 @@ def test_counting_neurons_replace_neuron_and_pool_and_keep_every_decision(monkey
     """int8 copies of the convnet hand their int8 convolutions uint8 counts from the native kernel; with
     SEENN_NATIVE=0 the eager neuron and pool stay. Both give the same exits (IF neurons with v0 = theta / 2 too),
     also under continuous batching (rows joining at rest)."""
-    from seenn.native import kernel
+    from seenn.precision.native import kernel
     from seenn.precision import CountingNeuron
 
     if kernel() is None:

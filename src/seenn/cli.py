@@ -59,9 +59,9 @@ def _train_config(args):
     return TrainConfig(dataset=args.dataset, model=args.model, width=args.width, timesteps=args.timesteps,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
-                       seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment, jpeg=args.jpeg, precision=args.precision,
-                       compile=args.compile, init=args.init, exit_aware=args.exit_aware,
-                       ann=args.ann, quant_levels=args.quant_levels, clip_init=args.clip_init,
+                       seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
+                       jpeg=args.jpeg, precision=args.precision, compile=args.compile, init=args.init,
+                       exit_aware=args.exit_aware, ann=args.ann, quant_levels=args.quant_levels, clip_init=args.clip_init,
                        image_size=args.image_size)
 
 

@@ -176,6 +176,11 @@ def _fire_and_reset(h: torch.Tensor, params: NeuronParams, h_is_scratch: bool, s
     return s, v
 
 
+def as_fp32(x: torch.Tensor) -> torch.Tensor:
+    """A current computed in reduced precision (bf16 / fp16 autocast) as fp32, for the membrane it charges."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def initial_membrane(like: torch.Tensor, params: NeuronParams) -> torch.Tensor:
     return torch.full_like(like, params.v_init * params.threshold)
 
@@ -505,8 +510,7 @@ class SpikingNeuron(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self.params
-        if x.dtype in (torch.bfloat16, torch.float16):  # a current from reduced-precision layers (autocast): the
-            x = x.float()  # membrane stays fp32
+        x = as_fp32(x)
         if self.timesteps is None:
             if torch.is_grad_enabled() and x.requires_grad:
                 v = self.membrane()

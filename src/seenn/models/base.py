@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..fold import FastAvgPool2d, _is_plain_2x2
-from ..neuron import SpikingNeuron, bn_neuron_multistep, compiled, neuron_multistep_fused
+from ..neuron import SpikingNeuron, as_fp32, bn_neuron_multistep, compiled, neuron_multistep_fused
 from .stateful import _Stateful
 
 
@@ -96,7 +96,7 @@ class SpikingNetwork(nn.Module):
                 pending_bn, i = m, i + 1  # (a BatchNorm2d's input is an image batch: the fused pass takes it)
                 continue
             if isinstance(m, SpikingNeuron):
-                h = _fp32(h)  # under bf16 autocast the membranes (and a fused BN) stay fp32
+                h = as_fp32(h)  # under bf16 autocast the membranes (and a fused BN) stay fp32
                 pool = _is_2x2_pool(nxt) and h.dim() == 4 and h.shape[2] >= 2 and h.shape[3] >= 2
                 if pending_bn is not None:
                     s = bn_neuron_multistep(h, pending_bn, m.params, m.surrogate, timesteps, static, pool)
@@ -122,11 +122,6 @@ class SpikingNetwork(nn.Module):
         finally:
             for n, (v, pending) in zip(self.neurons(), saved):  # left as it was
                 n.__dict__["v"], n.__dict__["_pending"] = v, pending
-
-
-def _fp32(x: torch.Tensor) -> torch.Tensor:
-    """A current computed in reduced precision (bf16 / fp16 autocast) as fp32, for the membrane it charges."""
-    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def _every_step(e: torch.Tensor, timesteps: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
-"""seenn's one native kernel, compiled on first use with PyTorch's C++ extension loader (a C++ compiler and ninja
+"""The int8 path's native kernel, compiled on first use with PyTorch's C++ extension loader (a C++ compiler and ninja
 needed; the build is cached by PyTorch under ``~/.cache/torch_extensions``): ``spike_pool``, the charge, fire and
 reset of a spiking layer and the sum pooling of its spikes into uint8 counts, in one pass (``spike_pool.cpp``).
-It serves the int8 inference path (``seenn.precision``), where the counts go straight into an int8 convolution.
+It serves the int8 inference path (:class:`~seenn.precision.layers.CountingNeuron`), where the counts go straight into an int8 convolution.
 
 Everything works without it: :func:`kernel` returns None when it cannot be built (no compiler, another platform,
 ``SEENN_NATIVE=0``), and callers then take the eager PyTorch path, which gives the same numbers.
