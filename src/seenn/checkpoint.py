@@ -45,10 +45,9 @@ def read_config(run_dir: Path) -> dict:
 
     path = Path(run_dir) / CONFIG
     config = check_config(read_json(path), str(path))
-    from .imagefolder import is_imagefolder, register
+    from .sources import register_run
 
-    if is_imagefolder(config["dataset"]):  # the run's own pipeline for its images, from now on
-        register(config["dataset"], config["data"])
+    register_run(config)  # an imagefolder: or events: run's own pipeline for its data, from now on
     return config
 
 

@@ -19,9 +19,9 @@ DATASET_NAMES = ["fashion-mnist", "mnist", "cifar10", "cifar100"]
 
 
 def _dataset_name(text: str) -> str:
-    if text in DATASET_NAMES or text.startswith("imagefolder:"):
+    if text in DATASET_NAMES or text.startswith(("imagefolder:", "events:")):
         return text
-    raise argparse.ArgumentTypeError(f"must be one of {DATASET_NAMES} or imagefolder:PATH, got {text!r}")
+    raise argparse.ArgumentTypeError(f"must be one of {DATASET_NAMES}, imagefolder:PATH or events:PATH, got {text!r}")
 DEMO_THRESHOLDS = (0.9, 0.99, 0.999)
 
 
@@ -62,7 +62,7 @@ def _train_config(args):
                        seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
                        jpeg=args.jpeg, precision=args.precision, compile=args.compile, init=args.init,
                        exit_aware=args.exit_aware, ann=args.ann, quant_levels=args.quant_levels, clip_init=args.clip_init,
-                       image_size=args.image_size)
+                       image_size=args.image_size, frames_by=args.frames_by)
 
 
 def cmd_train(args) -> int:
@@ -85,7 +85,7 @@ def cmd_train(args) -> int:
     if args.out:
         cfg = _train_config(args)
         cfg.validate()  # argument mistakes first, then the data, then the folder
-        _dataset_present(cfg.dataset, args.data_dir, cfg.image_size)
+        _dataset_present(cfg.dataset, args.data_dir, cfg.image_size, cfg.timesteps, cfg.frames_by)
         check_out_dir(args.out, overwrite=args.overwrite, source=cfg.init and _run_dir_or_none(cfg.init))
         if world()[0] == 0 and Path(args.out).is_dir() and args.overwrite:
             clear_dir(Path(args.out))
@@ -101,22 +101,26 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _dataset_present(name: str, data_dir, image_size=None) -> None:
+def _dataset_present(name: str, data_dir, image_size=None, frames=None, split_by="time") -> None:
     from .data import find_dataset
+    from .events.dataset import is_events
     from .imagefolder import info_for, is_imagefolder
 
     if is_imagefolder(name):
         info_for(name, image_size)  # reads the folder (and fails there on a bad one)
+    elif is_events(name):
+        from .events.dataset import info_for as events_info
+
+        events_info(name, frames, split_by)
     else:
         find_dataset(name, data_dir, "train")
 
 
 def _record_pipeline(config: dict, info) -> None:
-    """An imagefolder: run records its image pipeline (size, channels, mean, std, classes)."""
-    from .imagefolder import is_imagefolder, pipeline_record
+    """An imagefolder: or events: run records its pipeline (size, channels, mean, std, classes; frames)."""
+    from .sources import record_pipeline
 
-    if is_imagefolder(info.name):
-        config["data"] = pipeline_record(info)
+    record_pipeline(config, info)
 
 
 def _run_dir_or_none(run):
@@ -145,14 +149,18 @@ def _load(args, ann_ok: bool = False):
                         val_size=config.get("training", {}).get("val_size", 5000))
     m = config["model"]
     want = (m["in_channels"], m["image_size"], m["image_size"])
-    have = tuple(data.images.shape[1:])
+    frames = getattr(data, "time_varying", False)
+    have = tuple(data.images.shape[2 if frames else 1:])
     if want != have:
-        raise ConfigError(f"the run expects images of shape {want}, {dataset} has {have}")
+        raise ConfigError(f"the run expects {'frames' if frames else 'images'} of shape {want}, {dataset} has {have}")
     if config.get("kind") == "ann":
         return model, config, data, None
     max_t = config["max_timesteps"] if args.max_timesteps is None else args.max_timesteps
     if max_t < 1:
         raise ConfigError(f"--max-timesteps must be >= 1, got {max_t}")
+    if frames and max_t > data.images.shape[1]:
+        raise ConfigError(f"--max-timesteps {max_t} is more than the {data.images.shape[1]} frames each recording "
+                          "of this run is cut into")
     return model, config, data, max_t
 
 
@@ -276,6 +284,9 @@ def _print_report(r: dict) -> None:
     th = "" if e.get("threshold") is None else f" > {e['threshold']:g}"
     print(f"exit rule {e['rule']}{th}: accuracy {e['accuracy']:.2%} at {e['avg_timesteps']:.3f} avg timesteps, "
           f"exits per step {e['exit_histogram']}, false exits {e['false_exits']}, rescued {e['rescued']}")
+    if "sensor_ms_full" in r:
+        print(f"sensor time read: {e['avg_sensor_ms']:.1f} ms on average at the exit, {r['sensor_ms_full']:.1f} ms at "
+              f"full T (oracle {r['oracle_sensor_ms']:.1f}, ideal {r['ideal_sensor_ms']:.1f})")
     if "sweep" in r:
         _print_sweep(r["sweep"], r["accuracy_per_timestep"][-1])
     print(f"({r['seconds']:.1f} s)")
@@ -463,6 +474,12 @@ def cmd_explain(args) -> int:
         steps.append({"timestep": t + 1, "probabilities": [round(float(p), 6) for p in probs[t]],
                       "prediction": pred, "prediction_name": names[pred], "score": float(scores[t]),
                       "exits": fires, "reason": rule.reason(float(scores[t]), t + 1, fires)})
+    frames = getattr(data, "time_varying", False)
+    if frames:  # a recording: what each step read of it
+        fr, ends = data.images[args.index], data.ends[args.index]
+        for t, s in enumerate(steps):
+            s["events"] = int(fr[t].sum())
+            s["sensor_ms"] = round(float(ends[t]), 3)
     full_pred = int(summed[-1].argmax())
     exit_pred = int(run.prediction[0])
     reason = steps[exit_t - 1]["reason"] if steps[exit_t - 1]["exits"] else \
@@ -472,6 +489,18 @@ def cmd_explain(args) -> int:
               "reason": reason, "prediction": exit_pred, "prediction_name": names[exit_pred],
               "correct": exit_pred == y, "full_prediction": full_pred, "full_prediction_name": names[full_pred],
               "full_correct": full_pred == y}
+    if frames:
+        report["sensor_ms_at_exit"] = steps[exit_t - 1]["sensor_ms"]
+        report["sensor_ms_full"] = steps[-1]["sensor_ms"]
+    if args.png:
+        from .report import frames_figure
+
+        if not frames:
+            raise ConfigError("--png draws the frames a recording's sample read; this run's inputs are images")
+        from .data import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.png), frames_figure([(f"#{args.index}", data.images[args.index], exit_t,
+                                                           data.ends[args.index], names[exit_pred], names[y])]))
     if args.json:
         _emit_json(report)
         return 0
@@ -480,7 +509,8 @@ def cmd_explain(args) -> int:
         top = sorted(range(len(names)), key=lambda k: -s["probabilities"][k])[:3]
         tops = ", ".join(f"{names[k]} {s['probabilities'][k]:.3f}" for k in top)
         mark = "  <- exit" if s["timestep"] == exit_t else ""
-        print(f"  step {s['timestep']}: {tops}; {s['reason']}{mark}")
+        read = f" [frame of {s['events']} events, {s['sensor_ms']:.1f} ms read]" if frames else ""
+        print(f"  step {s['timestep']}: {tops}; {s['reason']}{read}{mark}")
     print(f"exited at step {exit_t} ({reason}): {names[exit_pred]} ({'right' if exit_pred == y else 'wrong'}); "
           f"full T ({max_t} steps) would say {names[full_pred]} ({'right' if full_pred == y else 'wrong'})")
     return 0
@@ -824,6 +854,41 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_events_emulate(args) -> int:
+    from .events import SensorModel, emulate_folder
+
+    model = SensorModel(threshold=args.threshold, noise_hz=args.noise_hz)
+    meta = emulate_folder(args.dataset, args.out, data_dir=args.data_dir, train_limit=args.train_limit,
+                          test_limit=args.test_limit, model=model, seed=args.seed, overwrite=args.overwrite,
+                          progress=None if args.quiet else (lambda s, i, n: _log(f"{s}: {i}/{n} recordings")))
+    _log(f"emulated {meta['counts']['Train']} + {meta['counts']['Test']} recordings of {args.dataset} "
+         f"({meta['motion']}, {meta['sensor'][1]}x{meta['sensor'][0]}, {meta['mean_events']} events each on average)")
+    print(args.out)
+    return 0
+
+
+def cmd_events_info(args) -> int:
+    from .events import read_events, to_frames
+
+    sensor = tuple(args.sensor) if args.sensor else None
+    ev = read_events(args.file, args.format, sensor)
+    out = {"file": str(args.file), "events": len(ev), "on": int(ev.p.sum()), "off": int(len(ev) - ev.p.sum()),
+           "duration_ms": round(ev.duration_us / 1000, 3), "sensor": list(ev.sensor),
+           "x": [int(ev.x.min()), int(ev.x.max())] if len(ev) else None,
+           "y": [int(ev.y.min()), int(ev.y.max())] if len(ev) else None,
+           "t_us": [int(ev.t[0]), int(ev.t[-1])] if len(ev) else None}
+    if args.frames:
+        counts, ends = to_frames(ev, args.frames, args.frames_by)
+        out["frames"] = {"split_by": args.frames_by, "events": counts.reshape(args.frames, -1).sum(1).tolist(),
+                         "end_ms": [round(float(e), 3) for e in ends]}
+    if args.json:
+        _emit_json(out)
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- parser
 
 
@@ -916,9 +981,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a spiking network directly (BPTT, TET loss)")
     t.add_argument("--dataset", default="fashion-mnist", type=_dataset_name,
-                   help="fashion-mnist, mnist, cifar10, cifar100, or imagefolder:PATH (one folder per class)")
+                   help="fashion-mnist, mnist, cifar10, cifar100, imagefolder:PATH (one folder per class) or "
+                        "events:PATH (event recordings, Train/CLASS/ and Test/CLASS/; --timesteps frames each)")
     t.add_argument("--image-size", type=_n("image_size"), help="imagefolder: the square size images are resized to "
                                                                "(default 32)")
+    t.add_argument("--frames-by", choices=["time", "count"], default="time",
+                   help="events: cut each recording into --timesteps frames of equal time (default) or equal event "
+                        "counts")
     t.add_argument("--model", default="convnet", help="convnet (28x28), vgg, resnet19 or resnet20 (32x32)")
     t.add_argument("--width", type=_x(0, 16, open_lo=True), default=1.0, help="channel width multiplier, in (0, 16]")
     t.add_argument("--timesteps", type=_n("timesteps"), default=4, help="timesteps T used in training (1 to 1024)")
@@ -994,6 +1063,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = _run_parser(sub, "explain", "why one sample exited when it did", batch_size=None)
     x.add_argument("--index", type=int, required=True)
+    x.add_argument("--png", metavar="FILE", help="event runs: draw the frames the sample read before it left")
     x.set_defaults(func=cmd_explain)
 
     rp = _run_parser(sub, "report", "write an HTML report with plots", json_flag=False)
@@ -1095,6 +1165,31 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("pretrained", help="list the shipped runs")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_pretrained)
+
+    ev = sub.add_parser("events", help="event-camera recordings: read one, or emulate a dataset from real images")
+    evsub = ev.add_subparsers(dest="events_command", required=True)
+    em = evsub.add_parser("emulate", help="turn mnist / fashion-mnist / cifar10 images into emulated DVS recordings "
+                                          "(N-MNIST's layout and format; use as --dataset events:OUT)")
+    em.add_argument("--dataset", required=True, choices=["mnist", "fashion-mnist", "cifar10"])
+    em.add_argument("--out", required=True, help="folder to write (Train/CLASS/*.bin, Test/CLASS/*.bin, events.json)")
+    em.add_argument("--train-limit", type=_n("samples"), help="emulate the first N training images only")
+    em.add_argument("--test-limit", type=_n("samples"), help="emulate the first N test images only")
+    em.add_argument("--threshold", type=_x(0.01, 5), default=0.35, help="contrast threshold, log intensity")
+    em.add_argument("--noise-hz", type=_x(0, 1000), default=0.5, help="shot-noise events per pixel and second")
+    em.add_argument("--seed", type=_n("seed", 0), default=0)
+    em.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    em.add_argument("--quiet", action="store_true")
+    _data_args(em)
+    em.set_defaults(func=cmd_events_emulate)
+    ei = evsub.add_parser("info", help="read one recording and summarise it (checks the file)")
+    ei.add_argument("file")
+    ei.add_argument("--format", choices=["nmnist", "aedat2", "aedat3"], help="default: from the file name")
+    ei.add_argument("--sensor", type=_n("image_size"), nargs=2, metavar=("H", "W"),
+                    help="sensor size (default: 34 34 for N-MNIST, 128 128 for AEDAT)")
+    ei.add_argument("--frames", type=_n("timesteps"), help="also cut it into this many frames")
+    ei.add_argument("--frames-by", choices=["time", "count"], default="time")
+    ei.add_argument("--json", action="store_true")
+    ei.set_defaults(func=cmd_events_info)
 
     dl = sub.add_parser("download", help="download a dataset (needs the internet)")
     dl.add_argument("dataset", choices=DATASET_NAMES)

@@ -83,14 +83,15 @@ DEFAULT_VAL_SIZE = 5000
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    from .imagefolder import info_for, is_imagefolder
+    from .sources import source
 
-    if is_imagefolder(name):
-        return info_for(name)
+    if source(name) is not None:
+        return source(name).info_for(name)
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or imagefolder:PATH") from None
+        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}, imagefolder:PATH or "
+                        "events:PATH") from None
 
 
 # ------------------------------------------------------------------------------------------- discovery
@@ -311,22 +312,27 @@ def load_dataset(name: str, split: str, *, data_dir=None, limit: int | None = No
         raise DataError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be >= 1, got {limit}")
-    from .imagefolder import is_imagefolder, read_split
+    from .sources import source
 
-    if is_imagefolder(name):
-        images, labels = read_split(info, split)
+    if source(name) is not None:
+        arrays = source(name).read_split(info, split)  # (images, labels) or, for events, (frames, ends, labels)
     elif split == "test":
-        images, labels = _read_test(info, find_dataset(name, data_dir, "test"))
+        arrays = _read_test(info, find_dataset(name, data_dir, "test"))
     else:
-        images, labels = _read_train(info, find_dataset(name, data_dir, "train"))
+        arrays = _read_train(info, find_dataset(name, data_dir, "train"))
+    n = len(arrays[-1])
     if split != "test":
-        if not 0 <= val_size < len(labels):
-            raise DataError(f"validation size {val_size} must be in [0, {len(labels)})")
-        cut = len(labels) - val_size
-        images, labels = (images[:cut], labels[:cut]) if split == "train" else (images[cut:], labels[cut:])
+        if not 0 <= val_size < n:
+            raise DataError(f"validation size {val_size} must be in [0, {n})")
+        cut = n - val_size
+        arrays = tuple(a[:cut] if split == "train" else a[cut:] for a in arrays)
     if limit is not None:
-        images, labels = images[:limit], labels[:limit]
-    return Dataset(info, split, images, labels)
+        arrays = tuple(a[:limit] for a in arrays)
+    if len(arrays) == 3:
+        from .events.dataset import EventDataset
+
+        return EventDataset(info, split, *arrays)
+    return Dataset(info, split, *arrays)
 
 
 def _read_idx_pair(folder: Path, prefix: str, info: DatasetInfo):

@@ -9,6 +9,10 @@
 - Energy = MACs x pJ/MAC + ACs x pJ/AC (defaults 4.6 pJ and 0.9 pJ, 45 nm CMOS, Horowitz 2014).
 - The equivalent ANN runs every layer once with MACs.
 
+Event streams (frames ``[B, T, 2, H, W]`` of event counts) have no analog image: the first layer is driven by
+the sensor's events, each costing one accumulate per synapse it reaches (an event count of 3 costs three), at
+every step the sample runs; any further stem layer before the first neuron pays its MACs every step.
+
 Counts are taken per sample and per step in one full-T pass; a sample that exits at step t is charged for steps
 1..t (the runner computes exactly those steps, and the tests hold the runner to the full pass).
 """
@@ -39,9 +43,10 @@ def conv_macs(conv: nn.Conv2d, in_shape) -> int:
     return conv.out_channels * ho * wo * (c // conv.groups) * kh * kw
 
 
-def _event_acs(layer: nn.Module, inp: torch.Tensor) -> torch.Tensor:
-    """Per-row accumulates caused by the nonzero entries of ``inp`` (plus bias adds)."""
-    nz = (inp != 0).to(torch.float32)
+def _event_acs(layer: nn.Module, inp: torch.Tensor, counts: bool = False) -> torch.Tensor:
+    """Per-row accumulates caused by the nonzero entries of ``inp`` (plus bias adds); ``counts``: each entry is a
+    number of events, each an accumulate per synapse."""
+    nz = inp.to(torch.float32) if counts else (inp != 0).to(torch.float32)
     if isinstance(layer, nn.Conv2d):
         ones = torch.ones(1, layer.in_channels // layer.groups, *layer.kernel_size, dtype=torch.float32,
                           device=inp.device)
@@ -66,13 +71,17 @@ class EnergyCounts:
     layer_names: list[str]
     layer_acs: torch.Tensor  # [L, T] summed over samples
     spike_rates: dict[str, list[float]]  # neuron layer -> mean spike rate per step
+    step_macs: int = 0  # per sample and step: a time-varying input's stem layers after the event-driven first one
 
 
 @torch.inference_mode()
 def count_operations(model: SpikingNetwork, data, max_timesteps: int, batch_size: int = 250) -> EnergyCounts:
     model = fold_batchnorm(model)
     x0 = data.normalize(data.images[:1])
-    stem_macs, ann_macs = 0, 0
+    frames = x0.dim() == 5  # a time-varying input: the stem runs every step, its first layer on events
+    if frames:
+        x0 = x0[:, 0]
+    stem_macs, ann_macs, step_macs = 0, 0, 0
     shapes = {}
 
     def shape_hook(mod, inp, out):
@@ -86,12 +95,18 @@ def count_operations(model: SpikingNetwork, data, max_timesteps: int, batch_size
     model.reset()
     for h in hooks:
         h.remove()
+    stem_syn = [m for _, m in syn if id(m) in stem_ids]
     for _, m in syn:
         macs = conv_macs(m, shapes[m]) if isinstance(m, nn.Conv2d) else m.in_features * m.out_features
         ann_macs += macs
         if id(m) in stem_ids:
-            stem_macs += macs
-    body_syn = [(n, m) for n, m in syn if id(m) not in stem_ids]
+            if not frames:
+                stem_macs += macs
+            elif m is not stem_syn[0]:
+                step_macs += macs
+    # layers counted in accumulates per step: the body's (spikes), and with frames the first one (events)
+    body_syn = [(n, m) for n, m in syn if id(m) not in stem_ids or (frames and m is stem_syn[0])]
+    first = stem_syn[0] if frames and stem_syn else None
     neurons = [(n, m) for n, m in model.named_modules() if isinstance(m, SpikingNeuron)]
 
     per_sample, per_layer = [], torch.zeros(len(body_syn), max_timesteps, dtype=torch.float64)
@@ -104,7 +119,7 @@ def count_operations(model: SpikingNetwork, data, max_timesteps: int, batch_size
         hooks = []
         for li, (_, m) in enumerate(body_syn):
             def hook(mod, inp, out, li=li):
-                a = _event_acs(mod, inp[0]).double()
+                a = _event_acs(mod, inp[0], counts=mod is first).double()
                 acs[:, step["t"]] += a
                 per_layer[li, step["t"]] += a.sum()
             hooks.append(m.register_forward_hook(hook))
@@ -114,10 +129,10 @@ def count_operations(model: SpikingNetwork, data, max_timesteps: int, batch_size
             hooks.append(m.register_forward_hook(nhook))
         try:  # step by step, as the runner runs it
             model.reset()
-            e = model.encode(x)
+            e = None if frames else model.encode(x)
             for t in range(max_timesteps):
                 step["t"] = t
-                model.step(e)
+                model.step(model.encode(x[:, t]) if frames else e)
         finally:
             model.reset()
             for h in hooks:
@@ -125,7 +140,7 @@ def count_operations(model: SpikingNetwork, data, max_timesteps: int, batch_size
         per_sample.append(acs)
         total += b
     return EnergyCounts(stem_macs, ann_macs, torch.cat(per_sample), [n for n, _ in body_syn], per_layer,
-                        {n: (r / total).tolist() for n, r in rates.items()})
+                        {n: (r / total).tolist() for n, r in rates.items()}, step_macs)
 
 
 def energy_report(counts: EnergyCounts, exit_timestep: torch.Tensor, *, pj_per_ac: float = PJ_PER_AC,
@@ -143,8 +158,8 @@ def energy_report(counts: EnergyCounts, exit_timestep: torch.Tensor, *, pj_per_a
     def entry(macs, acs):
         return {"macs": macs, "acs": acs, "energy_uj": (macs * pj_per_mac + acs * pj_per_ac) * 1e-6}
 
-    early = entry(counts.stem_macs, early_acs)
-    full = entry(counts.stem_macs, full_acs)
+    early = entry(counts.stem_macs + counts.step_macs * exit_timestep.double().mean().item(), early_acs)
+    full = entry(counts.stem_macs + counts.step_macs * t_max, full_acs)
     ann = entry(counts.ann_macs, 0.0)
     return {
         "pj_per_ac": pj_per_ac, "pj_per_mac": pj_per_mac, "samples": n, "max_timesteps": t_max,

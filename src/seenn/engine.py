@@ -27,8 +27,9 @@ class ExitResult:
 
 
 def check_input(x: torch.Tensor) -> None:
-    if not torch.is_floating_point(x) or x.dim() != 4:
-        raise DataError(f"expected a float image batch [B, C, H, W], got {tuple(x.shape)} {x.dtype}")
+    if not torch.is_floating_point(x) or x.dim() not in (4, 5):
+        raise DataError(f"expected a float image batch [B, C, H, W] (or frames [B, T, C, H, W]), got "
+                        f"{tuple(x.shape)} {x.dtype}")
     if x.shape[0] == 0:
         raise DataError("the input batch is empty")
     # one sum decides for finite inputs (a NaN or Inf anywhere makes it non-finite); the exact test only runs if it
@@ -73,7 +74,9 @@ class EarlyExitRunner:
         self._single_step = CompiledStep(self.model) if compile else None
 
     def predict(self, x: torch.Tensor) -> ExitResult:
-        if x.dim() == 4 and x.shape[0] == 1 and getattr(self.rule, "budget", None) is None:
+        """One batch: images ``[B, C, H, W]`` (the same input every step) or frames ``[B, T, C, H, W]`` (a
+        time-varying input: step t reads frame t, so a sample that leaves early never reads the rest)."""
+        if x.dim() in (4, 5) and x.shape[0] == 1 and getattr(self.rule, "budget", None) is None:
             return self._run_one(x)  # latency path: no batch bookkeeping
         return self._run(iter([x]), slots=x.shape[0], total=x.shape[0])
 
@@ -83,13 +86,17 @@ class EarlyExitRunner:
         bookkeeping (at batch 1 that bookkeeping costs about as much as a small network's step)."""
         check_input(x)
         model, rule, t_max = self.model, self.rule, self.max_timesteps
+        frames = _check_frames(x, t_max)
         for nrn in self.neurons:
             nrn.reset()
         step = self._single_step
         try:
-            encoded = _encode(model, x.to(self.device))
+            x = x.to(self.device)
+            encoded = None if frames else _encode(model, x)
             summed = None
             for t in range(1, t_max + 1):
+                if frames:
+                    encoded = _encode(model, x[:, t - 1])
                 out = _step(model, encoded) if step is None else step(encoded)
                 summed = out if summed is None else summed.add_(out)
                 score = rule.score(summed, t)
@@ -128,14 +135,20 @@ class EarlyExitRunner:
             nrn.reset()
         try:
             x, index = feed.take(slots)
-            encoded = _encode(model, x) if index is not None else None  # direct encoding: computed once per input
+            frames = index is not None and _check_frames(x, t_max)
+            # direct encoding: computed once per input; frames (a time-varying input) are kept and each step
+            # encodes the frame each sample is at
+            encoded = (x if frames else _encode(model, x)) if index is not None else None
             # a rule that decides up front (SEENN-II) gives every sample its budget of steps before step 1
             planner = getattr(rule, "budget", None)
             budget = None if (planner is None or index is None) else planner(x).clamp(1, t_max)
             summed = None
             steps = None if index is None else torch.zeros(len(index), dtype=torch.long, device=dev)
             while index is not None:
-                out = _step(model, encoded)
+                if frames:
+                    out = _step(model, _encode(model, encoded[torch.arange(len(index), device=dev), steps]))
+                else:
+                    out = _step(model, encoded)
                 summed = out if summed is None else summed + out
                 steps += 1
                 score = rule.score(summed, steps)
@@ -161,7 +174,9 @@ class EarlyExitRunner:
                         nrn.reset()
                 if k:  # continuous batching: new inputs join at the end, their membranes at rest (each neuron
                     # holds state for the rows before them only; see SpikingNeuron.forward)
-                    fresh = _encode(model, x)
+                    if frames != _check_frames(x, t_max):
+                        raise DataError("a stream mixes images [B, C, H, W] and frames [B, T, C, H, W]")
+                    fresh = x if frames else _encode(model, x)
                     plan = None if budget is None else planner(x).clamp(1, t_max)
                     if encoded is None:
                         index, encoded, budget = new_index, fresh, plan
@@ -207,6 +222,15 @@ class CompiledStep:
                 self.failed = True
                 warnings.warn(f"torch.compile of the step failed ({type(e).__name__}); running without it")
         return _step(self.model, encoded)
+
+
+def _check_frames(x: torch.Tensor, t_max: int) -> bool:
+    """Whether ``x`` is frames ``[B, T, C, H, W]`` (then with at least ``t_max`` of them)."""
+    if x.dim() != 5:
+        return False
+    if x.shape[1] < t_max:
+        raise DataError(f"{t_max} timesteps need as many frames; the input has {x.shape[1]}")
+    return True
 
 
 def _step(model: SpikingNetwork, encoded: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,12 @@ class Evaluation:
 
     def header(self) -> dict:
         oracle = oracle_timesteps(self.correct)
+        extra = {}
+        if hasattr(self.data, "sensor_ms"):  # recordings: the sensor time the steps cover
+            full = torch.full((len(self.data),), self.max_timesteps)
+            extra["sensor_ms_full"] = self.data.sensor_ms(full).double().mean().item()
+            extra["oracle_sensor_ms"] = self.data.sensor_ms(oracle).double().mean().item()
+            extra["ideal_sensor_ms"] = self.data.sensor_ms(ideal_timesteps(self.correct)).double().mean().item()
         return {
             "dataset": self.data.info.name,
             "split": self.data.split,
@@ -62,6 +68,7 @@ class Evaluation:
             "oracle_avg_timesteps": oracle.double().mean().item(),
             "oracle_accuracy": self.correct.any(dim=1).double().mean().item(),
             "ideal_avg_timesteps": ideal_timesteps(self.correct).double().mean().item(),
+            **extra,
         }
 
     def run(self, rule: ExitRule, batch_size: int | None = None) -> ExitResult:
@@ -90,8 +97,11 @@ class Evaluation:
         return ExitResult(summed.argmax(dim=1), t, torch.ones(len(t)), summed)
 
     def summarize(self, rule_desc: dict, result: ExitResult) -> dict:
-        return {**rule_desc, **exit_summary(result.prediction, result.exit_timestep, self.labels,
-                                            self.max_timesteps, self.full_prediction)}
+        out = {**rule_desc, **exit_summary(result.prediction, result.exit_timestep, self.labels,
+                                           self.max_timesteps, self.full_prediction)}
+        if hasattr(self.data, "sensor_ms"):  # recordings: how much of each one was read before the answer
+            out["avg_sensor_ms"] = self.data.sensor_ms(result.exit_timestep).double().mean().item()
+        return out
 
     def sweep(self, rule_name: str, thresholds=None) -> list[dict]:
         """Accuracy and average timesteps over a grid of thresholds (post hoc, from the full-T logits)."""

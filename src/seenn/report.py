@@ -126,18 +126,14 @@ def build_report(ev: Evaluation, rule: ExitRule, out_dir: Path, title: str, poli
     hardest = [i for i in sorted(range(len(result.score)), key=lambda i: (-int(result.exit_timestep[i]),
                                                                           float(result.score[i])))]
     names = ev.data.info.class_names or tuple(str(i) for i in range(10))
-    fig, axes = plt.subplots(2, 8, figsize=(12, 3.6))
-    for row, (label, idxs) in enumerate((("easiest", order_easy[:8]), ("hardest", hardest[:8]))):
-        for col, i in enumerate(idxs):
-            ax = axes[row, col]
-            img = ev.data.images[i]
-            ax.imshow((img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy(), cmap="gray" if img.shape[0] == 1 else None)
-            pred, y = int(result.prediction[i]), int(ev.labels[i])
-            ax.set_title(f"#{i} exit t={int(result.exit_timestep[i])}\n{names[pred]}" + ("" if pred == y else f" (is {names[y]})"),
-                         fontsize=7, color="black" if pred == y else "red")
-            ax.axis("off")
-        axes[row, 0].text(-0.5, 0.5, label, transform=axes[row, 0].transAxes, rotation=90, va="center", fontsize=9)
-    pngs["samples.png"] = _png(fig)
+    frames = getattr(ev.data, "time_varying", False)
+    if frames:  # recordings: the frames each sample read, and those it left unread
+        picks = [(f"easiest #{i}", i) for i in order_easy[:3]] + [(f"hardest #{i}", i) for i in hardest[:3]]
+        pngs["samples.png"] = frames_figure([(title_, ev.data.images[i], int(result.exit_timestep[i]),
+                                              ev.data.ends[i], names[int(result.prediction[i])],
+                                              names[int(ev.labels[i])]) for title_, i in picks])
+    else:
+        pngs["samples.png"] = _samples_figure(ev, result, names, order_easy[:8], hardest[:8])
 
     for name, data in pngs.items():
         atomic_write_bytes(out_dir / name, data)
@@ -145,6 +141,13 @@ def build_report(ev: Evaluation, rule: ExitRule, out_dir: Path, title: str, poli
     img = lambda name, alt: (f'<figure><img alt="{alt}" src="data:image/png;base64,'  # noqa: E731
                              f'{base64.b64encode(pngs[name]).decode()}"><figcaption>{alt}</figcaption></figure>')
     rd = rule.describe()
+    sensor_rows = ""
+    if "sensor_ms_full" in head:
+        sensor_rows = (f"<tr><td>sensor time read at the exit</td><td>{exit_stats['avg_sensor_ms']:.1f} ms (full T: "
+                       f"{head['sensor_ms_full']:.1f} ms; ideal {head['ideal_sensor_ms']:.1f} ms)</td></tr>\n")
+    caption = ("Easiest and hardest samples: the frames each read before it left (red ON, blue OFF events; "
+               "greyed frames were never read)" if frames else
+               "Easiest (first row: earliest exits, highest score) and hardest (latest exits, lowest score) samples")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
@@ -161,18 +164,57 @@ figure{{margin:1.2em 0}}img{{max-width:100%}}figcaption{{color:#555;font-size:.9
 <tr><td>false early exits / rescued</td><td>{exit_stats['false_exits']} / {exit_stats['rescued']}</td></tr>
 <tr><td>oracle</td><td>{head['oracle_accuracy']:.2%} at {head['oracle_avg_timesteps']:.3f} steps</td></tr>
 <tr><td>ideal exit at full-T accuracy</td><td>{head['ideal_avg_timesteps']:.3f} steps</td></tr>
-</table>
+{sensor_rows}</table>
 {_energy_table(energy)}
 <h2>Accuracy per timestep</h2><table>{rows}</table>
 {img('tradeoff.png', 'Accuracy against average timesteps: threshold sweeps, fixed T, oracle and the ideal limit')}
 {img('exits.png', 'Where samples exit, and accuracy of the logits summed over steps 1..t')}
 {img('reliability.png', 'Reliability diagram: confidence against accuracy after each timestep')}
-{img('samples.png', 'Easiest (first row: earliest exits, highest score) and hardest (latest exits, lowest score) samples')}
+{img('samples.png', caption)}
 </body></html>
 """
     page_path = out_dir / "index.html"
     atomic_write_bytes(page_path, page.encode())
     return page_path
+
+
+def _samples_figure(ev: Evaluation, result, names, easiest, hardest) -> bytes:
+    plt = _plt()
+    fig, axes = plt.subplots(2, 8, figsize=(12, 3.6))
+    for row, (label, idxs) in enumerate((("easiest", easiest), ("hardest", hardest))):
+        for col, i in enumerate(idxs):
+            ax = axes[row, col]
+            img = ev.data.images[i]
+            ax.imshow((img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy(), cmap="gray" if img.shape[0] == 1 else None)
+            pred, y = int(result.prediction[i]), int(ev.labels[i])
+            ax.set_title(f"#{i} exit t={int(result.exit_timestep[i])}\n{names[pred]}" + ("" if pred == y else f" (is {names[y]})"),
+                         fontsize=7, color="black" if pred == y else "red")
+            ax.axis("off")
+        axes[row, 0].text(-0.5, 0.5, label, transform=axes[row, 0].transAxes, rotation=90, va="center", fontsize=9)
+    return _png(fig)
+
+
+def frames_figure(rows) -> bytes:
+    """One row per sample: its frames (ON events red, OFF blue), those after its exit greyed as never read.
+    ``rows``: (title, frames uint8 [T, 2, H, W], exit_timestep, frame ends ms [T], predicted name, true name)."""
+    plt = _plt()
+    t_max = rows[0][1].shape[0]
+    fig, axes = plt.subplots(len(rows), t_max, figsize=(1.3 * t_max + 1, 1.45 * len(rows) + 0.3), squeeze=False)
+    for r, (title, fr, exit_t, ends, pred, true) in enumerate(rows):
+        for t in range(t_max):
+            ax = axes[r, t]
+            on, off = fr[t, 1].float(), fr[t, 0].float()
+            peak = max(float(on.max()), float(off.max()), 1.0)
+            rgb = torch.stack([on / peak, torch.zeros_like(on), off / peak], dim=-1).clamp(0, 1)
+            if t >= exit_t:
+                rgb = 0.15 + 0.2 * rgb.mean(-1, keepdim=True).expand_as(rgb)
+            ax.imshow(rgb.numpy())
+            ax.set_title(f"t={t + 1} {float(ends[t]):.0f} ms", fontsize=6, color="black" if t < exit_t else "#999")
+            ax.axis("off")
+        axes[r, 0].text(-0.15, 0.5, f"{title}\n{pred}" + ("" if pred == true else f" (is {true})"), fontsize=7,
+                        transform=axes[r, 0].transAxes, ha="right", va="center",
+                        color="black" if pred == true else "red")
+    return _png(fig)
 
 
 def _fixed(ev: Evaluation, k: int):

@@ -222,25 +222,31 @@ _EXIT = Obj({"threshold": Opt(Float(0.0, 1.0)), "thresholds": Opt(List(Float(0.0
 
 
 class DatasetName(Str):
-    """A registered dataset, or ``imagefolder:PATH``."""
+    """A registered dataset, ``imagefolder:PATH`` or ``events:PATH``."""
 
     def check(self, value, path, where):
         from .data import DATASETS
 
-        if not (isinstance(value, str) and (value in DATASETS or value.startswith("imagefolder:"))):
+        if not (isinstance(value, str) and (value in DATASETS or value.startswith(("imagefolder:", "events:")))):
             self.fail(value, path, where)
         return value
 
     def describe(self):
         from .data import DATASETS
 
-        return f"one of {sorted(DATASETS)} or imagefolder:PATH"
+        return f"one of {sorted(DATASETS)}, imagefolder:PATH or events:PATH"
 
 
+_SENSOR = List(Int(1, L["image_size"]), 2, 2)
 _PIPELINE = Obj({"image_size": Int(1, L["image_size"]), "channels": Int(1, L["in_channels"]),
                  "mean": List(Float(-1e3, 1e3), 1, L["in_channels"]), "std": List(Float(0, 1e3, True), 1,
                                                                                   L["in_channels"]),
-                 "class_names": List(Str(), 2, L["num_classes"])})
+                 "class_names": List(Str(), 2, L["num_classes"]),
+                 # events:PATH runs: how recordings become frames (seenn.events.dataset)
+                 "events": Opt(Obj({"frames": _T, "split_by": Str(("time", "count")), "sensor": _SENSOR,
+                                    "format": Str(("nmnist", "aedat2", "aedat3")), "emulated": Bool(),
+                                    "source": Opt(Str()), "motion": Opt(Str())})),
+                 "resize": Opt(Str())})
 
 
 def config_schema() -> Obj:
@@ -263,6 +269,12 @@ def check_config(config, where: str = "config.json") -> dict:
                 raise CheckpointError(f"{where}: model.{k} is missing (a peer run)")
     if config["dataset"].startswith("imagefolder:") and config.get("data") is None:
         raise CheckpointError(f"{where}: data is missing (the image pipeline of an imagefolder: run)")
+    if config["dataset"].startswith("events:") and (config.get("data") or {}).get("events") is None:
+        raise CheckpointError(f"{where}: data.events is missing (how an events: run makes its frames)")
+    if (config.get("data") or {}).get("events") and config.get("max_timesteps") \
+            and config["max_timesteps"] > config["data"]["events"]["frames"]:
+        raise CheckpointError(f"{where}: max_timesteps {config['max_timesteps']} is more than the "
+                              f"{config['data']['events']['frames']} frames the run's recordings are cut into")
     if config.get("kind") != "ann" and config.get("max_timesteps") is None:
         raise CheckpointError(f"{where}: max_timesteps must be {_T.describe()} for a spiking run, got null")
     for rule, entry in (config.get("exit") or {}).items():
@@ -275,6 +287,20 @@ def check_config(config, where: str = "config.json") -> dict:
         if entry.get("threshold") is None and not ths:
             raise CheckpointError(f"{where}: exit.{rule} has neither a threshold nor thresholds")
     return config
+
+
+def events_meta_schema() -> Obj:
+    """``events.json`` beside a folder of recordings (``seenn events emulate`` writes it)."""
+    return Obj({"format": Str(("nmnist", "aedat2", "aedat3")), "sensor": _SENSOR, "emulated": Opt(Bool()),
+                "source": Opt(Str()), "motion": Opt(Str()), "duration_ms": Opt(Float(0.0, 1e9)),
+                "sensor_model": Opt(Obj()), "seed": Opt(Int(0, L["seed"])),
+                "class_names": Opt(List(Str(), 2, L["num_classes"])),
+                "class_titles": Opt(List(Str(), 2, L["num_classes"])), "counts": Opt(Obj()),
+                "mean_events": Opt(Float(0.0, 1e12))})
+
+
+def check_events_meta(meta, where: str = "events.json") -> dict:
+    return events_meta_schema().check(meta, "", where)
 
 
 def policy_schema() -> Obj:

@@ -68,6 +68,7 @@ class TrainConfig:
     quant_levels: int = 8  # QCFS quantization levels L (with ``ann``)
     clip_init: float = 2.0  # QCFS initial clip value lam (with ``ann``; see qcfs.py on why not the paper's 8)
     image_size: int | None = None  # imagefolder:PATH datasets: the square size images are resized to (default 32)
+    frames_by: str = "time"  # events:PATH datasets: recordings cut into T frames by equal "time" or event "count"
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -108,6 +109,11 @@ class TrainConfig:
         if not (self.clip_init > 0 and math.isfinite(self.clip_init)):
             raise ConfigError(f"--clip-init must be a positive number, got {self.clip_init}")
         bounded("quant_levels", self.quant_levels, "--quant-levels")
+        if self.frames_by not in ("time", "count"):
+            raise ConfigError(f"--frames-by must be time or count, got {self.frames_by!r}")
+        if self.dataset.startswith("events:") and (self.ann or self.jpeg or self.init):
+            raise ConfigError("an events: dataset trains spiking runs directly (no --ann, --jpeg or --init: "
+                              "recordings are not images)")
         if not 0.0 <= self.tet_lambda <= 1.0:
             raise ConfigError(f"--tet-lambda must be in [0, 1], got {self.tet_lambda}")
 
@@ -263,10 +269,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     set_compile(cfg.compile or os.environ.get("SEENN_COMPILE", "0") == "1")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    from .imagefolder import info_for, is_imagefolder, pipeline_record
+    from .events.dataset import is_events
+    from .imagefolder import info_for, is_imagefolder
+    from .sources import record_pipeline
 
     if is_imagefolder(cfg.dataset):  # the pipeline (size, channels, mean, std, classes), measured once, recorded
         info_for(cfg.dataset, cfg.image_size)
+    if is_events(cfg.dataset):  # recordings cut into as many frames as the run has timesteps
+        from .events.dataset import info_for as events_info
+
+        events_info(cfg.dataset, cfg.timesteps, cfg.frames_by)
     train_set = load_dataset(cfg.dataset, "train", data_dir=data_dir, limit=cfg.limit, val_size=cfg.val_size)
     val_set = load_dataset(cfg.dataset, "val", data_dir=data_dir, val_size=cfg.val_size) if cfg.val_size else None
     spec = model_config(cfg, train_set)
@@ -313,8 +325,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
               "model": spec, "training": asdict(cfg)}
     if cfg.ann:
         config.update(kind="ann", max_timesteps=None)
-    if is_imagefolder(cfg.dataset):
-        config["data"] = pipeline_record(train_set.info)
+    record_pipeline(config, train_set.info)
     history = []
     best = (-1.0, {k: v.detach().clone() for k, v in model.state_dict().items()})
     start_epoch = 1

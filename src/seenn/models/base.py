@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import DataError
 from ..fold import FastAvgPool2d, _is_plain_2x2
 from ..neuron import SpikingNeuron, as_fp32, bn_neuron_multistep, compiled, neuron_multistep_fused
 from .stateful import _Stateful
@@ -54,12 +55,28 @@ class SpikingNetwork(nn.Module):
         Multi-step mode runs the steps at once on ``[T*B, ...]`` (fused BPTT): the default with gradients
         (training). Without gradients the default runs them one after another on ``[B, ...]``: the same numbers,
         about 1.5x faster at large batches on CPU (smaller working set); ``multistep=True`` forces the former
-        (faster for tiny batches, where per-call overhead dominates)."""
+        (faster for tiny batches, where per-call overhead dominates).
+
+        A time-varying input (frames of an event stream) is ``[B, T', C, H, W]`` with ``T' >= timesteps``: step t
+        runs the stem on frame t (no encode-once shortcut)."""
+        frames = x.dim() == 5
+        if frames and x.shape[1] < timesteps:
+            raise DataError(f"{timesteps} timesteps need as many frames; the input has {x.shape[1]}")
         if multistep is None:
             multistep = torch.is_grad_enabled()
         if not multistep:
             return self._forward_steps(x, timesteps)
         fuse = self.fuse and torch.is_grad_enabled() and isinstance(self.body, nn.Sequential) and len(self.body)
+        if frames:  # time-major [T*B, C, H, W]: the stem runs on every frame, the body's first neuron gets a
+            # different input every step
+            b = x.shape[0]
+            e = self.stem(x[:, :timesteps].transpose(0, 1).reshape(timesteps * b, *x.shape[2:]))
+            self._set_timesteps(timesteps)
+            try:
+                out = self._fused_body(e, timesteps, static=False) if fuse else self.body(e)
+            finally:
+                self._set_timesteps(None)
+            return out.reshape(timesteps, b, *out.shape[1:])
         stem_bn = None
         if fuse and isinstance(self.stem, nn.Sequential) and len(self.stem) and _fusable_bn(self.stem[-1]) \
                 and isinstance(self.body[0], SpikingNeuron):
@@ -80,15 +97,17 @@ class SpikingNetwork(nn.Module):
 
     fuse = True  # training's multi-step pass fuses BN -> neuron -> pool (``_fused_body``); False: module by module
 
-    def _fused_body(self, e: torch.Tensor, timesteps: int, pending_bn: nn.Module | None = None) -> torch.Tensor:
+    def _fused_body(self, e: torch.Tensor, timesteps: int, pending_bn: nn.Module | None = None,
+                    static: bool = True) -> torch.Tensor:
         """Training's multi-step pass through a sequential body with each top-level neuron fused with its
         neighbours: a training-mode batch norm right before it and a 2x2 average pool right after it run in the
         neuron's own pass (:func:`~seenn.neuron.bn_neuron_multistep`), and the first neuron takes the stem's output
         once for all steps instead of a T-fold copy. The same computation as module by module (the normalised
-        input and the full-size spikes are just never stored); other layers run as they are on ``[T*B, ...]``."""
+        input and the full-size spikes are just never stored); other layers run as they are on ``[T*B, ...]``.
+        ``static=False``: ``e`` is already time-major ``[T*B, ...]`` (a time-varying input)."""
         mods = list(self.body)
-        b = e.shape[0]
-        h, static, i = e, True, 0
+        b = e.shape[0] if static else e.shape[0] // timesteps
+        h, i = e, 0
         while i < len(mods):
             m = mods[i]
             nxt = mods[i + 1] if i + 1 < len(mods) else None
@@ -117,6 +136,8 @@ class SpikingNetwork(nn.Module):
         saved = [(n.__dict__.get("v"), n.__dict__.get("_pending")) for n in self.neurons()]  # any running state
         self.reset()
         try:
+            if x.dim() == 5:  # frames: each step encodes its own
+                return torch.stack([self.step(self.encode(x[:, t])) for t in range(timesteps)])
             e = self.encode(x)
             return torch.stack([self.step(e) for _ in range(timesteps)])
         finally:
