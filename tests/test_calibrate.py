@@ -118,3 +118,20 @@ def test_calibrated_threshold_keeps_its_promise_on_the_real_test_split():
     assert full - e["accuracy"] <= target
     assert e["false_exits"] / 10000 <= target
     assert e["avg_timesteps"] < 2.0  # and it buys real savings
+
+
+def test_the_disagreement_bound_a_live_audit_tests():
+    from seenn.calibrate import binomial_cdf, binomial_upper_bound, calibrate
+
+    b = binomial_upper_bound(0, 100, 0.05)
+    assert abs(b - (1 - 0.05 ** (1 / 100))) < 1e-9  # k = 0: 1 - delta^(1/n), about 3/n
+    b = binomial_upper_bound(7, 1000, 0.05)
+    assert 0.007 < b < 0.02 and abs(binomial_cdf(7, 1000, b) - 0.05) < 1e-6
+    assert binomial_upper_bound(5, 5, 0.05) == 1.0
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(600, 4, 5, generator=g)
+    labels = torch.randint(0, 5, (600,), generator=g)
+    logits[torch.arange(600), :, labels] += 1.5
+    out = calibrate(logits, labels, max_accuracy_drop=0.05)
+    assert out["validation_disagreements"] >= out["validation_false_exits"]
+    assert out["disagreement_bound"] >= out["validation_disagreements"] / 600

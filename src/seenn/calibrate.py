@@ -214,4 +214,27 @@ def calibrate(step_logits: torch.Tensor, labels: torch.Tensor, *, max_accuracy_d
                                      - c_test[torch.arange(len(test_idx)), exit_steps(s_test, torch.tensor(thresholds, dtype=torch.double))].double().mean()).item(),
         "p_value": binomial_cdf(false, len(test_idx), max_accuracy_drop),
     })
+    # what a live audit can watch without labels: how often the early answer differs from full T (every false exit
+    # does), with its one-sided upper confidence bound on data like this (seenn serve --audit-fraction tests it)
+    summed_test = summed[test_idx]
+    pred = summed_test.argmax(dim=2)
+    exit_at = exit_steps(s_test, torch.tensor(thresholds, dtype=torch.double))
+    disagree = int((pred[torch.arange(len(test_idx)), exit_at] != pred[:, -1]).sum())
+    out["validation_disagreements"] = disagree
+    out["disagreement_bound"] = binomial_upper_bound(disagree, len(test_idx), delta)
     return out
+
+
+def binomial_upper_bound(k: int, n: int, delta: float) -> float:
+    """The one-sided (1 - delta) Clopper-Pearson upper bound on a rate with ``k`` events in ``n`` trials: the
+    largest p with P(Binomial(n, p) <= k) >= delta (bisection)."""
+    if k >= n:
+        return 1.0
+    lo, hi = k / n, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if binomial_cdf(k, n, mid) > delta:
+            lo = mid
+        else:
+            hi = mid
+    return hi

@@ -245,6 +245,11 @@ def _eval(args, rank: int) -> int:
     report = {**ev.header(), "exit": ev.summarize(desc, result)}
     if args.sweep:
         report["sweep"] = ev.sweep(args.exit if args.exit in ("confidence", "entropy") else "confidence")
+    if args.audit_fraction:
+        from .serve.audit import audit_stream
+
+        report["audit"] = audit_stream(result.prediction, ev.full_prediction, _audit_bound(args, config),
+                                       args.audit_fraction, alpha=args.audit_alpha)
     report["seconds"] = time.perf_counter() - t0
     if rank != 0:  # only rank 0 writes and prints
         return 0
@@ -255,6 +260,49 @@ def _eval(args, rank: int) -> int:
     else:
         _print_report(report)
     return 0
+
+
+def _audit_bound(args, config) -> float:
+    if args.audit_bound is not None:
+        return args.audit_bound
+    calib = (config.get("exit", {}).get("confidence") or {}).get("calibration")
+    if not calib:
+        raise ConfigError("the audit tests the run's certified false-exit bound: calibrate the run first "
+                          "(seenn calibrate) or give --audit-bound")
+    from .serve import certified_disagreement
+
+    return certified_disagreement(calib)
+
+
+def cmd_serve(args) -> int:
+    from .checkpoint import read_config, resolve_run
+    from .serve import make_service, run_server
+
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise ConfigError("seenn serve needs starlette, uvicorn and prometheus_client: pip install 'seenn[serve]'") \
+            from None
+    config = read_config(resolve_run(args.run))
+    rule = _rule(args, config)
+    if rule is None:
+        raise ConfigError("seenn serve needs an exit rule that runs without labels")
+    max_t = args.max_timesteps or config["max_timesteps"]
+    svc = make_service(args.run, rule=rule, max_timesteps=max_t, precision=args.precision, max_batch=args.max_batch,
+                       max_queue=args.max_queue, audit_fraction=args.audit_fraction,
+                       audit_bound=args.audit_bound if args.audit_fraction else None, audit_alpha=args.audit_alpha,
+                       on_alarm=args.on_alarm, max_body=args.max_body, seed=args.seed)
+    _log(f"seenn serve {args.run} on http://{args.host}:{args.port} ({describe_rule(svc.rule_desc)}, "
+         f"{svc.precision}, audit {args.audit_fraction:g} of requests)")
+    run_server(svc.app, args.host, args.port)
+    _log(f"stopped after answering {svc.app.state.served['served']} requests")
+    return 0
+
+
+def describe_rule(desc: dict) -> str:
+    from .exits import describe_text
+
+    return describe_text(desc)
 
 
 def _eval_ann(args, model, data, rank: int) -> int:
@@ -284,6 +332,11 @@ def _print_report(r: dict) -> None:
     th = "" if e.get("threshold") is None else f" > {e['threshold']:g}"
     print(f"exit rule {e['rule']}{th}: accuracy {e['accuracy']:.2%} at {e['avg_timesteps']:.3f} avg timesteps, "
           f"exits per step {e['exit_histogram']}, false exits {e['false_exits']}, rescued {e['rescued']}")
+    if "audit" in r:
+        a = r["audit"]
+        print(f"audit of {a['audited']} of {a['requests']} samples ({a['fraction']:g}): {a['disagreements']} disagree "
+              f"with full T (bound {a['bound']:g}); " + (f"ALARM after {a['alarm_after_requests']} samples"
+                                                         if a["alarm"] else "no alarm"))
     if "sensor_ms_full" in r:
         print(f"sensor time read: {e['avg_sensor_ms']:.1f} ms on average at the exit, {r['sensor_ms_full']:.1f} ms at "
               f"full T (oracle {r['oracle_sensor_ms']:.1f}, ideal {r['ideal_sensor_ms']:.1f})")
@@ -940,6 +993,17 @@ ALL_RULES = ["confidence", "entropy", "fixed", "policy", "learned", "oracle"]
 REAL_RULES = ALL_RULES[:5]  # the rules that run without labels
 
 
+def _audit_args(p, default: float = 0.0) -> None:
+    p.add_argument("--audit-fraction", type=_x(0, 1), default=default, metavar="F",
+                   help="run this share of the samples to full T as well and test, without labels, whether the "
+                        "early exits' disagreement with full T stays within the certified false-exit bound"
+                        + (f" (default {default:g})" if default else ""))
+    p.add_argument("--audit-bound", type=_x(0, 1, open_lo=True, open_hi=True),
+                   help="the false-exit rate the audit holds the exits to (default: the run's calibrated bound)")
+    p.add_argument("--audit-alpha", type=_x(0, 1, open_lo=True, open_hi=True), default=0.01,
+                   help="the audit's false-alarm probability over the whole run (default 0.01)")
+
+
 def _run_parser(sub, name: str, help: str, *, split: str = "test", rules=REAL_RULES, batch_size: int | None = 500,
                 limit: int | None = None, json_flag: bool = True, precision: bool = False):
     """A sub-command that evaluates a run on a dataset split: the arguments they all share."""
@@ -1032,7 +1096,28 @@ def build_parser() -> argparse.ArgumentParser:
     e = _run_parser(sub, "eval", "evaluate a run with temporal early exit", rules=ALL_RULES, precision=True)
     e.add_argument("--sweep", action="store_true", help="also sweep a grid of thresholds")
     e.add_argument("--dump", help="write per-sample arrays to this .npz file")
+    _audit_args(e)
     e.set_defaults(func=cmd_eval)
+
+    sv = sub.add_parser("serve", help="an HTTP inference service with early exit and a live audit of its exits")
+    sv.add_argument("run", help="a run directory or the name of a shipped run")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=_n("port", 0), default=8000)
+    sv.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed", "learned"])
+    sv.add_argument("--threshold", type=float, help="default: the run's calibrated threshold, else 0.9")
+    sv.add_argument("--timesteps", type=_n("timesteps"), help="steps for --exit fixed")
+    sv.add_argument("--policy", help="learned exit rule folder for --exit learned")
+    sv.add_argument("--max-timesteps", type=_n("timesteps"), help="default: the run's T")
+    sv.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
+    sv.add_argument("--max-batch", type=_n("batch_size"), default=64, help="samples stepped together at most")
+    sv.add_argument("--max-queue", type=_n("samples"), default=256,
+                    help="requests waiting to join the batch at most; beyond it 503 with Retry-After")
+    sv.add_argument("--max-body", type=_n("samples"), default=8 * 1024 * 1024, help="bytes of one request body")
+    sv.add_argument("--on-alarm", choices=["report", "full-t"], default="report",
+                    help="full-t: stop exiting early once the audit raises its alarm, until POST /v1/audit/reset")
+    sv.add_argument("--seed", type=_n("seed", 0), default=0, help="which requests are audited")
+    _audit_args(sv, default=0.03)
+    sv.set_defaults(func=cmd_serve)
 
     b = _run_parser(sub, "bench", "time early exit against full T (same samples, side by side)", batch_size=256,
                     limit=4096, precision=True)

@@ -34,6 +34,7 @@ LIMITS = {
     "members": 64,  # policy ensemble members
     "seed": 2**63 - 1,
     "parameters": 2**28,  # 268M parameters: 1 GiB of fp32 weights
+    "port": 65_535,  # seenn serve --port
 }
 
 

@@ -1,0 +1,115 @@
+"""``seenn serve``: an inference service where early exit cuts latency under load, and which notices when its early
+exits stop being safe.
+
+- :mod:`.loop`: ``ServingLoop``, push-style continuous batching (``submit(x) -> Future``, answered at the exit).
+- :mod:`.audit`: the live audit, an anytime-valid sequential test of the disagreement rate of a random share of
+  requests also run to full T against the run's certified false-exit bound.
+- :mod:`.app`: the HTTP endpoints (Starlette, served by uvicorn), decoding, Prometheus metrics.
+
+Entry point: :func:`make_service` (what the CLI runs; tests and benchmarks build the app the same way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from .audit import Audit, audit_stream
+from .loop import QueueFull, ServingLoop
+
+__all__ = ["Audit", "QueueFull", "ServingLoop", "Service", "audit_stream", "make_service", "run_server"]
+
+
+def run_server(app, host: str, port: int) -> None:
+    """uvicorn, with one change: after a graceful shutdown on SIGTERM / SIGINT (stop accepting, answer every request
+    already accepted) the process returns normally (exit 0) instead of re-raising the signal."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        def capture_signals(self):
+            server = super().capture_signals()
+            self._captured_signals = []  # re-raised by uvicorn's own handler at its end: none
+            return _forgetting(server, self)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=60)
+    _Server(config).run()
+
+
+class _forgetting:
+    """uvicorn's signal capture, with the captured signals forgotten before it would re-raise them."""
+
+    def __init__(self, inner, server):
+        self.inner, self.server = inner, server
+
+    def __enter__(self):
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc):
+        self.server._captured_signals = []
+        return self.inner.__exit__(*exc)
+
+
+@dataclass
+class Service:
+    app: object
+    loop: ServingLoop
+    rule_desc: dict
+    audit: Audit | None
+    precision: str
+
+
+def certified_disagreement(calib: dict) -> float:
+    """The bound the audit holds the live disagreement rate to: the calibration's upper confidence bound on the
+    validation disagreement rate (``disagreement_bound``), else, for runs calibrated before it was recorded, the
+    certified false-exit bound (stricter than it should be: disagreements include rescues)."""
+    return float(calib.get("disagreement_bound") or calib["max_accuracy_drop"])
+
+
+def make_service(run, *, rule, max_timesteps: int, precision: str = "fp32", max_batch: int = 64,
+                 max_queue: int = 256, audit_fraction: float = 0.0, audit_bound: float | None = None,
+                 audit_alpha: float = 0.01, on_alarm: str = "report", max_body: int | None = None,
+                 seed: int = 0, warmup: int = 8) -> Service:
+    """The service for a run folder (or shipped run name) with an exit rule; nothing is started."""
+    import torch
+
+    from ..checkpoint import load_run
+    from ..data import dataset_info
+    from ..fold import inference_model
+    from .app import MAX_BODY, Metrics, build_app
+
+    model, config = load_run(run)
+    if config.get("kind") == "ann":
+        raise ConfigError(f"{run} is an ANN run: turn it into an SNN first (seenn convert)")
+    from ..schema import bounded
+
+    bounded("batch_size", max_batch, "--max-batch")
+    bounded("samples", max_queue, "--max-queue")
+    if not 0.0 <= audit_fraction <= 1.0:
+        raise ConfigError(f"--audit-fraction must be in [0, 1], got {audit_fraction}")
+    if getattr(rule, "budget", None) is not None:
+        raise ConfigError("seenn serve runs rules that decide after each step (confidence, entropy, learned, fixed)")
+    info = dataset_info(config["dataset"])
+    m = config["model"]
+    events = (config.get("data") or {}).get("events")
+    shape = ((events["frames"],) if events else ()) + (m["in_channels"], m["image_size"], m["image_size"])
+    audit = None
+    if audit_fraction > 0:
+        if audit_bound is None:
+            calib = (config.get("exit", {}).get("confidence") or {}).get("calibration")
+            if not calib:
+                raise ConfigError("the audit tests the run's certified false-exit bound: calibrate the run first "
+                                  "(seenn calibrate) or give --audit-bound")
+            audit_bound = certified_disagreement(calib)
+        try:
+            audit = Audit(audit_bound, audit_alpha)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    net = inference_model(model.eval(), precision)
+    loop = ServingLoop(net, rule, max_timesteps, max_batch=max_batch, max_queue=max_queue, audit=audit,
+                       audit_fraction=audit_fraction, on_alarm=on_alarm, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    warm = [torch.randn(shape, generator=gen) for _ in range(warmup)]
+    desc = rule.describe()
+    app = build_app(loop, shape=shape, info=info, rule_desc=desc, metrics=Metrics(max_timesteps), warmup=warm,
+                    max_body=max_body or MAX_BODY)
+    return Service(app, loop, desc, audit, getattr(net, "precision", "fp32"))

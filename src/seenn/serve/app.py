@@ -1,0 +1,193 @@
+"""The HTTP side of ``seenn serve``: a Starlette app over a :class:`~seenn.serve.loop.ServingLoop`.
+
+- ``POST /v1/predict``: one PNG / JPEG image (``image/png``, ``image/jpeg``: converted to the run's channels, resized
+  to its size, normalised by its pipeline) or one ``.npy`` array (``application/x-npy``, never unpickled: uint8
+  pixels ``[C, H, W]`` or ``[H, W]`` are normalised like an image; a float array is the model's input as ``seenn
+  eval`` feeds it, already normalised; an event run takes frames ``[T, 2, H, W]``). Answers ``prediction``,
+  ``label``, ``exit_timestep``, ``score``, ``rule``, ``latency_ms``.
+- ``GET /healthz``: 200 once the model is loaded and warmed up (503 before).
+- ``GET /metrics``: Prometheus text format (requests, latency and exit-step histograms, queue depth, the audit).
+- ``POST /v1/audit/reset``: an operator's reset of the audit (and of ``--on-alarm full-t``).
+
+Every bad request is a 4xx with a one-line JSON ``error``; a full queue is 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .loop import QueueFull, ServingLoop, check_sample
+
+MAX_BODY = 8 * 1024 * 1024  # bytes of one request body
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own (never the client's global one)."""
+
+    def __init__(self, t_max: int):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("seenn_requests", "Requests by outcome", ["outcome"], registry=r)
+        self.latency = Histogram("seenn_latency_seconds", "Time from arrival to answer",
+                                 buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5), registry=r)
+        self.exit_step = Histogram("seenn_exit_timestep", "Timestep each answer left at",
+                                   buckets=tuple(range(1, t_max + 1)), registry=r)
+        self.queue = Gauge("seenn_queue_depth", "Requests waiting to join the batch", registry=r)
+        self.batch = Gauge("seenn_batch_rows", "Samples in the running batch", registry=r)
+        self.audited = Counter("seenn_audit_requests", "Requests also run to full T", registry=r)
+        self.disagreements = Counter("seenn_audit_disagreements", "Audited requests whose early answer differs "
+                                                                  "from full T", registry=r)
+        self.alarm = Gauge("seenn_audit_alarm", "1 once the live false-exit rate exceeds the certified bound "
+                                                "(anytime-valid test)", registry=r)
+        self.rate = Gauge("seenn_audit_disagreement_rate", "Disagreements per audited request", registry=r)
+        self.bound = Gauge("seenn_audit_bound", "The certified false-exit bound the audit tests", registry=r)
+        self.log_wealth = Gauge("seenn_audit_log_wealth", "The test's log wealth (alarm at log(1 / alpha))",
+                                registry=r)
+
+    def answered(self, result: dict) -> None:
+        self.latency.observe(result["latency_ms"] / 1000.0)
+        self.exit_step.observe(result["exit_timestep"])
+
+
+def decode(body: bytes, content_type: str, shape: tuple, info) -> torch.Tensor:
+    """One request body as the model's input of ``shape`` (see the module docstring)."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind in ("image/png", "image/jpeg"):
+        if len(shape) != 3:
+            raise DataError("this run takes event frames: send them as application/x-npy [T, 2, H, W]")
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(body)) as im:
+                im = im.convert("L" if shape[0] == 1 else "RGB")
+                if im.size != (shape[2], shape[1]):
+                    im = im.resize((shape[2], shape[1]), Image.BILINEAR)
+                arr = np.asarray(im, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise DataError(f"the body is not a readable {kind.split('/')[1].upper()} image ({type(e).__name__})") \
+                from None
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        return _normalise(torch.from_numpy(arr.copy()), info)
+    if kind in ("application/x-npy", "application/octet-stream"):
+        try:
+            arr = np.load(io.BytesIO(body), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise DataError(f"the body is not a .npy array ({str(e).splitlines()[0] if str(e) else 'unreadable'})") \
+                from None
+        if arr.dtype == np.uint8:
+            x = torch.from_numpy(arr.copy())
+            if x.dim() == len(shape) - 1:
+                x = x.unsqueeze(0)
+            check_sample(x, shape)
+            return x.float() if len(shape) == 4 else _normalise(x, info)
+        if arr.dtype.kind != "f":
+            raise DataError(f"a .npy input must be uint8 pixels or floats, got {arr.dtype}")
+        x = torch.from_numpy(arr.astype(np.float32))
+        if x.dim() == len(shape) - 1 and shape[0] == 1:
+            x = x.unsqueeze(0)
+        return check_sample(x, shape)
+    raise DataError(f"unsupported content type {content_type!r}: send image/png, image/jpeg or application/x-npy")
+
+
+def _normalise(x: torch.Tensor, info) -> torch.Tensor:
+    mean = torch.tensor(info.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(info.std, dtype=torch.float32).view(-1, 1, 1)
+    return (x.float() / 255.0 - mean) / std
+
+
+def build_app(loop: ServingLoop, *, shape: tuple, info, rule_desc: dict, metrics: Metrics, warmup=None,
+              max_body: int = MAX_BODY):
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    names = list(info.class_names) if info.class_names else None
+    state = {"ready": False, "served": 0}
+
+    def error(status: int, message: str, **headers) -> JSONResponse:
+        metrics.requests.labels(outcome=str(status)).inc()
+        return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+    async def predict(request):
+        if not state["ready"]:
+            return error(503, "the model is still warming up", **{"Retry-After": "1"})
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > max_body):
+            return error(413, f"the body is over {max_body} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body:
+                return error(413, f"the body is over {max_body} bytes")
+        try:
+            x = decode(bytes(body), request.headers.get("content-type", ""), shape, info)
+        except DataError as e:
+            return error(415 if "content type" in str(e) else 400, str(e))
+        try:
+            fut = loop.submit(x)
+        except QueueFull as e:
+            return error(503, str(e), **{"Retry-After": "1"})
+        metrics.queue.set(loop.waiting)
+        result = await asyncio.wrap_future(fut)
+        state["served"] += 1
+        metrics.requests.labels(outcome="200").inc()
+        metrics.batch.set(loop.running)
+        out = {"prediction": result["prediction"],
+               "label": names[result["prediction"]] if names else None,
+               "exit_timestep": result["exit_timestep"], "score": result["score"], "rule": rule_desc,
+               "latency_ms": round(result["latency_ms"], 3)}
+        if loop.full_t:
+            out["note"] = "the audit's alarm is raised: every request runs to full T until POST /v1/audit/reset"
+        return JSONResponse(out)
+
+    async def healthz(request):
+        if loop.error is not None:
+            return JSONResponse({"status": "failed", "error": str(loop.error)}, status_code=500)
+        if not state["ready"]:
+            return JSONResponse({"status": "warming up"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def prom(request):
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        metrics.queue.set(loop.waiting)
+        metrics.batch.set(loop.running)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def reset(request):
+        loop.reset_audit()
+        metrics.alarm.set(0)
+        return JSONResponse({"audit": "reset"})
+
+    def audited(disagree: bool, alarm: bool) -> None:  # called on the model's thread
+        metrics.audited.inc()
+        metrics.disagreements.inc(int(disagree))
+        metrics.alarm.set(int(alarm))
+        metrics.rate.set(loop.audit.disagreements / max(1, loop.audit.observations))
+        metrics.log_wealth.set(loop.audit.log_wealth)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        loop.start()
+        if warmup is not None:  # a few requests through the loop before the service says it is ready
+            await asyncio.gather(*(asyncio.wrap_future(loop.submit(w, audit=False)) for w in warmup))
+        loop.on_answer = metrics.answered  # the warm-up is not traffic: neither audited nor counted
+        loop.on_audit = audited
+        if loop.audit is not None:
+            metrics.bound.set(loop.audit.bound)
+        state["ready"] = True
+        yield
+        loop.stop()  # uvicorn has finished every accepted request; the loop has nothing left
+
+    app = Starlette(routes=[Route("/v1/predict", predict, methods=["POST"]), Route("/healthz", healthz),
+                            Route("/metrics", prom), Route("/v1/audit/reset", reset, methods=["POST"])],
+                    lifespan=lifespan)
+    app.state.served = state
+    return app

@@ -1,0 +1,230 @@
+"""seenn serve: answers equal offline eval sample for sample, bad requests are 4xx and the service keeps serving, the
+queue is bounded, the audit's sequential test, and SIGTERM loses no accepted request."""
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
+pytest.importorskip("httpx")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from seenn.checkpoint import load_run  # noqa: E402
+from seenn.data import load_dataset  # noqa: E402
+from seenn.engine import EarlyExitRunner  # noqa: E402
+from seenn.exits import Confidence  # noqa: E402
+from seenn.serve import Audit, QueueFull, ServingLoop, audit_stream, make_service  # noqa: E402
+
+RUN = "fashion-mnist-convnet-t4"
+NPY = {"content-type": "application/x-npy"}
+
+
+def _npy(a) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(a))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_dataset("fashion-mnist", "test", data_dir="embedded", limit=300)
+
+
+def _rule():
+    model, cfg = load_run(RUN)
+    return Confidence(cfg["exit"]["confidence"]["threshold"])
+
+
+def test_answers_equal_offline_eval_sample_for_sample(images):
+    rule = _rule()
+    model, _ = load_run(RUN)
+    offline = EarlyExitRunner(model, rule, 4).predict_dataset(images, 256)
+    svc = make_service(RUN, rule=rule, max_timesteps=4, max_batch=32)
+    x = images.normalize(images.images)
+    with TestClient(svc.app) as c, ThreadPoolExecutor(16) as pool:  # concurrent: requests share the batch
+        answers = list(pool.map(lambda i: c.post("/v1/predict", content=_npy(x[i].numpy()), headers=NPY),
+                                range(len(images))))
+        assert all(r.status_code == 200 for r in answers)
+        got = [r.json() for r in answers]
+        assert [g["prediction"] for g in got] == offline.prediction.tolist()
+        assert [g["exit_timestep"] for g in got] == offline.exit_timestep.tolist()
+        assert got[0]["label"] == images.info.class_names[got[0]["prediction"]]
+        # a PNG of the raw pixels is decoded and normalised by the run's pipeline: the same answers
+        from PIL import Image
+
+        for i in range(5):
+            b = io.BytesIO()
+            Image.fromarray(images.images[i, 0].numpy()).save(b, format="PNG")
+            r = c.post("/v1/predict", content=b.getvalue(), headers={"content-type": "image/png"}).json()
+            assert (r["prediction"], r["exit_timestep"]) == (got[i]["prediction"], got[i]["exit_timestep"])
+        metrics = c.get("/metrics").text
+        assert 'seenn_requests_total{outcome="200"} 305.0' in metrics
+        assert "seenn_exit_timestep_bucket" in metrics and "seenn_latency_seconds_bucket" in metrics
+
+
+def test_bad_requests_are_4xx_and_the_service_keeps_serving(images):
+    svc = make_service(RUN, rule=_rule(), max_timesteps=4, max_body=50_000)
+    good = _npy(images.normalize(images.images[:1])[0].numpy())
+    with TestClient(svc.app) as c:
+        cases = [(b"junk", {"content-type": "image/png"}, 400, "not a readable PNG"),
+                 (_npy(np.zeros((3, 28, 28), np.float32)), NPY, 400, "shape [1, 28, 28]"),
+                 (_npy(np.full((1, 28, 28), np.nan, np.float32)), NPY, 400, "NaN"),
+                 (_npy(np.zeros((1, 28, 28), np.int64)), NPY, 400, "uint8 pixels or floats"),
+                 (b"\x93NUMPY garbage", NPY, 400, "not a .npy"),
+                 (good, {"content-type": "text/plain"}, 415, "unsupported content type"),
+                 (b"x" * 60_000, NPY, 413, "over 50000 bytes")]
+        for body, headers, status, message in cases:
+            r = c.post("/v1/predict", content=body, headers=headers)
+            assert r.status_code == status and message in r.json()["error"], (status, r.text)
+        # a pickled object array is refused, never unpickled
+        r = c.post("/v1/predict", content=_npy(np.array([{"a": 1}], dtype=object)), headers=NPY)
+        assert r.status_code == 400
+        assert c.post("/v1/predict", content=good, headers=NPY).status_code == 200
+        assert c.get("/healthz").json() == {"status": "ready"}
+
+
+def test_the_queue_is_bounded():
+    model, _ = load_run(RUN)
+    loop = ServingLoop(model.eval(), Confidence(0.9), 4, max_queue=2)  # not started: nothing leaves the queue
+    x = torch.zeros(1, 28, 28)
+    loop.submit(x), loop.submit(x)
+    with pytest.raises(QueueFull):
+        loop.submit(x)
+    svc = make_service(RUN, rule=_rule(), max_timesteps=4)
+    with TestClient(svc.app) as c:
+        def full(_x):
+            raise QueueFull("2 requests are waiting")
+
+        svc.loop.submit = full
+        r = c.post("/v1/predict", content=_npy(np.zeros((1, 28, 28), np.float32)), headers=NPY)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+
+
+def test_the_audit_is_quiet_under_the_bound_and_alarms_above_it():
+    rng = np.random.default_rng(0)
+    quiet = Audit(0.01, alpha=0.01)
+    for x in rng.random(50_000) < 0.008:  # a rate under the bound, for a long time
+        quiet.update(bool(x))
+    assert not quiet.alarm
+    loud = Audit(0.01, alpha=0.01)
+    for i, x in enumerate(rng.random(5_000) < 0.05):  # five times the bound
+        if loud.update(bool(x)):
+            break
+    assert loud.alarm and loud.alarm_at == i + 1 and i < 1_000
+    loud.reset()
+    assert not loud.alarm and loud.observations == 0
+    # false alarms over many quiet runs stay near alpha
+    alarms = 0
+    for s in range(200):
+        a = Audit(0.05, alpha=0.05)
+        for x in np.random.default_rng(s).random(2_000) < 0.05:
+            a.update(bool(x))
+        alarms += a.alarm
+    assert alarms <= 20  # 5% of 200 is 10
+    out = audit_stream([0, 1, 2, 3] * 50, [0, 1, 2, 0] * 50, 0.01, 1.0)
+    assert out["audited"] == 200 and out["disagreements"] == 50 and out["alarm"]
+
+
+def test_audited_requests_run_to_full_t_and_full_t_mode(images):
+    rule = _rule()
+    model, _ = load_run(RUN)
+    with torch.no_grad():
+        logits = model(images.normalize(images.images[:64]), 4).transpose(0, 1)
+    full = logits.sum(1).argmax(1)
+    svc = make_service(RUN, rule=rule, max_timesteps=4, audit_fraction=1.0, audit_bound=0.001, audit_alpha=0.2,
+                       on_alarm="full-t")
+    x = images.normalize(images.images[:64])
+    with TestClient(svc.app) as c:
+        early = [c.post("/v1/predict", content=_npy(x[i].numpy()), headers=NPY).json() for i in range(64)]
+        audit = svc.audit
+        for _ in range(200):  # the last audited requests were answered at their exit and are still stepping
+            if audit.observations == 64:
+                break
+            time.sleep(0.01)
+        disagree = sum(int(e["prediction"] != int(f)) for e, f in zip(early, full))
+        assert audit.observations == 64 and audit.disagreements == disagree
+        if not audit.alarm:  # force the alarm: every later answer runs to full T
+            while not audit.update(True):
+                pass
+        r = c.post("/v1/predict", content=_npy(x[0].numpy()), headers=NPY).json()
+        assert r["exit_timestep"] == 4 and "note" in r
+        assert "seenn_audit_alarm" in c.get("/metrics").text
+        c.post("/v1/audit/reset")
+        assert c.post("/v1/predict", content=_npy(x[0].numpy()), headers=NPY).json()["exit_timestep"] == \
+            early[0]["exit_timestep"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_finishes_every_accepted_request(images):
+    import httpx
+
+    port = _free_port()
+    env = dict(os.environ, SEENN_DATA="", HOME=os.environ.get("HOME", "/tmp"))
+    proc = subprocess.Popen([sys.executable, "-m", "seenn", "serve", RUN, "--port", str(port), "--audit-fraction",
+                             "0"], stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("the service never became ready")
+        x = images.normalize(images.images[:200])
+        bodies = [_npy(x[i].numpy()) for i in range(200)]
+
+        def send(i):
+            if i == 60:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                r = httpx.post(f"{url}/v1/predict", content=bodies[i], headers=NPY, timeout=30)
+                return r.status_code
+            except httpx.HTTPError:
+                return None  # refused: never accepted
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(send, range(200)))
+        rc = proc.wait(timeout=60)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0, err
+    answered = sum(c == 200 for c in codes)
+    assert 40 <= answered < 200 and all(c in (200, None, 503) for c in codes)  # the signal came mid-burst
+    assert f"stopped after answering {answered} requests" in err  # every accepted request answered, once
+
+
+def test_eval_runs_the_audit_offline(capsys):
+    import json
+
+    from seenn.cli import main
+
+    assert main(["eval", RUN, "--data-dir", "embedded", "--limit", "500", "--audit-fraction", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    a = out["audit"]
+    assert a["audited"] == 500 and 0.004 < a["bound"] < 0.006 and a["requests"] == 500
+    assert a["disagreements"] >= out["exit"]["false_exits"]  # every false exit is a disagreement
+    assert main(["eval", RUN, "--data-dir", "embedded", "--limit", "50", "--audit-fraction", "0.5",
+                 "--audit-bound", "0"]) == 2
