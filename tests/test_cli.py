@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,3 +225,27 @@ def test_direct_training_starts_from_an_ann(tiny_data, tmp_path, capsys):
     assert metrics["best_val_accuracy"] > 0.3  # the ANN's features already work as spikes (chance is 0.1)
     code, _, err = run_cli(capsys, "train", "--init", ann, "--model", "vgg", *common, "--out", tmp_path / "x")
     assert code == 2 and "another shape" in err
+
+
+PAPER_RECIPE = ("train --dataset cifar10 --model resnet19 --width 1 --timesteps 4 --loss tet --epochs 300 "
+                "--batch-size 128 --lr 0.1 --precision bf16 --device cuda --out runs/cifar10-resnet19-t4")
+
+
+@needs_dataset("cifar10")
+def test_the_paper_scale_recipe_runs_a_few_steps_on_cpu(tmp_path):
+    """The README's GPU command (ResNet-19 at full width, T = 4, TET, AMP) on CPU for a few steps: only the device,
+    the size of the run, the folder and the precision changed (bf16 convolutions are about 8x slower than fp32 on
+    CPUs without bf16 arithmetic, as here; bf16 training itself is tested on small nets in test_precision)."""
+    from seenn.checkpoint import read_config
+
+    args = PAPER_RECIPE.replace("--device cuda", "--device cpu").replace("--epochs 300", "--epochs 1")
+    args = args.replace("--precision bf16", "--precision fp32")
+    args = args.replace("--batch-size 128", "--batch-size 4").replace("runs/cifar10-resnet19-t4", str(tmp_path / "r"))
+    argv = args.split() + ["--limit", "4", "--val-size", "2", "--quiet", "--data-dir", str(real_data_dir())]
+    assert main(argv) == 0
+    cfg = read_config(tmp_path / "r")
+    t = cfg["training"]
+    assert (cfg["model"]["name"], cfg["model"]["width"], cfg["max_timesteps"]) == ("resnet19", 1.0, 4)
+    assert (t["loss"], t["batch_size"], t["lr"]) == ("tet", 4, 0.1)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"seenn {PAPER_RECIPE}" in readme

@@ -745,6 +745,9 @@ def cmd_policy_train(args) -> int:
     check_out_dir(args.out, overwrite=args.overwrite)
     args.split, args.max_timesteps = "train", None
     model, config, train_data, max_t = _load(args)
+    if args.kind == "policy" and getattr(train_data, "time_varying", False):
+        raise ConfigError("a SEENN-II policy picks the steps from the image before step 1; an event recording has "
+                          "no image before its frames: use --kind learned (or the confidence rule) on event runs")
     _log(f"the frozen SNN's step logits on {len(train_data)} training images ...")
     train_ev = Evaluation(model, train_data, max_t, progress=True)
     val_data = load_dataset(train_data.info.name, "val", data_dir=args.data_dir,

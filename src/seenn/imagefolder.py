@@ -46,25 +46,9 @@ def _split_dir(root: Path, split: str) -> Path:
 
 
 def _listing(folder: Path, classes=None):
-    found = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    classes = classes or found
-    if len(classes) < 2:
-        raise DataError(f"{folder} needs at least two class folders, found {found}")
-    unknown = sorted(set(found) - set(classes))
-    if unknown:
-        raise DataError(f"{folder} has classes the run was not trained on: {unknown[:3]}")
-    files, labels = [], []
-    for k, c in enumerate(classes):
-        d = folder / c
-        if not d.is_dir():
-            continue
-        for f in sorted(d.iterdir()):
-            if f.is_file() and f.suffix.lower() in EXTENSIONS:
-                files.append(f)
-                labels.append(k)
-    if not files:
-        raise DataError(f"{folder} holds no images ({', '.join(EXTENSIONS)})")
-    return classes, files, np.array(labels, dtype=np.int64)
+    from .sources import class_folders
+
+    return class_folders(folder, EXTENSIONS, classes, "images")
 
 
 def _read(files, size: int, channels: int | None):

@@ -40,3 +40,33 @@ def register_run(config: dict) -> None:
     mod = source(config["dataset"])
     if mod is not None and config.get("data") is not None:
         mod.register(config["dataset"], config["data"])
+
+
+def class_folders(folder, suffixes, classes=None, what: str = "files", numeric: bool = False):
+    """``(classes, files, labels)`` of a folder with one sub-folder per class (``classes``: the run's, in its
+    order; else the folders found, sorted by name as torchvision's ImageFolder does, or with ``numeric`` numbers in
+    numeric order). Files are those ending in ``suffixes``."""
+    import numpy as np
+
+    from .errors import DataError
+
+    def order(name):
+        return (0, int(name), name) if numeric and name.isdigit() else (1, 0, name)
+
+    found = sorted((d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")), key=order)
+    classes = classes or found
+    if len(classes) < 2:
+        raise DataError(f"{folder} needs at least two class folders, found {found}")
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{folder} has classes the run was not trained on: {unknown[:3]}")
+    files, labels = [], []
+    for k, c in enumerate(classes):
+        d = folder / c
+        if d.is_dir():
+            picked = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
+            files += picked
+            labels += [k] * len(picked)
+    if not files:
+        raise DataError(f"{folder} holds no {what} ({', '.join(suffixes)})")
+    return classes, files, np.array(labels, dtype=np.int64)

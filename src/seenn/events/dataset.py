@@ -59,26 +59,11 @@ def read_meta(folder: Path) -> dict:
 
 
 def _listing(folder: Path, suffixes, classes=None):
+    from ..sources import class_folders
+
     if not folder.is_dir():
         raise DataError(f"{folder} is missing (events:PATH needs Train/CLASS/ and Test/CLASS/ folders)")
-    found = sorted((d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                   key=lambda s: (len(s), s) if s.isdigit() else (1 << 30, s))
-    classes = classes or found
-    if len(classes) < 2:
-        raise DataError(f"{folder} needs at least two class folders, found {found}")
-    unknown = sorted(set(found) - set(classes))
-    if unknown:
-        raise DataError(f"{folder} has classes the run was not trained on: {unknown[:3]}")
-    files, labels = [], []
-    for k, c in enumerate(classes):
-        d = folder / c
-        if d.is_dir():
-            picked = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
-            files += picked
-            labels += [k] * len(picked)
-    if not files:
-        raise DataError(f"{folder} holds no recordings ({', '.join(suffixes)})")
-    labels = np.array(labels, dtype=np.int64)
+    classes, files, labels = class_folders(folder, suffixes, classes, "recordings", numeric=True)
     if all(f.stem.isdigit() for f in files):  # numbered recordings (N-MNIST's and the emulator's: the source
         # dataset's index): in that order, across classes, as the images were
         order = np.argsort([int(f.stem) for f in files], kind="stable")
