@@ -22,7 +22,7 @@ import time
 import numpy as np
 from _common import ROOT, machine, publish, today
 
-RATES = (50, 100, 200, 400, 600, 800, 1200, 1600)
+RATES = (25, 50, 100, 150, 200, 300, 400, 600, 800)
 
 
 def _free_port() -> int:

@@ -287,6 +287,9 @@ def cmd_serve(args) -> int:
     rule = _rule(args, config)
     if rule is None:
         raise ConfigError("seenn serve needs an exit rule that runs without labels")
+    import torch
+
+    torch.set_num_threads(args.threads)
     max_t = args.max_timesteps or config["max_timesteps"]
     svc = make_service(args.run, rule=rule, max_timesteps=max_t, precision=args.precision, max_batch=args.max_batch,
                        max_queue=args.max_queue, audit_fraction=args.audit_fraction,
@@ -1119,6 +1122,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--on-alarm", choices=["report", "full-t"], default="report",
                     help="full-t: stop exiting early once the audit raises its alarm, until POST /v1/audit/reset")
     sv.add_argument("--seed", type=_n("seed", 0), default=0, help="which requests are audited")
+    sv.add_argument("--threads", type=_n("threads"), default=1,
+                    help="PyTorch threads of the model (default 1: at the small batches a service steps, more threads "
+                         "spin-wait on the cores the HTTP side needs)")
     _audit_args(sv, default=0.03)
     sv.set_defaults(func=cmd_serve)
 

@@ -35,6 +35,7 @@ LIMITS = {
     "seed": 2**63 - 1,
     "parameters": 2**28,  # 268M parameters: 1 GiB of fp32 weights
     "port": 65_535,  # seenn serve --port
+    "threads": 1_024,  # seenn serve --threads
 }
 
 
