@@ -38,9 +38,9 @@ def main() -> None:
     args = p.parse_args()
     model, cfg = load_run(RUN)
     stored = cfg["exit"]["confidence"]
-    from seenn.serve import certified_disagreement
+    from seenn.serve import audit_bound
 
-    bound = certified_disagreement(stored["calibration"])
+    bound = audit_bound(cfg)
     rule = Confidence(stored["threshold"])
     test = load_dataset("fashion-mnist", "test", data_dir=args.data_dir or "embedded")
     rows = []

@@ -261,7 +261,7 @@ def test_an_event_run_trains_evaluates_and_explains(tiny_data, tmp_path, capsys)
     capsys.readouterr()
     assert main(["eval", str(run), "--json", "--threshold", "0.5"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["samples"] == 16 and 0 < out["sensor_ms_full"] <= 300
+    assert out["samples"] == 16 and 0 < out["sensor_ms_full"] <= 300 and out["emulated"] is True
     assert out["exit"]["avg_sensor_ms"] <= out["sensor_ms_full"] + 1e-9
     assert main(["explain", str(run), "--index", "2", "--json", "--png", str(tmp_path / "f.png")]) == 0
     ex = json.loads(capsys.readouterr().out)

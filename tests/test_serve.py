@@ -144,7 +144,7 @@ def test_audited_requests_run_to_full_t_and_full_t_mode(images):
     with torch.no_grad():
         logits = model(images.normalize(images.images[:64]), 4).transpose(0, 1)
     full = logits.sum(1).argmax(1)
-    svc = make_service(RUN, rule=rule, max_timesteps=4, audit_fraction=1.0, audit_bound=0.001, audit_alpha=0.2,
+    svc = make_service(RUN, rule=rule, max_timesteps=4, audit_fraction=1.0, bound=0.001, audit_alpha=0.2,
                        on_alarm="full-t")
     x = images.normalize(images.images[:64])
     with TestClient(svc.app) as c:

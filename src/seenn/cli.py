@@ -103,15 +103,10 @@ def cmd_train(args) -> int:
 
 def _dataset_present(name: str, data_dir, image_size=None, frames=None, split_by="time") -> None:
     from .data import find_dataset
-    from .events.dataset import is_events
-    from .imagefolder import info_for, is_imagefolder
+    from .sources import is_prefixed, prepare
 
-    if is_imagefolder(name):
-        info_for(name, image_size)  # reads the folder (and fails there on a bad one)
-    elif is_events(name):
-        from .events.dataset import info_for as events_info
-
-        events_info(name, frames, split_by)
+    if is_prefixed(name):
+        prepare(name, image_size=image_size, frames=frames, split_by=split_by)
     else:
         find_dataset(name, data_dir, "train")
 
@@ -246,9 +241,9 @@ def _eval(args, rank: int) -> int:
     if args.sweep:
         report["sweep"] = ev.sweep(args.exit if args.exit in ("confidence", "entropy") else "confidence")
     if args.audit_fraction:
-        from .serve.audit import audit_stream
+        from .serve import audit_bound, audit_stream
 
-        report["audit"] = audit_stream(result.prediction, ev.full_prediction, _audit_bound(args, config),
+        report["audit"] = audit_stream(result.prediction, ev.full_prediction, audit_bound(config, args.audit_bound),
                                        args.audit_fraction, alpha=args.audit_alpha)
     report["seconds"] = time.perf_counter() - t0
     if rank != 0:  # only rank 0 writes and prints
@@ -260,18 +255,6 @@ def _eval(args, rank: int) -> int:
     else:
         _print_report(report)
     return 0
-
-
-def _audit_bound(args, config) -> float:
-    if args.audit_bound is not None:
-        return args.audit_bound
-    calib = (config.get("exit", {}).get("confidence") or {}).get("calibration")
-    if not calib:
-        raise ConfigError("the audit tests the run's certified false-exit bound: calibrate the run first "
-                          "(seenn calibrate) or give --audit-bound")
-    from .serve import certified_disagreement
-
-    return certified_disagreement(calib)
 
 
 def cmd_serve(args) -> int:
@@ -293,19 +276,15 @@ def cmd_serve(args) -> int:
     max_t = args.max_timesteps or config["max_timesteps"]
     svc = make_service(args.run, rule=rule, max_timesteps=max_t, precision=args.precision, max_batch=args.max_batch,
                        max_queue=args.max_queue, audit_fraction=args.audit_fraction,
-                       audit_bound=args.audit_bound if args.audit_fraction else None, audit_alpha=args.audit_alpha,
+                       bound=args.audit_bound, audit_alpha=args.audit_alpha,
                        on_alarm=args.on_alarm, max_body=args.max_body, seed=args.seed)
-    _log(f"seenn serve {args.run} on http://{args.host}:{args.port} ({describe_rule(svc.rule_desc)}, "
+    from .exits import describe_text
+
+    _log(f"seenn serve {args.run} on http://{args.host}:{args.port} ({describe_text(svc.rule_desc)}, "
          f"{svc.precision}, audit {args.audit_fraction:g} of requests)")
     run_server(svc.app, args.host, args.port)
     _log(f"stopped after answering {svc.app.state.served['served']} requests")
     return 0
-
-
-def describe_rule(desc: dict) -> str:
-    from .exits import describe_text
-
-    return describe_text(desc)
 
 
 def _eval_ann(args, model, data, rank: int) -> int:
@@ -327,7 +306,8 @@ def _eval_ann(args, model, data, rank: int) -> int:
 
 
 def _print_report(r: dict) -> None:
-    print(f"{r['dataset']} / {r['split']}: {r['samples']} samples, max {r['max_timesteps']} timesteps")
+    kind = " (emulated event recordings)" if r.get("emulated") else ""
+    print(f"{r['dataset']}{kind} / {r['split']}: {r['samples']} samples, max {r['max_timesteps']} timesteps")
     print("accuracy per timestep: " + "  ".join(f"t={i + 1}: {a:.2%}" for i, a in enumerate(r["accuracy_per_timestep"])))
     print(f"oracle: {r['oracle_accuracy']:.2%} at {r['oracle_avg_timesteps']:.3f} avg timesteps; "
           f"ideal exit keeping the full-T accuracy: {r['ideal_avg_timesteps']:.3f}")

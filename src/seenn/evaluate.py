@@ -58,6 +58,7 @@ class Evaluation:
             extra["sensor_ms_full"] = self.data.sensor_ms(full).double().mean().item()
             extra["oracle_sensor_ms"] = self.data.sensor_ms(oracle).double().mean().item()
             extra["ideal_sensor_ms"] = self.data.sensor_ms(ideal_timesteps(self.correct)).double().mean().item()
+            extra["emulated"] = self.data.emulated
         return {
             "dataset": self.data.info.name,
             "split": self.data.split,

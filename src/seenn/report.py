@@ -155,7 +155,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.25em .6em
 figure{{margin:1.2em 0}}img{{max-width:100%}}figcaption{{color:#555;font-size:.9em}}.kv td:first-child{{text-align:left}}</style>
 </head><body>
 <h1>{html.escape(title)}</h1>
-<p>{head['samples']} samples of {html.escape(head['dataset'])} / {html.escape(head['split'])}, at most {t_max} timesteps.</p>
+<p>{head['samples']} samples of {html.escape(head['dataset'])}{' (<strong>emulated</strong> event recordings, made by seenn events emulate)' if head.get('emulated') else ''} / {html.escape(head['split'])}, at most {t_max} timesteps.</p>
 <table class="kv">
 <tr><td>exit rule</td><td>{html.escape(describe_text(rd))}</td></tr>
 <tr><td>accuracy at full T</td><td>{full_acc:.2%}</td></tr>

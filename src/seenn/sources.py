@@ -28,6 +28,21 @@ def is_prefixed(name) -> bool:
     return source(name) is not None
 
 
+def prepare(name, *, image_size=None, frames=None, split_by: str = "time") -> None:
+    """Before training: measure (imagefolder: at ``image_size``) or fix (events: ``frames`` per recording, cut by
+    ``split_by``) a prefixed dataset's pipeline, reading the folder (and failing there on a bad one)."""
+    if not isinstance(name, str):
+        return
+    if name.startswith("imagefolder:"):
+        from .imagefolder import info_for
+
+        info_for(name, image_size)
+    elif name.startswith("events:"):
+        from .events.dataset import info_for
+
+        info_for(name, frames, split_by)
+
+
 def record_pipeline(config: dict, info) -> None:
     """A prefixed dataset's run records its pipeline in ``config["data"]``."""
     mod = source(info.name)

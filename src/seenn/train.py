@@ -269,16 +269,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     set_compile(cfg.compile or os.environ.get("SEENN_COMPILE", "0") == "1")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    from .events.dataset import is_events
-    from .imagefolder import info_for, is_imagefolder
-    from .sources import record_pipeline
+    from .sources import prepare, record_pipeline
 
-    if is_imagefolder(cfg.dataset):  # the pipeline (size, channels, mean, std, classes), measured once, recorded
-        info_for(cfg.dataset, cfg.image_size)
-    if is_events(cfg.dataset):  # recordings cut into as many frames as the run has timesteps
-        from .events.dataset import info_for as events_info
-
-        events_info(cfg.dataset, cfg.timesteps, cfg.frames_by)
+    # an imagefolder: pipeline measured once, an events: one cut into as many frames as the run has timesteps;
+    # both recorded in the run
+    prepare(cfg.dataset, image_size=cfg.image_size, frames=cfg.timesteps, split_by=cfg.frames_by)
     train_set = load_dataset(cfg.dataset, "train", data_dir=data_dir, limit=cfg.limit, val_size=cfg.val_size)
     val_set = load_dataset(cfg.dataset, "val", data_dir=data_dir, val_size=cfg.val_size) if cfg.val_size else None
     spec = model_config(cfg, train_set)

@@ -155,6 +155,11 @@ class EventDataset:
 
     time_varying = True
 
+    @property
+    def emulated(self) -> bool:
+        """Made by ``seenn events emulate`` (not a recording): every report says so."""
+        return bool(pipeline(self.info.name).get("emulated"))
+
     def __len__(self) -> int:
         return len(self.labels)
 

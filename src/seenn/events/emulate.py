@@ -91,7 +91,6 @@ def emulate(images: np.ndarray, sensor: tuple[int, int], motion, duration_ms: fl
         raise DataError(f"a {sw}x{sh} sensor leaves no room to move a {w}x{h} image (needs 2 pixels more)")
     if thresholds is None:
         thresholds = sensor_thresholds(sensor, model, rng)
-    c_on, c_off = thresholds[0][None].astype(np.float32), thresholds[1][None].astype(np.float32)
     step = int(model.step_us)
     steps = max(1, int(round(duration_ms * 1000 / step)))
     if isinstance(motion, str):
@@ -107,12 +106,9 @@ def emulate(images: np.ndarray, sensor: tuple[int, int], motion, duration_ms: fl
     def log_intensity(k):
         return np.log(np.float32(black) + np.float32(1 - black) * _render(img, path[k], sensor))
 
-    ref = log_intensity(0)  # the pixels have adapted to the first view
-    inv_on, inv_off = (1.0 / c_on).ravel(), (1.0 / c_off).ravel()
-    c_on, c_off = np.broadcast_to(c_on, ref.shape).ravel(), np.broadcast_to(c_off, ref.shape).ravel()
-    ref = ref.ravel()
-    inv_on, inv_off = np.tile(inv_on, b), np.tile(inv_off, b)
-    c_on, c_off = np.ascontiguousarray(c_on), np.ascontiguousarray(c_off)
+    ref = log_intensity(0).ravel()  # the pixels have adapted to the first view
+    c_on, c_off = (np.tile(thresholds[i].astype(np.float32).ravel(), b) for i in (0, 1))  # every image's pixels
+    inv_on, inv_off = 1.0 / c_on, 1.0 / c_off
     last = np.full(ref.shape, -1e9, dtype=np.float32)  # each pixel's last event (us; exact in float32 to 16 s)
     cap = max(1, step // model.refractory_us) if model.refractory_us > 0 else 1 << 20
     parts = []  # (flat pixel index, t, p) per step and polarity

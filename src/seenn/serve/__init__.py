@@ -17,7 +17,8 @@ from ..errors import ConfigError
 from .audit import Audit, audit_stream
 from .loop import QueueFull, ServingLoop
 
-__all__ = ["Audit", "QueueFull", "ServingLoop", "Service", "audit_stream", "make_service", "run_server"]
+__all__ = ["Audit", "QueueFull", "ServingLoop", "Service", "audit_bound", "audit_stream", "make_service",
+           "run_server"]
 
 
 def run_server(app, host: str, port: int) -> None:
@@ -58,15 +59,22 @@ class Service:
     precision: str
 
 
-def certified_disagreement(calib: dict) -> float:
-    """The bound the audit holds the live disagreement rate to: the calibration's upper confidence bound on the
-    validation disagreement rate (``disagreement_bound``), else, for runs calibrated before it was recorded, the
-    certified false-exit bound (stricter than it should be: disagreements include rescues)."""
+def audit_bound(config: dict, override: float | None = None) -> float:
+    """The bound the audit holds the live disagreement rate to: ``override`` (``--audit-bound``), else the run's
+    calibration's upper confidence bound on the validation disagreement rate (``disagreement_bound``), else, for
+    runs calibrated before it was recorded, the certified false-exit bound (stricter than it should be:
+    disagreements include rescues)."""
+    if override is not None:
+        return float(override)
+    calib = (config.get("exit", {}).get("confidence") or {}).get("calibration")
+    if not calib:
+        raise ConfigError("the audit tests the run's certified bound: calibrate the run first (seenn calibrate) or "
+                          "give --audit-bound")
     return float(calib.get("disagreement_bound") or calib["max_accuracy_drop"])
 
 
 def make_service(run, *, rule, max_timesteps: int, precision: str = "fp32", max_batch: int = 64,
-                 max_queue: int = 256, audit_fraction: float = 0.0, audit_bound: float | None = None,
+                 max_queue: int = 256, audit_fraction: float = 0.0, bound: float | None = None,
                  audit_alpha: float = 0.01, on_alarm: str = "report", max_body: int | None = None,
                  seed: int = 0, warmup: int = 8) -> Service:
     """The service for a run folder (or shipped run name) with an exit rule; nothing is started."""
@@ -94,14 +102,8 @@ def make_service(run, *, rule, max_timesteps: int, precision: str = "fp32", max_
     shape = ((events["frames"],) if events else ()) + (m["in_channels"], m["image_size"], m["image_size"])
     audit = None
     if audit_fraction > 0:
-        if audit_bound is None:
-            calib = (config.get("exit", {}).get("confidence") or {}).get("calibration")
-            if not calib:
-                raise ConfigError("the audit tests the run's certified false-exit bound: calibrate the run first "
-                                  "(seenn calibrate) or give --audit-bound")
-            audit_bound = certified_disagreement(calib)
         try:
-            audit = Audit(audit_bound, audit_alpha)
+            audit = Audit(audit_bound(config, bound), audit_alpha)
         except ValueError as e:
             raise ConfigError(str(e)) from None
     net = inference_model(model.eval(), precision)

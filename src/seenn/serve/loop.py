@@ -123,7 +123,7 @@ class ServingLoop:
     def _loop(self) -> None:
         model, rule, t_max = self.model, self.rule, self.t_max
         jobs: list[_Job] = []
-        encoded = summed = steps = early = None
+        encoded = summed = steps = early = audited = None
         frames = False
         for n in self.neurons:
             n.reset()
@@ -139,14 +139,16 @@ class ServingLoop:
                     frames = x.dim() == 5
                 fresh = x if frames else model.encode(x)
                 k = len(new)
+                flags = torch.tensor([j.audit for j in new], dtype=torch.bool)
                 if not jobs:
-                    encoded, steps = fresh, torch.zeros(k, dtype=torch.long)
+                    encoded, steps, audited = fresh, torch.zeros(k, dtype=torch.long), flags
                     summed, early = None, torch.full((k,), -1, dtype=torch.long)
                 else:  # they join at the end, at rest (the neurons hold state for the rows before them only)
                     encoded = torch.cat([encoded, fresh])
                     steps = torch.cat([steps, steps.new_zeros(k)])
                     summed = torch.cat([summed, summed.new_zeros(k, summed.shape[1])])
                     early = torch.cat([early, early.new_full((k,), -1)])
+                    audited = torch.cat([audited, flags])
                 jobs += new
             self.running = len(jobs)
             inp = model.encode(encoded[torch.arange(len(jobs)), steps]) if frames else encoded
@@ -166,9 +168,8 @@ class ServingLoop:
                 if self.on_answer is not None:
                     self.on_answer(result)
                 j.future.set_result(result)
-            audit_rows = torch.tensor([j.audit for j in jobs], dtype=torch.bool)
-            done = (answer & ~audit_rows) | last | ((early >= 0) & ~audit_rows)
-            for i in (last & audit_rows).nonzero().flatten().tolist():
+            done = last | ((early >= 0) & ~audited)  # answered, or audited and at full T
+            for i in (last & audited).nonzero().flatten().tolist():
                 disagree = int(early[i]) != int(pred[i])
                 alarm = self.audit.update(disagree)
                 if self.on_audit is not None:
@@ -178,11 +179,12 @@ class ServingLoop:
             keep = (~done).nonzero().flatten()
             jobs = [jobs[i] for i in keep.tolist()]
             if len(keep):
-                encoded, summed, steps, early = encoded[keep], summed[keep], steps[keep], early[keep]
+                encoded, summed, steps = encoded[keep], summed[keep], steps[keep]
+                early, audited = early[keep], audited[keep]
                 for n in self.neurons:
                     n.select(keep)
             else:
-                encoded = summed = steps = early = None
+                encoded = summed = steps = early = audited = None
                 for n in self.neurons:
                     n.reset()
             self.running = len(jobs)
