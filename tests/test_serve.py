@@ -93,7 +93,25 @@ def test_bad_requests_are_4xx_and_the_service_keeps_serving(images):
         r = c.post("/v1/predict", content=_npy(np.array([{"a": 1}], dtype=object)), headers=NPY)
         assert r.status_code == 400
         assert c.post("/v1/predict", content=good, headers=NPY).status_code == 200
+        assert c.get("/v1/predict").status_code == 405 and c.post("/v2/predict").status_code == 404
         assert c.get("/healthz").json() == {"status": "ready"}
+
+
+def test_npy_bodies_read_as_numpy_reads_them():
+    from seenn.serve.app import load_npy
+
+    arrays = [np.random.default_rng(0).random((1, 28, 28), dtype=np.float32), np.arange(12, dtype=np.uint8).reshape(3, 4),
+              np.asfortranarray(np.random.default_rng(1).random((3, 5))), np.ones(()), np.zeros((2, 0), np.float32)]
+    for a in arrays:
+        buf = io.BytesIO()
+        np.save(buf, a)
+        for _ in range(2):  # parsed, then from the cache of headers
+            got = load_npy(buf.getvalue())
+            assert got.shape == a.shape and got.dtype == a.dtype and np.array_equal(got, a)
+    body = _npy(np.ones((1, 28, 28), np.float32))
+    for bad in (body[:-4], body[:20], b"\x93NUMPY", _npy(np.array([{"a": 1}], dtype=object))):
+        with pytest.raises(ValueError):
+            load_npy(bad)
 
 
 def test_the_queue_is_bounded():

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import DataError
 from .audit import Audit
 
 
@@ -160,20 +159,27 @@ class ServingLoop:
             fire = last if self.full_t else (rule.exits(score, steps) | last)
             answer = fire & (early < 0)
             pred = summed.argmax(dim=1)
-            for i in answer.nonzero().flatten().tolist():
-                early[i] = pred[i]
-                j = jobs[i]
-                result = {"prediction": int(pred[i]), "exit_timestep": int(steps[i]), "score": float(score[i]),
-                          "latency_ms": (time.perf_counter() - j.t0) * 1000.0, "audited": j.audit}
-                if self.on_answer is not None:
-                    self.on_answer(result)
-                j.future.set_result(result)
+            if answer.any():
+                rows = answer.nonzero().flatten()
+                early[rows] = pred[rows]
+                now = time.perf_counter()
+                for i, p, st, sc in zip(rows.tolist(), pred[rows].tolist(), steps[rows].tolist(),
+                                        score[rows].tolist()):
+                    j = jobs[i]
+                    result = {"prediction": p, "exit_timestep": st, "score": float(sc),
+                              "latency_ms": (now - j.t0) * 1000.0, "audited": j.audit}
+                    if self.on_answer is not None:
+                        self.on_answer(result)
+                    j.future.set_result(result)
             done = last | ((early >= 0) & ~audited)  # answered, or audited and at full T
-            for i in (last & audited).nonzero().flatten().tolist():
-                disagree = int(early[i]) != int(pred[i])
-                alarm = self.audit.update(disagree)
-                if self.on_audit is not None:
-                    self.on_audit(disagree, alarm)
+            if self.audit is not None:
+                checked = last & audited
+                if checked.any():
+                    for e, p in zip(early[checked].tolist(), pred[checked].tolist()):
+                        disagree = e != p
+                        alarm = self.audit.update(disagree)
+                        if self.on_audit is not None:
+                            self.on_audit(disagree, alarm)
             if not done.any():
                 continue
             keep = (~done).nonzero().flatten()
@@ -189,10 +195,3 @@ class ServingLoop:
                     n.reset()
             self.running = len(jobs)
 
-
-def check_sample(x: torch.Tensor, shape: tuple) -> torch.Tensor:
-    if tuple(x.shape) != tuple(shape):
-        raise DataError(f"expected an input of shape {list(shape)}, got {list(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise DataError("the input holds NaN or Inf values")
-    return x
