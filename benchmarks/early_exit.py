@@ -1,9 +1,9 @@
 """SEENN-I on the shipped runs: accuracy per timestep, the confidence / entropy frontier, the oracle and the ideal
 limit, with the threshold chosen on the validation split and checked on the test split by the real runner.
 
-    python benchmarks/early_exit.py [--runs NAME ...] [--data-dir DIR]
+    python benchmarks/early_exit.py [--runs NAME ...] [--data-dir DIR] [--no-demo] [--section NAME]
 
-Writes the section "early-exit" of docs/benchmarks.md.
+Writes the section "early-exit" (or `--section`) of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -134,12 +134,15 @@ def main() -> None:
     p.add_argument("--runs", nargs="*", help="default: every shipped run on an IDX dataset")
     p.add_argument("--data-dir")
     p.add_argument("--no-demo", action="store_true")
+    p.add_argument("--section", default="early-exit", help="the section of docs/benchmarks.md to write (a run of its "
+                                                           "own gets its own: early-exit-NAME)")
     args = p.parse_args()
     names = args.runs or [r["name"] for r in pretrained_runs()]
     results = [bench_run(n, args.data_dir, lambda m: print(m, file=sys.stderr)) for n in names]
     demo_s = None if args.no_demo else demo_seconds(args.data_dir)
-    command = "python benchmarks/early_exit.py" + (" --runs " + " ".join(args.runs) if args.runs else "")
-    publish("early-exit", render(results, demo_s, command))
+    command = "python benchmarks/early_exit.py" + (" --runs " + " ".join(args.runs) if args.runs else "") + \
+        (" --no-demo" if args.no_demo else "") + (f" --section {args.section}" if args.section != "early-exit" else "")
+    publish(args.section, render(results, demo_s, command))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from seenn.cli import main
 
@@ -14,6 +15,24 @@ from seenn.cli import main
 def args(data, out, epochs=3):
     return ["train", "--data-dir", str(data), "--width", "0.25", "--timesteps", "2", "--epochs", str(epochs),
             "--limit", "256", "--val-size", "40", "--batch-size", "32", "--quiet", "--seed", "5", "--out", str(out)]
+
+
+def interrupted_at_second_epoch(monkeypatch, data, out, epochs: int) -> None:
+    """Train with Ctrl-C arriving as the second epoch starts (a clean stop), then undo the patch."""
+    import seenn.train as tr
+
+    real = tr._train_epoch
+    calls = {"n": 0}
+
+    def interrupt_second_epoch(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tr, "_train_epoch", interrupt_second_epoch)
+    assert main(args(data, out, epochs=epochs)) == 130  # Ctrl-C: a clean stop, not a traceback
+    monkeypatch.setattr(tr, "_train_epoch", real)
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +60,8 @@ def test_resume_after_sigkill_gives_the_same_weights(tiny_data, uninterrupted, t
 
 
 def test_ctrl_c_stops_cleanly_and_resumes_exactly(tiny_data, uninterrupted, tmp_path, capsys, monkeypatch):
-    import seenn.train as tr
-
-    real = tr._train_epoch
-    calls = {"n": 0}
-
-    def interrupt_second_epoch(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
     out = tmp_path / "run"
-    monkeypatch.setattr(tr, "_train_epoch", interrupt_second_epoch)
-    assert main(args(tiny_data, out, epochs=3)) == 130  # Ctrl-C: a clean stop, not a traceback
-    monkeypatch.setattr(tr, "_train_epoch", real)
+    interrupted_at_second_epoch(monkeypatch, tiny_data, out, epochs=3)
     err = capsys.readouterr().err
     assert "--resume" in err and "Traceback" not in err
     assert (out / "model.safetensors").exists()  # a usable run (the best epoch so far) is left behind
@@ -68,3 +74,30 @@ def test_resume_errors(tmp_path, capsys):
     (tmp_path / "train_state.safetensors").write_bytes(b"garbage")
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "seenn: error:" in capsys.readouterr().err
+
+
+def test_resume_with_a_new_length_for_the_schedule(tiny_data, tmp_path, capsys, monkeypatch):
+    import json
+
+    out = tmp_path / "run"
+    interrupted_at_second_epoch(monkeypatch, tiny_data, out, epochs=4)
+    resume = ["train", "--resume", str(out), "--data-dir", str(tiny_data), "--quiet"]
+    capsys.readouterr()
+    assert main([*resume, "--epochs", "2"]) == 0  # shortened from 4: the schedule now ends after epoch 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert metrics["epochs"][0]["lr"] > 0.05 and metrics["epochs"][1]["lr"] < 1e-9
+    assert config["training"]["epochs"] == 2
+    assert config["training"]["extra"]["schedule_changes"] == [{"after_epoch": 1, "epochs_before": 4, "epochs": 2}]
+    capsys.readouterr()
+    assert main([*resume, "--epochs", "1"]) == 2  # below what has run
+    assert "below the 2 epochs" in capsys.readouterr().err
+    from safetensors.torch import load_file
+
+    before = load_file(out / "train_state.safetensors")
+    assert main([*resume, "--epochs", "3"]) == 0  # a finished run extended by one epoch, at the 3-epoch schedule's
+    metrics = json.loads((out / "metrics.json").read_text())  # learning rate (not the 2-epoch one's zero)
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    after = load_file(out / "train_state.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("model.") and "weight" in k)

@@ -25,6 +25,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from seenn.checkpoint import load_run  # noqa: E402
 from seenn.data import load_dataset  # noqa: E402
 from seenn.engine import EarlyExitRunner  # noqa: E402
+from seenn.errors import DataError  # noqa: E402
 from seenn.exits import Confidence  # noqa: E402
 from seenn.serve import Audit, QueueFull, ServingLoop, audit_stream, make_service  # noqa: E402
 
@@ -95,6 +96,21 @@ def test_bad_requests_are_4xx_and_the_service_keeps_serving(images):
         assert c.post("/v1/predict", content=good, headers=NPY).status_code == 200
         assert c.get("/v1/predict").status_code == 405 and c.post("/v2/predict").status_code == 404
         assert c.get("/healthz").json() == {"status": "ready"}
+
+
+def test_an_image_bomb_is_a_400(monkeypatch):
+    from PIL import Image
+
+    from seenn.data import dataset_info
+    from seenn.serve.app import decode
+
+    buf = io.BytesIO()
+    Image.new("L", (28, 28)).save(buf, format="PNG")
+    info = dataset_info("fashion-mnist")
+    assert decode(buf.getvalue(), "image/png", (1, 28, 28), info).shape == (1, 28, 28)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 784 pixels: over twice the limit, PIL refuses
+    with pytest.raises(DataError, match="not a readable PNG"):
+        decode(buf.getvalue(), "image/png", (1, 28, 28), info)
 
 
 def test_npy_bodies_read_as_numpy_reads_them():

@@ -57,7 +57,7 @@ def _train_config(args):
     from .train import TrainConfig
 
     return TrainConfig(dataset=args.dataset, model=args.model, width=args.width, timesteps=args.timesteps,
-                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                       epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
                        seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
                        jpeg=args.jpeg, precision=args.precision, compile=args.compile, init=args.init,
@@ -75,7 +75,7 @@ def cmd_train(args) -> int:
         if args.out is not None:
             raise ConfigError("--resume continues RUN_DIR in place and takes no --out (copy the run folder first to "
                               "continue it elsewhere)")
-        if resume_finished(args.resume):  # also checks the state is sound before anything is written
+        if resume_finished(args.resume, args.epochs):  # also checks the state is sound before anything is written
             _log(f"{args.resume} has finished all its epochs: nothing to resume, nothing changed")
             print(args.resume)
             return 0
@@ -92,7 +92,8 @@ def cmd_train(args) -> int:
         _writable_dir(args.out)
     try:
         metrics = train(_train_config(args), out, data_dir=args.data_dir, progress=not args.quiet,
-                        device=args.device, log=_log, resume=args.resume is not None)
+                        device=args.device, log=_log, resume=args.resume is not None,
+                        resume_epochs=args.epochs if args.resume is not None else None)
         if world()[0] == 0:
             _log(f"best validation accuracy {metrics['best_val_accuracy']}; run written to {out}")
             print(out)
@@ -1041,7 +1042,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="convnet", help="convnet (28x28), vgg, resnet19 or resnet20 (32x32)")
     t.add_argument("--width", type=_x(0, 16, open_lo=True), default=1.0, help="channel width multiplier, in (0, 16]")
     t.add_argument("--timesteps", type=_n("timesteps"), default=4, help="timesteps T used in training (1 to 1024)")
-    t.add_argument("--epochs", type=_n("epochs"), default=10)
+    t.add_argument("--epochs", type=_n("epochs"), help="default 10; with --resume: a new length for the run (more or "
+                                                      "fewer epochs; the learning rate from then on is the cosine "
+                                                      "schedule's of a run of that length)")
     t.add_argument("--batch-size", type=_n("batch_size"), default=64)
     t.add_argument("--lr", type=float, default=0.1)
     t.add_argument("--weight-decay", type=_x(0, 1), default=5e-4)

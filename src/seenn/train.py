@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -244,21 +244,37 @@ def read_train_state(run_dir: str | Path):
     return cfg, tensors, meta
 
 
-def resume_finished(run_dir: str | Path) -> bool:
-    """Whether a run's training state says every epoch ran and its weights were written (nothing to resume)."""
+def resume_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
+    """Whether a run's training state says every epoch ran (of ``epochs``, a new length, if given) and its weights
+    were written (nothing to resume)."""
     cfg, _, meta = read_train_state(run_dir)
-    return int(meta["epoch"]) == cfg.epochs and (Path(run_dir) / "model.safetensors").is_file()
+    done = int(meta["epoch"])
+    _check_new_length(run_dir, done, epochs)
+    return done == (epochs or cfg.epochs) and (Path(run_dir) / "model.safetensors").is_file()
+
+
+def _check_new_length(run_dir, done: int, epochs: int | None) -> None:
+    if epochs is not None and epochs < done:
+        raise ConfigError(f"--epochs {epochs} is below the {done} epochs {run_dir} has already run")
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: bool = True,
-          device: str = "cpu", log=print, resume: bool = False) -> dict:
+          device: str = "cpu", log=print, resume: bool = False, resume_epochs: int | None = None) -> dict:
     """Train and write a run directory. ``resume``: continue the interrupted run in ``out_dir`` exactly where
-    its last completed epoch left it (``cfg`` is then taken from the saved state)."""
+    its last completed epoch left it (``cfg`` is then taken from the saved state); ``resume_epochs``: a new length
+    for its schedule (from the next step on, the learning rate is the cosine schedule's of a run of that length;
+    the change is recorded in the run's ``training.extra.schedule_changes``)."""
     out_dir = Path(out_dir)
     state = None
     if resume:
         cfg, tensors, meta = read_train_state(out_dir)
         state = (tensors, meta)
+        done = int(meta["epoch"])
+        _check_new_length(out_dir, done, resume_epochs)
+        if resume_epochs is not None and resume_epochs != cfg.epochs:
+            changes = list(cfg.extra.get("schedule_changes", [])) + [
+                {"after_epoch": done, "epochs_before": cfg.epochs, "epochs": resume_epochs}]
+            cfg = replace(cfg, epochs=resume_epochs, extra={**cfg.extra, "schedule_changes": changes})
     cfg.validate()
     rank, size = init_from_env(device)
     if size > 1 and cfg.batch_size % size:
@@ -336,6 +352,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
             for g, lr in zip(opt.param_groups, json.loads(meta["lrs"])):
                 g["lr"] = lr
             sched.load_state_dict(json.loads(meta["scheduler"]))
+            if sched.T_max != cfg.epochs * steps_per_epoch:  # a new length: the schedule a run of that length has
+                sched.T_max = cfg.epochs * steps_per_epoch  # at this step (closed form), continued from there
+                at = math.cos(math.pi * sched.last_epoch / sched.T_max)
+                for g, base in zip(opt.param_groups, sched.base_lrs):
+                    g["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + at) / 2
+                sched._last_lr = [g["lr"] for g in opt.param_groups]
             gen.set_state(tensors["rng.generator"])
             torch.set_rng_state(tensors["rng.torch"])
             history = json.loads(meta["history"])

@@ -73,7 +73,7 @@ def decode(body: bytes, content_type: str, shape: tuple, info) -> torch.Tensor:
                 if im.size != (shape[2], shape[1]):
                     im = im.resize((shape[2], shape[1]), Image.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError) as e:
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"the body is not a readable {kind.split('/')[1].upper()} image ({type(e).__name__})") \
                 from None
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
@@ -199,9 +199,9 @@ def build_app(loop: ServingLoop, *, shape: tuple, info, rule_desc: dict, metrics
     async def predict_asgi(scope, receive, send) -> None:
         try:
             status, payload, extra = await predict(dict(scope["headers"]), receive)
-        except Exception as e:  # noqa: BLE001 - the model's thread failed: a 500 with its reason, the service reports it
+        except Exception as e:  # noqa: BLE001 - the model's thread (or the service) failed: a 500 with its reason
             metrics.requests.labels(outcome="500").inc()
-            status, payload, extra = 500, {"error": f"the model failed: {e}"}, {}
+            status, payload, extra = 500, {"error": f"internal error: {type(e).__name__}: {e}"}, {}
         if status == 499:
             return
         body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
