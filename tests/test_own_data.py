@@ -44,6 +44,25 @@ def test_imagefolder_train_eval_and_the_recorded_pipeline(tmp_path, capsys):
     assert len(set(val.labels.tolist())) > 1  # the hold-out is a shuffle, not the last class
 
 
+def test_imagefolder_ann_converts_with_its_pipeline(tmp_path, capsys):
+    """A QCFS ANN trained on the user's folder converts (with bias correction on its own training images) into an
+    SNN run that still knows the folder's pipeline, and evaluates."""
+    root = _imagefolder(tmp_path / "imgs")
+    spec = f"imagefolder:{root}"
+    ann, snn = tmp_path / "ann", tmp_path / "snn"
+    assert main(["train", "--ann", "--quant-levels", "4", "--dataset", spec, "--image-size", "16", "--model",
+                 "convnet", "--width", "0.25", "--epochs", "2", "--val-size", "12", "--batch-size", "16", "--quiet",
+                 "--out", str(ann)]) == 0
+    assert main(["convert", str(ann), "--out", str(snn), "--timesteps", "8", "--bias-correction", "4",
+                 "--calibration-samples", "16"]) == 0
+    capsys.readouterr()
+    cfg = json.loads((snn / "config.json").read_text())
+    assert cfg["data"] == json.loads((ann / "config.json").read_text())["data"]
+    assert cfg["converted_from"]["bias_correction"]["samples"] == 16
+    assert main(["eval", str(snn), "--json", "--threshold", "0.9"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 18
+
+
 def test_imagefolder_mistakes(tmp_path):
     with pytest.raises(DataError, match="not a folder"):
         load_dataset(f"imagefolder:{tmp_path / 'none'}", "train")

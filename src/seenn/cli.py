@@ -671,9 +671,14 @@ def cmd_convert(args) -> int:
     bounded("timesteps", args.timesteps, "--timesteps")
     check_out_dir(args.out, overwrite=args.overwrite, source=resolve_run(args.run))  # never onto its own source
     with staged_dir(args.out, overwrite=args.overwrite) as stage:
-        config = convert_run(args.run, stage, timesteps=args.timesteps)
+        config = convert_run(args.run, stage, timesteps=args.timesteps, bias_correction=args.bias_correction,
+                             calibration_samples=args.calibration_samples, data_dir=args.data_dir, seed=args.seed)
     th = config["converted_from"]["thresholds"]
     _log(f"{len(th)} IF layers, thresholds {' '.join(f'{t:.3g}' for t in th)}; max timesteps {args.timesteps}")
+    bc = config["converted_from"].get("bias_correction")
+    if bc:
+        _log(f"biases corrected for steps 1..{bc['steps']} on {bc['samples']} training images: {bc['layers']} layers"
+             + (f", {bc['skipped']} without a weighted input skipped" if bc["skipped"] else ""))
     print(args.out)
     return 0
 
@@ -1185,6 +1190,13 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--out", required=True, help="SNN run directory to write")
     cv.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     cv.add_argument("--timesteps", type=_n("timesteps"), default=64, help="max timesteps of the SNN run")
+    cv.add_argument("--bias-correction", type=_n("timesteps"), metavar="STEPS",
+                    help="correct each layer's bias so that its mean output over steps 1..STEPS matches the ANN "
+                         "(calibration images from the training split; better early steps, so earlier exits)")
+    cv.add_argument("--calibration-samples", type=_n("samples"), default=256,
+                    help="training images for --bias-correction (default 256)")
+    cv.add_argument("--seed", type=_n("seed", 0), default=0, help="which calibration images are drawn")
+    _data_args(cv)
     cv.set_defaults(func=cmd_convert)
 
     ad = sub.add_parser("adapt", help="early exit for a SpikingJelly / snnTorch / Norse network: a run folder that "

@@ -317,8 +317,8 @@ def _fold_bns(ops: list[dict]) -> list[dict]:
 
 
 @torch.no_grad()
-def _relu_thresholds(ann, ops_names: set, calibration, percentile: float, input_shape) -> dict[str, float]:
-    """For each ReLU (by operation name): the ``percentile`` of its positive activations on ``calibration``."""
+def _record(ann, names: set, calibration, input_shape, reduce) -> dict[str, list]:
+    """``reduce(output)`` of each named operation (``read_graph``'s names) on the ``calibration`` inputs."""
     import torch.fx as fx
 
     root = _SeennANN(ann) if isinstance(getattr(ann, "stem", None), nn.Module) else ann
@@ -329,14 +329,20 @@ def _relu_thresholds(ann, ops_names: set, calibration, percentile: float, input_
         def run_node(self, n):
             out = super().run_node(n)
             where = str(n.target) if n.op == "call_module" else n.name
-            if where in ops_names:
-                seen.setdefault(where, []).append(out.detach())
+            if where in names:
+                seen.setdefault(where, []).append(reduce(out.detach()))
             return out
 
     if calibration.dim() != 4 or tuple(calibration.shape[1:]) != tuple(input_shape):
         raise ConversionError(f"calibration inputs must be [N, {', '.join(map(str, input_shape))}], got "
                               f"{list(calibration.shape)}")
     Recorder(gm).run(calibration.float())
+    return seen
+
+
+def _relu_thresholds(ann, ops_names: set, calibration, percentile: float, input_shape) -> dict[str, float]:
+    """For each ReLU (by operation name): the ``percentile`` of its positive activations on ``calibration``."""
+    seen = _record(ann, ops_names, calibration, input_shape, lambda out: out)
     out = {}
     for where in ops_names:
         x = torch.cat([t.reshape(-1) for t in seen.get(where, [])]) if seen.get(where) else torch.zeros(0)
@@ -347,6 +353,32 @@ def _relu_thresholds(ann, ops_names: set, calibration, percentile: float, input_
             pos = pos[torch.randperm(pos.numel(), generator=torch.Generator().manual_seed(0))[:2 ** 24]]
         out[where] = torch.quantile(pos, percentile / 100.0).item()
     return out
+
+
+def activation_layers(ann: nn.Module, input_shape) -> list[tuple[str, float]]:
+    """The ANN's activations in execution order (each becomes one neuron layer of the SNN), with the sign of the
+    amplitude its neuron carries (-1 for a QCFS clip value trained below zero)."""
+    was_training = ann.training
+    ann.eval()
+    try:
+        ops = read_graph(ann, input_shape)
+    finally:
+        ann.train(was_training)
+    return [(op["name"], -1.0 if op["act"] != "relu" and op["clip"] < 0 else 1.0) for op in ops if op["kind"] == "act"]
+
+
+def activation_means(ann: nn.Module, names: list[str], calibration, input_shape) -> dict[str, torch.Tensor]:
+    """Each named activation's mean per channel (float64) on the calibration inputs, the ANN in eval mode."""
+    def reduce(out):
+        return out.double().mean(dim=(0, *range(2, out.dim()))) * len(out)
+
+    was_training = ann.training
+    ann.eval()
+    try:
+        seen = _record(ann, set(names), calibration, input_shape, reduce)
+    finally:
+        ann.train(was_training)
+    return {n: sum(seen[n]) / len(calibration) for n in names}
 
 
 def convert(ann: nn.Module, *, input_shape: tuple[int, int, int], calibration: torch.Tensor | None = None,
@@ -477,8 +509,11 @@ def _weighted_spec(m: nn.Module, where: str) -> dict:
             "bias": m.bias is not None}
 
 
-def convert_run(ann_run, out_dir, *, timesteps: int = 64) -> dict:
+def convert_run(ann_run, out_dir, *, timesteps: int = 64, bias_correction: int | None = None,
+                calibration_samples: int = 256, data_dir=None, seed: int = 0) -> dict:
     """Convert a QCFS ANN run (``seenn train --ann``) into an SNN run directory with ``timesteps`` max timesteps.
+    With ``bias_correction`` (a number of steps), the biases are then corrected (:mod:`seenn.bias_correction`) on
+    ``calibration_samples`` images drawn (``seed``) from the run's training split, never its validation split.
     Returns the new run's config."""
     from pathlib import Path
 
@@ -492,8 +527,20 @@ def convert_run(ann_run, out_dir, *, timesteps: int = 64) -> dict:
     ann, config = load_run(src)
     if config.get("kind") != "ann":
         raise ConversionError(f"{ann_run} is a spiking run, not an ANN (train one with seenn train --ann)")
+    if bias_correction is not None:
+        bounded("timesteps", bias_correction, "--bias-correction")
+        bounded("samples", calibration_samples, "--calibration-samples")
+        if bias_correction > timesteps:
+            raise ConversionError(f"--bias-correction {bias_correction} is more than the run's {timesteps} timesteps")
     m = config["model"]
     snn, model_cfg = convert(ann, input_shape=(m["in_channels"], m["image_size"], m["image_size"]))
+    corrected = None
+    if bias_correction is not None:
+        from .bias_correction import correct_biases
+
+        images = calibration_images(config, calibration_samples, data_dir, seed)
+        corrected = correct_biases(ann, snn, model_cfg, images, bias_correction)
+        corrected.update(split="train", seed=seed)
     ann_metrics = read_json(src / METRICS) if (src / METRICS).is_file() else {}
     thresholds = [s["threshold"] for s in model_cfg["layers"] if s["type"] == "neuron"]
     out = {"seenn_version": __version__, "dataset": config["dataset"], "max_timesteps": timesteps,
@@ -501,5 +548,22 @@ def convert_run(ann_run, out_dir, *, timesteps: int = 64) -> dict:
            "converted_from": {"run": Path(src).name, "model": m, "neuron": "IF, reset by subtraction, v0 = theta/2",
                               "thresholds": thresholds,
                               "clip_values": [q.threshold.item() for q in ann.modules() if isinstance(q, QCFS)]}}
+    if corrected is not None:
+        out["converted_from"]["bias_correction"] = corrected
+    if "data" in config:  # a prefixed dataset's recorded pipeline travels with the run
+        out["data"] = config["data"]
     save_run(Path(out_dir), snn, out, {"ann_val_accuracy": ann_metrics.get("best_val_accuracy")})
     return out
+
+
+def calibration_images(config: dict, samples: int, data_dir, seed: int) -> torch.Tensor:
+    """``samples`` normalised images drawn at random from the run's training split (its validation split held out
+    as at training)."""
+    from .data import load_dataset
+
+    data = load_dataset(config["dataset"], "train", data_dir=data_dir,
+                        val_size=config.get("training", {}).get("val_size", 5000))
+    if getattr(data, "time_varying", False):
+        raise ConversionError("bias correction reads still images; this run's dataset is an event stream")
+    pick = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))[:samples]
+    return data.normalize(data.images[pick])

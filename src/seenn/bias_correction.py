@@ -1,0 +1,133 @@
+"""Bias correction for converted SNNs: the light calibration of Li et al. (ICML 2021, "A free lunch from ANN").
+
+A converted IF neuron's firing rate over the first few steps falls short of the ANN activation it stands for: the
+neurons before it have not settled yet, and the error grows with depth. That is where early exit decides, so the
+shortfall costs timesteps. The correction measures it on calibration inputs and moves it into the biases, layer by
+layer in execution order:
+
+    for each neuron layer (after the corrections before it are in place):
+        shift[c] = mean ANN activation of channel c  -  mean of theta * spikes over steps 1..S
+        bias[c] of the conv / linear layer that feeds the neuron += shift[c]
+
+A neuron that reads a residual sum gets the shift in the bias of the sum's convolutional branch (its first
+weighted term). A neuron that reads no weighted layer (a sum of spike streams only, or a sign flip) keeps its input
+and is counted as skipped. ``S`` trades early steps against late ones: the shift is what steps 1..S lacked on
+average, so much larger ``T`` fire slightly above the ANN (measured in docs/benchmarks.md).
+
+Entry point: :func:`correct_biases`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .convert import ConversionError, activation_layers, activation_means
+from .neuron import SpikingNeuron
+
+
+class _Stop(Exception):
+    """Raised by the measuring hook: the layers after the measured one are not needed."""
+
+
+def feeders(specs: list[dict]) -> dict[int, int | None]:
+    """For each neuron (its index in ``specs``): the weighted layer whose bias is its input current's, or None."""
+    out: dict[int, int | None] = {}
+    for i, spec in enumerate(specs):
+        if spec["type"] != "neuron":
+            continue
+        j = spec.get("inputs", [i - 1])[0]
+        while j >= 0 and specs[j]["type"] == "add":
+            terms = [k for k in specs[j]["inputs"] if k >= 0 and specs[k]["type"] in ("conv2d", "linear", "add")]
+            weighted = [k for k in terms if specs[k]["type"] != "add"]
+            j = weighted[0] if weighted else (terms[0] if terms else -1)
+        out[i] = j if j >= 0 and specs[j]["type"] in ("conv2d", "linear") else None
+    return out
+
+
+def _channel_mean(t: torch.Tensor) -> torch.Tensor:
+    return t.double().mean(dim=(0, *range(2, t.dim())))
+
+
+@torch.no_grad()
+def _rate(snn, neuron: nn.Module, calibration: torch.Tensor, steps: int, batch_size: int) -> torch.Tensor:
+    """Mean spikes per channel of ``neuron`` over steps 1..``steps`` and the calibration inputs."""
+    total, seen = None, []
+
+    def hook(module, inputs, output):
+        seen.append(_channel_mean(output) * len(output))
+        raise _Stop
+
+    handle = neuron.register_forward_hook(hook)
+    try:
+        for start in range(0, len(calibration), batch_size):
+            x = calibration[start:start + batch_size]
+            snn.reset()
+            encoded = snn.encode(x)
+            for _ in range(steps):
+                try:
+                    snn.step(encoded)
+                except _Stop:
+                    pass
+            snn.reset()
+    finally:
+        handle.remove()
+    for s in seen:
+        total = s if total is None else total + s
+    return total / (steps * len(calibration))
+
+
+@torch.no_grad()
+def correct_biases(ann: nn.Module, snn, model_cfg: dict, calibration: torch.Tensor, steps: int, *,
+                   batch_size: int = 128) -> dict:
+    """Correct the biases of ``snn`` (converted from ``ann`` by :func:`seenn.convert.convert`, with its
+    ``model_cfg``) so that each neuron's mean output over steps 1..``steps`` on ``calibration`` matches the ANN
+    activation it replaces. Changes ``snn`` in place (and ``model_cfg``, where a feeding layer had no bias yet).
+    Returns what was done: the steps, the samples, the layers corrected and skipped, each shift's mean size
+    relative to the neuron's threshold."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConversionError(f"bias correction needs at least 1 step, got {steps!r}")
+    if calibration.dim() != 4 or len(calibration) == 0:
+        raise ConversionError(f"bias correction needs a batch of calibration images [N, C, H, W], got "
+                              f"{list(calibration.shape)}")
+    if not torch.isfinite(calibration).all():
+        raise ConversionError("the calibration images hold NaN or infinite values")
+    specs = model_cfg["layers"]
+    input_shape = tuple(calibration.shape[1:])
+    acts = activation_layers(ann, input_shape)
+    neurons = [i for i, s in enumerate(specs) if s["type"] == "neuron"]
+    if len(acts) != len(neurons):
+        raise ConversionError(f"the SNN has {len(neurons)} neuron layers but the ANN {len(acts)} activations: "
+                              "it was not converted from this ANN")
+    targets = activation_means(ann, [name for name, _ in acts], calibration, input_shape)
+    chain = model_cfg["name"] == "sequential"
+    mods = list(snn.stem) + (list(snn.body) if chain else list(snn.body.layers))
+    if len(mods) != len(specs) or any(not isinstance(mods[i], SpikingNeuron) for i in neurons):
+        raise ConversionError("the SNN's layers do not match its config")
+    was_training = snn.training
+    snn.eval()
+    feed = feeders(specs)
+    shifts, skipped = [], 0
+    try:
+        for k, (name, sign) in zip(neurons, acts):
+            f = feed[k]
+            if f is None:
+                skipped += 1
+                continue
+            layer = mods[f]
+            if layer.bias is None:  # a layer without a bias gets a zero one to correct
+                out = layer.weight.shape[0]
+                layer.bias = nn.Parameter(torch.zeros(out, dtype=layer.weight.dtype))
+                specs[f]["bias"] = True
+            theta = float(specs[k]["threshold"])
+            want = sign * targets[name]  # a negative clip value: the neuron fires for the negated activation
+            shift = want - theta * _rate(snn, mods[k], calibration, steps, batch_size)
+            layer.bias += shift.to(layer.bias.dtype)
+            shifts.append((shift.abs().mean() / theta).item())
+    finally:
+        snn.reset()
+        snn.train(was_training)
+    return {"method": "bias correction (Li et al. 2021): per-channel mean ANN activation minus the SNN's mean "
+                      "output over the first steps, added to the feeding layer's bias, layer by layer",
+            "steps": steps, "samples": len(calibration), "layers": len(shifts), "skipped": skipped,
+            "mean_shift_over_threshold": shifts}
