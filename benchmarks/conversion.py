@@ -128,8 +128,10 @@ def render(name, cfg, ann_cfg, ann_acc, tables, chosen, calibrated, full_seconds
              f"{today()}, `{command}`, {machine()}.", "",
              f"`{name}`: a {tr['model']} (width {tr['width']}, {cfg['model']['name']} SNN) ANN with QCFS activations (L = {tr['quant_levels']}), "
              f"trained {tr['epochs']} epochs, converted by `seenn convert` (IF neurons, reset by subtraction, "
-             f"v0 = theta/2, thresholds {', '.join(f'{t:.3g}' for t in cfg['converted_from']['thresholds'])}), "
-             f"max T = {t_max}. 'SNN at T' sums the first T steps' outputs. SEENN-I rows are computed from the "
+             f"v0 = theta/2, thresholds {', '.join(f'{t:.3g}' for t in cfg['converted_from']['thresholds'])})"
+             + (f", biases corrected for steps 1..{bc['steps']} on {bc['samples']} training images (`--bias-correction "
+                f"{bc['steps']}`)" if (bc := cfg["converted_from"].get("bias_correction")) else "")
+             + f", max T = {t_max}. 'SNN at T' sums the first T steps' outputs. SEENN-I rows are computed from the "
              "full-T logits (the runner gives the same exits, tested); the validation-chosen rule is run for real.", ""]
     test_label = "test batch" if "exact_1000" in tables else "test split"
     for part, label in (("test", f"{test_label} ({tables['test']['samples']:,})"),

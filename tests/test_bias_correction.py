@@ -96,6 +96,9 @@ def test_cli_convert_with_bias_correction(tiny_data, tmp_path, capsys):
                  "--data-dir", str(tiny_data)]) == 2
     assert "--bias-correction 9 is more than the run's 8 timesteps" in capsys.readouterr().err
     assert not snn.exists()
+    assert main(["convert", str(ann), "--out", str(snn), "--bias-correction", "4", "--data-dir",
+                 str(tmp_path / "nowhere")]) == 2  # no training images to calibrate on: one line, nothing written
+    assert "fashion-mnist" in capsys.readouterr().err and not snn.exists()
     assert main(["convert", str(ann), "--out", str(snn), "--timesteps", "8", "--bias-correction", "4",
                  "--calibration-samples", "40", "--data-dir", str(tiny_data)]) == 0
     assert "biases corrected for steps 1..4 on 40 training images" in capsys.readouterr().err
