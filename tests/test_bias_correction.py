@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from _resnets import randomize_bn
-from seenn.bias_correction import _rate, correct_biases, feeders
-from seenn.convert import ConversionError, activation_layers, activation_means, convert
+from seenn.bias_correction import _rate, activation_layers, activation_means, correct_biases, feeders
+from seenn.convert import ConversionError, convert
 from seenn.models import build_model
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .convert import ConversionError, activation_layers, activation_means
+from .convert import ConversionError, _record, read_graph
 from .neuron import SpikingNeuron
 
 
@@ -49,31 +49,52 @@ def _channel_mean(t: torch.Tensor) -> torch.Tensor:
     return t.double().mean(dim=(0, *range(2, t.dim())))
 
 
+def activation_layers(ann: nn.Module, input_shape) -> list[tuple[str, float]]:
+    """The ANN's activations in execution order (each becomes one neuron layer of the SNN), with the sign of the
+    amplitude its neuron carries (-1 for a QCFS clip value trained below zero)."""
+    was_training = ann.training
+    ann.eval()
+    try:
+        ops = read_graph(ann, input_shape)
+    finally:
+        ann.train(was_training)
+    return [(op["name"], -1.0 if op["act"] != "relu" and op["clip"] < 0 else 1.0) for op in ops if op["kind"] == "act"]
+
+
+def activation_means(ann: nn.Module, names: list[str], calibration, input_shape) -> dict[str, torch.Tensor]:
+    """Each named activation's mean per channel (float64) on the calibration inputs, the ANN in eval mode."""
+    was_training = ann.training
+    ann.eval()
+    try:
+        seen = _record(ann, set(names), calibration, input_shape, _channel_mean)
+    finally:
+        ann.train(was_training)
+    return {n: seen[n][0] for n in names}
+
+
 @torch.no_grad()
 def _rate(snn, neuron: nn.Module, calibration: torch.Tensor, steps: int, batch_size: int) -> torch.Tensor:
     """Mean spikes per channel of ``neuron`` over steps 1..``steps`` and the calibration inputs."""
-    total, seen = None, []
+    total = 0.0
 
     def hook(module, inputs, output):
-        seen.append(_channel_mean(output) * len(output))
+        nonlocal total
+        total = total + _channel_mean(output) * len(output)
         raise _Stop
 
     handle = neuron.register_forward_hook(hook)
     try:
         for start in range(0, len(calibration), batch_size):
-            x = calibration[start:start + batch_size]
             snn.reset()
-            encoded = snn.encode(x)
+            encoded = snn.encode(calibration[start:start + batch_size])
             for _ in range(steps):
                 try:
                     snn.step(encoded)
                 except _Stop:
                     pass
-            snn.reset()
     finally:
         handle.remove()
-    for s in seen:
-        total = s if total is None else total + s
+        snn.reset()
     return total / (steps * len(calibration))
 
 

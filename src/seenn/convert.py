@@ -355,32 +355,6 @@ def _relu_thresholds(ann, ops_names: set, calibration, percentile: float, input_
     return out
 
 
-def activation_layers(ann: nn.Module, input_shape) -> list[tuple[str, float]]:
-    """The ANN's activations in execution order (each becomes one neuron layer of the SNN), with the sign of the
-    amplitude its neuron carries (-1 for a QCFS clip value trained below zero)."""
-    was_training = ann.training
-    ann.eval()
-    try:
-        ops = read_graph(ann, input_shape)
-    finally:
-        ann.train(was_training)
-    return [(op["name"], -1.0 if op["act"] != "relu" and op["clip"] < 0 else 1.0) for op in ops if op["kind"] == "act"]
-
-
-def activation_means(ann: nn.Module, names: list[str], calibration, input_shape) -> dict[str, torch.Tensor]:
-    """Each named activation's mean per channel (float64) on the calibration inputs, the ANN in eval mode."""
-    def reduce(out):
-        return out.double().mean(dim=(0, *range(2, out.dim()))) * len(out)
-
-    was_training = ann.training
-    ann.eval()
-    try:
-        seen = _record(ann, set(names), calibration, input_shape, reduce)
-    finally:
-        ann.train(was_training)
-    return {n: sum(seen[n]) / len(calibration) for n in names}
-
-
 def convert(ann: nn.Module, *, input_shape: tuple[int, int, int], calibration: torch.Tensor | None = None,
             percentile: float = 99.9):
     """Convert ``ann`` (see the module docstring) into a seenn SNN of IF neurons.
