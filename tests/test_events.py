@@ -268,3 +268,12 @@ def test_an_event_run_trains_evaluates_and_explains(tiny_data, tmp_path, capsys)
     assert len(ex["steps"]) == 4 and "events" in ex["steps"][0] and (tmp_path / "f.png").stat().st_size > 1000
     assert main(["eval", str(run), "--max-timesteps", "5"]) == 2  # more steps than frames
     assert "more than the 4 frames" in capsys.readouterr().err
+    gone = tmp_path / "moved"
+    ev_dir.rename(gone)  # a run whose emulated recordings are not on this machine: the error says how to make them
+    from seenn.events import dataset as events_dataset
+
+    events_dataset._CACHE.clear()  # as in a fresh process (frames are cached within one)
+    assert main(["eval", str(run), "--limit", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"seenn events emulate --dataset mnist --out {ev_dir}" in err and "--dataset events:DIR" in err
+    assert main(["eval", str(run), "--limit", "4", "--dataset", f"events:{gone}", "--threshold", "0.5"]) == 0

@@ -42,6 +42,12 @@ def test_imagefolder_train_eval_and_the_recorded_pipeline(tmp_path, capsys):
     assert r["samples"] == 18 and r["accuracy_per_timestep"][-1] > 0.6  # the colours are easy to tell apart
     val = load_dataset(spec, "val", val_size=12)
     assert len(set(val.labels.tolist())) > 1  # the hold-out is a shuffle, not the last class
+    # another folder of images at another size, given for the run: read through the run's own pipeline (its
+    # size, normalisation and classes; without it, 24-pixel images and their own statistics)
+    other = _imagefolder(tmp_path / "other", n_train=4, size=24)
+    assert main(["eval", str(run), "--json", "--threshold", "0.9", "--dataset", f"imagefolder:{other}"]) == 0
+    o = json.loads(capsys.readouterr().out)
+    assert o["samples"] == 18 and o["accuracy_per_timestep"][-1] > 0.6
 
 
 def test_imagefolder_ann_converts_with_its_pipeline(tmp_path, capsys):

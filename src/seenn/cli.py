@@ -134,6 +134,7 @@ def _run_dir_or_none(run):
 def _load(args, ann_ok: bool = False):
     from .checkpoint import load_run
     from .data import load_dataset
+    from .sources import adopt_for_run
 
     model, config = load_run(args.run, device=args.device)
     if config.get("kind") == "ann" and not ann_ok:
@@ -141,6 +142,7 @@ def _load(args, ann_ok: bool = False):
     if getattr(args, "exit", None) in ("policy", "learned") and getattr(args, "policy", None):
         _rule(args, config)  # a policy that does not fit the run is refused before the data is read
     dataset = args.dataset or config["dataset"]
+    adopt_for_run(config, dataset)
     data = load_dataset(dataset, args.split, data_dir=args.data_dir, limit=args.limit,
                         val_size=config.get("training", {}).get("val_size", 5000))
     m = config["model"]

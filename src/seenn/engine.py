@@ -161,23 +161,15 @@ class EarlyExitRunner:
                 k = 0 if new_index is None else len(new_index)
                 if k == 0 and len(rows) == len(index):
                     break
-                keep = (~done).nonzero().squeeze(1)  # the samples still running, in order
-                if len(keep):
-                    index, encoded, summed, steps = index[keep], encoded[keep], summed[keep], steps[keep]
-                    if budget is not None:
-                        budget = budget[keep]
-                    for nrn in neurons:
-                        nrn.select(keep)
-                else:  # all left: the next inputs start a fresh batch (the first step's shortcuts apply)
-                    encoded = summed = None
-                    for nrn in neurons:
-                        nrn.reset()
+                # the samples still running, in order; all left: the next inputs start a fresh batch (the first
+                # step's shortcuts apply)
+                index, encoded, summed, steps, budget = retain(neurons, ~done, index, encoded, summed, steps, budget)
                 if k:  # continuous batching: new inputs join at the end, their membranes at rest (each neuron
                     # holds state for the rows before them only; see SpikingNeuron.forward)
                     if frames != _check_frames(x, t_max):
                         raise DataError("a stream mixes images [B, C, H, W] and frames [B, T, C, H, W]")
                     fresh = x if frames else _encode(model, x)
-                    plan = None if budget is None else planner(x).clamp(1, t_max)
+                    plan = None if planner is None else planner(x).clamp(1, t_max)
                     if encoded is None:
                         index, encoded, budget = new_index, fresh, plan
                         steps = torch.zeros(k, dtype=torch.long, device=dev)
@@ -201,6 +193,20 @@ class EarlyExitRunner:
         cols = [torch.cat([p[i] for p in done_parts])[order].cpu() for i in range(1, 5)]
         assert len(idx) == n
         return ExitResult(*cols)
+
+
+def retain(neurons, running: torch.Tensor, *rows):
+    """Batch compaction: only the samples where ``running`` (bool per row) is true stay, in order, in each
+    per-sample tensor of ``rows`` (None stays None) and in every neuron's state. With none left every neuron is
+    reset and each tensor becomes None. Used by the runner and the serving loop alike."""
+    keep = running.nonzero().flatten()
+    if len(keep):
+        for nrn in neurons:
+            nrn.select(keep)
+        return tuple(None if t is None else t[keep] for t in rows)
+    for nrn in neurons:
+        nrn.reset()
+    return (None,) * len(rows)
 
 
 class CompiledStep:

@@ -1,6 +1,7 @@
 """Datasets named by a prefix and a path: ``imagefolder:PATH`` (your own images, :mod:`seenn.imagefolder`) and
 ``events:PATH`` (event recordings, :mod:`seenn.events.dataset`). Each such module has ``info_for(name, ...)`` (the
 pipeline, measured or as a run recorded it), ``register(name, data)`` (a run's recorded pipeline),
+``adopt(name, data)`` (another folder read the way a run recorded: ``--dataset`` given for it),
 ``pipeline_record(info)`` (what a run records in ``config["data"]``) and ``read_split(info, split)`` (the arrays
 of a split, labels last)."""
 
@@ -55,6 +56,16 @@ def register_run(config: dict) -> None:
     mod = source(config["dataset"])
     if mod is not None and config.get("data") is not None:
         mod.register(config["dataset"], config["data"])
+
+
+def adopt_for_run(config: dict, name) -> None:
+    """``name``, a folder of the same kind as the run's own dataset given in its place (``--dataset``), is read
+    through the run's recorded pipeline: its resizing and normalisation, or its frames and cut; its classes."""
+    mod = source(name)
+    if mod is None or name == config.get("dataset") or config.get("data") is None or mod is not source(
+            config.get("dataset")):
+        return
+    mod.adopt(name, config["data"])
 
 
 def class_folders(folder, suffixes, classes=None, what: str = "files", numeric: bool = False):

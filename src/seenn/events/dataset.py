@@ -40,6 +40,11 @@ def is_events(name) -> bool:
 def root(name: str) -> Path:
     r = Path(name[len(PREFIX):]).expanduser()
     if not r.is_dir():
+        rec = _PIPELINES.get(name, (None, {}))[1]
+        if rec.get("emulated") and rec.get("source"):  # a run's recorded pipeline: the folder can be made again
+            raise DataError(f"{r} is not a folder: this run's recordings were emulated from {rec['source']}; make "
+                            f"them with `seenn events emulate --dataset {rec['source']} --out {r}` (from the folder "
+                            "the path is relative to), or pass --dataset events:DIR")
         raise DataError(f"{r} is not a folder (events:PATH needs Train/CLASS/ and Test/CLASS/ folders of recordings)")
     return r
 
@@ -101,6 +106,14 @@ def _register(name, record, classes):
 def register(name: str, data: dict):
     """The pipeline a run recorded (``config["data"]``), used for this dataset name from now on."""
     return _register(name, data["events"], data["class_names"])
+
+
+def adopt(name: str, data: dict):
+    """Another folder of recordings read the way a run recorded: its sensor and file format, the run's frames, cut
+    and classes."""
+    ev = data["events"]
+    info_for(name, ev["frames"], ev["split_by"])
+    return _register(name, pipeline(name), data["class_names"])
 
 
 def pipeline(name: str) -> dict:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..engine import retain
 from .audit import Audit
 
 
@@ -182,16 +183,8 @@ class ServingLoop:
                             self.on_audit(disagree, alarm)
             if not done.any():
                 continue
-            keep = (~done).nonzero().flatten()
-            jobs = [jobs[i] for i in keep.tolist()]
-            if len(keep):
-                encoded, summed, steps = encoded[keep], summed[keep], steps[keep]
-                early, audited = early[keep], audited[keep]
-                for n in self.neurons:
-                    n.select(keep)
-            else:
-                encoded = summed = steps = early = audited = None
-                for n in self.neurons:
-                    n.reset()
+            jobs = [j for j, d in zip(jobs, done.tolist()) if not d]
+            encoded, summed, steps, early, audited = retain(self.neurons, ~done, encoded, summed, steps, early,
+                                                            audited)
             self.running = len(jobs)
 
