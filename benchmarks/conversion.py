@@ -131,6 +131,8 @@ def render(name, cfg, ann_cfg, ann_acc, tables, chosen, calibrated, full_seconds
              f"v0 = theta/2, thresholds {', '.join(f'{t:.3g}' for t in cfg['converted_from']['thresholds'])})"
              + (f", biases corrected for steps 1..{bc['steps']} on {bc['samples']} training images (`--bias-correction "
                 f"{bc['steps']}`)" if (bc := cfg["converted_from"].get("bias_correction")) else "")
+             + (", and each neuron's initial potential per channel from the same fit (`--potential-correction`)"
+                if bc and bc.get("potential") else "")
              + f", max T = {t_max}. 'SNN at T' sums the first T steps' outputs. SEENN-I rows are computed from the "
              "full-T logits (the runner gives the same exits, tested); the validation-chosen rule is run for real.", ""]
     test_label = "test batch" if "exact_1000" in tables else "test split"

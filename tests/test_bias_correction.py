@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from _resnets import randomize_bn
-from seenn.bias_correction import _rate, activation_layers, activation_means, correct_biases, feeders
+from seenn.bias_correction import _step_rates, activation_layers, activation_means, correct_biases, feeders
 from seenn.convert import ConversionError, convert
+from seenn.errors import ConfigError
 from seenn.models import build_model
 
 
@@ -23,7 +24,7 @@ def _gaps(ann, snn, cfg, x, steps):
     out = []
     for k, (name, sign) in zip(neurons, acts):
         theta = cfg["layers"][k]["threshold"]
-        out.append(((sign * want[name] - theta * _rate(snn, mods[k], x, steps, 32)).abs().mean() / theta).item())
+        out.append(((sign * want[name] - theta * _step_rates(snn, mods[k], x, steps, 32).mean(0)).abs().mean() / theta).item())
     return out
 
 
@@ -66,6 +67,66 @@ def test_chain_without_biases_gets_them_and_reloads():
         assert torch.equal(again.eval()(x[:8], 6), snn(x[:8], 6))
 
 
+def _cumulative_gaps(ann, snn, cfg, x, steps):
+    """Per neuron layer and step t in 1..steps: mean |t * ANN activation - theta * spikes so far| / theta."""
+    acts = activation_layers(ann, tuple(x.shape[1:]))
+    want = activation_means(ann, [n for n, _ in acts], x, tuple(x.shape[1:]))
+    mods = list(snn.stem) + list(snn.body.layers)
+    neurons = [i for i, s in enumerate(cfg["layers"]) if s["type"] == "neuron"]
+    t = torch.arange(1, steps + 1, dtype=torch.float64).view(-1, 1)
+    out = 0.0
+    for k, (name, sign) in zip(neurons, acts):
+        theta = cfg["layers"][k]["threshold"]
+        cum = theta * _step_rates(snn, mods[k], x, steps, 32).cumsum(0)
+        out += ((t * sign * want[name] - cum).abs().mean() / theta).item()
+    return out
+
+
+def test_potential_correction_moves_the_offset_into_the_initial_potential_and_reloads(tmp_path):
+    """The cumulative output over steps 1..S is fitted as rate x t + offset: with the offset in per-channel
+    initial potentials the cumulative gap to the ANN closes further than with biases alone; the potentials are
+    weights (saved and read back through safetensors), and the runner's early exits, continuous batching
+    included, equal the post-hoc exits of the full-T outputs."""
+    from seenn.checkpoint import load_run, save_run
+    from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
+    from seenn.exits import Confidence
+
+    torch.manual_seed(0)
+    steps = 4
+    ann = build_model("resnet20", in_channels=3, image_size=32, num_classes=10, width=0.25, neuron="qcfs",
+                      quant_levels=4)
+    randomize_bn(ann).eval()
+    x = torch.randn(32, 3, 32, 32)
+    gaps = {}
+    for potential in (False, True):
+        snn, cfg = convert(ann, input_shape=(3, 32, 32))
+        info = correct_biases(ann, snn, cfg, x, steps, potential=potential)
+        gaps[potential] = _cumulative_gaps(ann, snn, cfg, x, steps)
+    assert gaps[True] < 0.8 * gaps[False], gaps
+    assert info["potential"] and len(info["mean_offset_over_threshold"]) == 19
+    neurons = [s for s in cfg["layers"] if s["type"] == "neuron"]
+    assert all(s["v_init_channels"] >= 4 for s in neurons)
+    maps = [m.v_init_map for m in snn.neurons()]
+    assert all(((v >= 0) & (v <= 1)).all() for v in maps) and any((v != 0.5).any() for v in maps)
+    config = {"seenn_version": "0", "dataset": "cifar10", "max_timesteps": 6, "model": cfg}
+    save_run(tmp_path / "run", snn, config, {})
+    again, _ = load_run(tmp_path / "run")
+    with torch.no_grad():
+        full = snn(x[:12], 6)
+        assert torch.equal(again(x[:12], 6), full)
+        grad_free = full.transpose(0, 1)
+    rule = Confidence(score_matrix(grad_free, Confidence(0.5))[:, 0].median().item())
+    expected = posthoc_exits(grad_free, rule)
+    for got in (EarlyExitRunner(again, rule, 6).predict(x[:12]),
+                EarlyExitRunner(again, rule, 6).stream([x[:5], x[5:12]], slots=3)):
+        assert torch.equal(got.prediction, expected.prediction)
+        assert torch.equal(got.exit_timestep, expected.exit_timestep)
+    with pytest.raises(ConfigError, match="step by step"):
+        again(x[:2], 2, multistep=True)
+    x.requires_grad_(True)  # with gradients (fine-tuning) it also steps, through the same potentials
+    assert torch.allclose(again(x[:12], 6).detach(), full, atol=1e-4)
+
+
 def test_refusals():
     torch.manual_seed(0)
     ann = build_model("resnet20", in_channels=3, image_size=32, num_classes=10, width=0.25, neuron="qcfs",
@@ -74,6 +135,8 @@ def test_refusals():
     x = torch.randn(8, 3, 32, 32)
     with pytest.raises(ConversionError, match="at least 1 step"):
         correct_biases(ann, snn, cfg, x, 0)
+    with pytest.raises(ConversionError, match="at least 2 steps"):
+        correct_biases(ann, snn, cfg, x, 1, potential=True)
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ConversionError, match="NaN"):
@@ -99,10 +162,14 @@ def test_cli_convert_with_bias_correction(tiny_data, tmp_path, capsys):
     assert main(["convert", str(ann), "--out", str(snn), "--bias-correction", "4", "--data-dir",
                  str(tmp_path / "nowhere")]) == 2  # no training images to calibrate on: one line, nothing written
     assert "fashion-mnist" in capsys.readouterr().err and not snn.exists()
+    assert main(["convert", str(ann), "--out", str(snn), "--potential-correction"]) == 2
+    assert "--potential-correction goes with --bias-correction" in capsys.readouterr().err and not snn.exists()
     assert main(["convert", str(ann), "--out", str(snn), "--timesteps", "8", "--bias-correction", "4",
-                 "--calibration-samples", "40", "--data-dir", str(tiny_data)]) == 0
-    assert "biases corrected for steps 1..4 on 40 training images" in capsys.readouterr().err
+                 "--potential-correction", "--calibration-samples", "40", "--data-dir", str(tiny_data)]) == 0
+    err = capsys.readouterr().err
+    assert "biases corrected for steps 1..4 on 40 training images" in err and "initial potentials of" in err
     bc = json.loads((snn / "config.json").read_text())["converted_from"]["bias_correction"]
     assert bc["steps"] == 4 and bc["samples"] == 40 and bc["split"] == "train" and bc["layers"] >= 3
+    assert bc["potential"] is True
     assert main(["eval", str(snn), "--data-dir", str(tiny_data), "--threshold", "0.9", "--json", "--limit", "20"]) == 0
     assert len(json.loads(capsys.readouterr().out)["accuracy_per_timestep"]) == 8

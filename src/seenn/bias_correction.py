@@ -14,6 +14,14 @@ weighted term). A neuron that reads no weighted layer (a sum of spike streams on
 and is counted as skipped. ``S`` trades early steps against late ones: the shift is what steps 1..S lacked on
 average, so much larger ``T`` fire slightly above the ANN (measured in docs/benchmarks.md).
 
+With ``potential=True`` (``seenn convert --potential-correction``) the error is split in two, as in the potential
+correction of the same paper: a neuron's cumulative output over steps 1..S is fitted per channel as
+``C_t = t * rate + offset``; the rate's error goes into the bias as above, and the offset, a count of spikes that
+comes early or late once and for all (a bias cannot remove it without over-correcting every later step), into the
+neuron's initial membrane potential, one per channel: ``v_init[c] = 1/2 - offset[c] / theta``, clipped to
+[0, 1]. That is what the first steps need, and the later ones keep their accuracy (docs/benchmarks.md). Neurons
+without a feeding bias get the potential alone.
+
 Entry point: :func:`correct_biases`.
 """
 
@@ -73,13 +81,16 @@ def activation_means(ann: nn.Module, names: list[str], calibration, input_shape)
 
 
 @torch.no_grad()
-def _rate(snn, neuron: nn.Module, calibration: torch.Tensor, steps: int, batch_size: int) -> torch.Tensor:
-    """Mean spikes per channel of ``neuron`` over steps 1..``steps`` and the calibration inputs."""
-    total = 0.0
+def _step_rates(snn, neuron: nn.Module, calibration: torch.Tensor, steps: int, batch_size: int) -> torch.Tensor:
+    """Mean spikes per channel of ``neuron`` at each of steps 1..``steps`` over the calibration inputs
+    (float64, ``[steps, C]``)."""
+    total, t = 0.0, 0
 
     def hook(module, inputs, output):
-        nonlocal total
-        total = total + _channel_mean(output) * len(output)
+        nonlocal total, t
+        row = torch.zeros(steps, output.shape[1], dtype=torch.float64)
+        row[t % steps] = _channel_mean(output) * len(output)
+        total, t = total + row, t + 1
         raise _Stop
 
     handle = neuron.register_forward_hook(hook)
@@ -95,19 +106,30 @@ def _rate(snn, neuron: nn.Module, calibration: torch.Tensor, steps: int, batch_s
     finally:
         handle.remove()
         snn.reset()
-    return total / (steps * len(calibration))
+    return total / len(calibration)
+
+
+def _fit(cumulative: torch.Tensor):
+    """Least-squares ``C_t = t * rate + offset`` per channel of cumulative outputs ``[S, C]`` (S >= 2)."""
+    t = torch.arange(1, len(cumulative) + 1, dtype=cumulative.dtype).view(-1, 1)
+    tc, cc = t - t.mean(), cumulative - cumulative.mean(0)
+    rate = (tc * cc).sum(0) / (tc * tc).sum()
+    return rate, cumulative.mean(0) - rate * t.mean()
 
 
 @torch.no_grad()
 def correct_biases(ann: nn.Module, snn, model_cfg: dict, calibration: torch.Tensor, steps: int, *,
-                   batch_size: int = 128) -> dict:
+                   batch_size: int = 128, potential: bool = False) -> dict:
     """Correct the biases of ``snn`` (converted from ``ann`` by :func:`seenn.convert.convert`, with its
     ``model_cfg``) so that each neuron's mean output over steps 1..``steps`` on ``calibration`` matches the ANN
-    activation it replaces. Changes ``snn`` in place (and ``model_cfg``, where a feeding layer had no bias yet).
-    Returns what was done: the steps, the samples, the layers corrected and skipped, each shift's mean size
-    relative to the neuron's threshold."""
+    activation it replaces; with ``potential``, the fitted rate's error only, the offset going into per-channel
+    initial potentials (module docstring). Changes ``snn`` in place (and ``model_cfg``: biases a feeding layer
+    lacked, neurons given per-channel potentials). Returns what was done: the steps, the samples, the layers
+    corrected and skipped, each shift's mean size relative to the neuron's threshold (and each offset's)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConversionError(f"bias correction needs at least 1 step, got {steps!r}")
+    if potential and steps < 2:
+        raise ConversionError("potential correction fits a rate and an offset: it needs at least 2 steps")
     if calibration.dim() != 4 or len(calibration) == 0:
         raise ConversionError(f"bias correction needs a batch of calibration images [N, C, H, W], got "
                               f"{list(calibration.shape)}")
@@ -128,10 +150,25 @@ def correct_biases(ann: nn.Module, snn, model_cfg: dict, calibration: torch.Tens
     was_training = snn.training
     snn.eval()
     feed = feeders(specs)
-    shifts, skipped = [], 0
+    shifts, offsets, skipped = [], [], 0
     try:
         for k, (name, sign) in zip(neurons, acts):
             f = feed[k]
+            theta = float(specs[k]["threshold"])
+            want = sign * targets[name]  # a negative clip value: the neuron fires for the negated activation
+            if f is None and not potential:
+                skipped += 1
+                continue
+            out = theta * _step_rates(snn, mods[k], calibration, steps, batch_size)  # [S, C]
+            if potential:
+                rate, offset = _fit(out.cumsum(0))
+                nrn = mods[k]
+                start = (nrn.v_init - offset / theta).clamp(0.0, 1.0).to(nrn.threshold.dtype)
+                nrn.v_init_map = start  # a registered (None) buffer: set, it is saved with the weights
+                specs[k]["v_init_channels"] = len(start)
+                offsets.append((offset.abs().mean() / theta).item())
+            else:
+                rate = out.mean(0)
             if f is None:
                 skipped += 1
                 continue
@@ -140,15 +177,20 @@ def correct_biases(ann: nn.Module, snn, model_cfg: dict, calibration: torch.Tens
                 out = layer.weight.shape[0]
                 layer.bias = nn.Parameter(torch.zeros(out, dtype=layer.weight.dtype))
                 specs[f]["bias"] = True
-            theta = float(specs[k]["threshold"])
-            want = sign * targets[name]  # a negative clip value: the neuron fires for the negated activation
-            shift = want - theta * _rate(snn, mods[k], calibration, steps, batch_size)
+            shift = want - rate
             layer.bias += shift.to(layer.bias.dtype)
             shifts.append((shift.abs().mean() / theta).item())
     finally:
         snn.reset()
         snn.train(was_training)
-    return {"method": "bias correction (Li et al. 2021): per-channel mean ANN activation minus the SNN's mean "
+    done = {"method": "bias correction (Li et al. 2021): per-channel mean ANN activation minus the SNN's mean "
                       "output over the first steps, added to the feeding layer's bias, layer by layer",
             "steps": steps, "samples": len(calibration), "layers": len(shifts), "skipped": skipped,
             "mean_shift_over_threshold": shifts}
+    if potential:
+        done["method"] = ("bias and potential correction (Li et al. 2021): per channel, the cumulative output over "
+                          "the first steps fitted as t * rate + offset; the rate's error moved into the feeding "
+                          "layer's bias, the offset into the initial membrane potential, layer by layer")
+        done["potential"] = True
+        done["mean_offset_over_threshold"] = offsets
+    return done

@@ -674,13 +674,16 @@ def cmd_convert(args) -> int:
     check_out_dir(args.out, overwrite=args.overwrite, source=resolve_run(args.run))  # never onto its own source
     with staged_dir(args.out, overwrite=args.overwrite) as stage:
         config = convert_run(args.run, stage, timesteps=args.timesteps, bias_correction=args.bias_correction,
-                             calibration_samples=args.calibration_samples, data_dir=args.data_dir, seed=args.seed)
+                             calibration_samples=args.calibration_samples, data_dir=args.data_dir, seed=args.seed,
+                             potential_correction=args.potential_correction)
     th = config["converted_from"]["thresholds"]
     _log(f"{len(th)} IF layers, thresholds {' '.join(f'{t:.3g}' for t in th)}; max timesteps {args.timesteps}")
     bc = config["converted_from"].get("bias_correction")
     if bc:
         _log(f"biases corrected for steps 1..{bc['steps']} on {bc['samples']} training images: {bc['layers']} layers"
-             + (f", {bc['skipped']} without a weighted input skipped" if bc["skipped"] else ""))
+             + (f", {bc['skipped']} without a weighted input skipped" if bc["skipped"] else "")
+             + (f"; initial potentials of {len(bc['mean_offset_over_threshold'])} neuron layers corrected per channel"
+                if bc.get("potential") else ""))
     print(args.out)
     return 0
 
@@ -1195,6 +1198,10 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--bias-correction", type=_n("timesteps"), metavar="STEPS",
                     help="correct each layer's bias so that its mean output over steps 1..STEPS matches the ANN "
                          "(calibration images from the training split; better early steps, so earlier exits)")
+    cv.add_argument("--potential-correction", action="store_true",
+                    help="with --bias-correction: fit each channel's output over those steps as rate x t + offset; "
+                         "the rate's error goes into the bias, the offset into the neuron's initial potential "
+                         "(better first steps without losing the late ones)")
     cv.add_argument("--calibration-samples", type=_n("samples"), default=256,
                     help="training images for --bias-correction (default 256)")
     cv.add_argument("--seed", type=_n("seed", 0), default=0, help="which calibration images are drawn")

@@ -484,11 +484,11 @@ def _weighted_spec(m: nn.Module, where: str) -> dict:
 
 
 def convert_run(ann_run, out_dir, *, timesteps: int = 64, bias_correction: int | None = None,
-                calibration_samples: int = 256, data_dir=None, seed: int = 0) -> dict:
+                calibration_samples: int = 256, data_dir=None, seed: int = 0, potential_correction: bool = False) -> dict:
     """Convert a QCFS ANN run (``seenn train --ann``) into an SNN run directory with ``timesteps`` max timesteps.
     With ``bias_correction`` (a number of steps), the biases are then corrected (:mod:`seenn.bias_correction`) on
-    ``calibration_samples`` images drawn (``seed``) from the run's training split, never its validation split.
-    Returns the new run's config."""
+    ``calibration_samples`` images drawn (``seed``) from the run's training split, never its validation split;
+    with ``potential_correction`` also each neuron's initial potentials, per channel. Returns the new run's config."""
     from pathlib import Path
 
     from . import __version__
@@ -506,6 +506,8 @@ def convert_run(ann_run, out_dir, *, timesteps: int = 64, bias_correction: int |
         bounded("samples", calibration_samples, "--calibration-samples")
         if bias_correction > timesteps:
             raise ConversionError(f"--bias-correction {bias_correction} is more than the run's {timesteps} timesteps")
+    elif potential_correction:
+        raise ConversionError("--potential-correction goes with --bias-correction STEPS (the steps it fits)")
     m = config["model"]
     snn, model_cfg = convert(ann, input_shape=(m["in_channels"], m["image_size"], m["image_size"]))
     corrected = None
@@ -513,13 +515,14 @@ def convert_run(ann_run, out_dir, *, timesteps: int = 64, bias_correction: int |
         from .bias_correction import correct_biases
 
         images = calibration_images(config, calibration_samples, data_dir, seed)
-        corrected = correct_biases(ann, snn, model_cfg, images, bias_correction)
+        corrected = correct_biases(ann, snn, model_cfg, images, bias_correction, potential=potential_correction)
         corrected.update(split="train", seed=seed)
     ann_metrics = read_json(src / METRICS) if (src / METRICS).is_file() else {}
     thresholds = [s["threshold"] for s in model_cfg["layers"] if s["type"] == "neuron"]
     out = {"seenn_version": __version__, "dataset": config["dataset"], "max_timesteps": timesteps,
            "model": model_cfg, "training": config.get("training", {}),
-           "converted_from": {"run": Path(src).name, "model": m, "neuron": "IF, reset by subtraction, v0 = theta/2",
+           "converted_from": {"run": Path(src).name, "model": m, "neuron": "IF, reset by subtraction, v0 = theta/2"
+                              + (", then corrected per channel" if potential_correction else ""),
                               "thresholds": thresholds,
                               "clip_values": [q.threshold.item() for q in ann.modules() if isinstance(q, QCFS)]}}
     if corrected is not None:

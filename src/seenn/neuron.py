@@ -451,7 +451,7 @@ class SpikingNeuron(nn.Module):
     drop finished samples with :meth:`select`. ``timesteps`` is None in single-step mode; in multi-step mode
     it is T and the input is ``[T*B, ...]`` (time-major)."""
 
-    def __init__(self, params: NeuronParams = LIF_PARAMS, surrogate: str = "tanh"):
+    def __init__(self, params: NeuronParams = LIF_PARAMS, surrogate: str = "tanh", channels: int | None = None):
         super().__init__()
         if not params.threshold > 0:
             raise ConfigError(f"neuron threshold must be > 0, got {params.threshold}")
@@ -462,6 +462,10 @@ class SpikingNeuron(nn.Module):
         self.v_init = float(params.v_init)
         # the threshold is a buffer so conversion can set it per layer and checkpoints carry it
         self.register_buffer("threshold", torch.tensor(float(params.threshold)))
+        # ``channels``: one initial potential per channel (a fraction of the threshold, as ``v_init``), set by a
+        # converted network's potential correction (seenn.bias_correction) and carried by checkpoints
+        self.register_buffer("v_init_map", None if channels is None else torch.full((int(channels),),
+                                                                                     float(params.v_init)))
         self.surrogate_name = surrogate
         self.surrogate = make_surrogate(surrogate)
         self.timesteps: int | None = None
@@ -492,6 +496,19 @@ class SpikingNeuron(nn.Module):
         self.__dict__["v"] = None
         self.__dict__["_pending"] = None
 
+    @property
+    def starts_at_zero(self) -> bool:
+        """Every membrane starts at 0 (no initial potential to charge first)."""
+        return self.v_init == 0.0 and self.v_init_map is None
+
+    def initial(self, like: torch.Tensor) -> torch.Tensor:
+        """The membrane at rest for inputs like ``like`` (per channel where the neuron has a ``v_init_map``)."""
+        if self.v_init_map is None:
+            return initial_membrane(like, self.params)
+        shape = (1, -1) + (1,) * (like.dim() - 2)
+        start = self.v_init_map.to(like.dtype).view(shape) * self.params.threshold
+        return torch.empty_like(like).copy_(start.expand_as(like))
+
     def membrane(self) -> torch.Tensor | None:
         """The membrane after the last step (settling a deferred reset), or None at rest."""
         pending = self.__dict__.get("_pending")
@@ -514,12 +531,12 @@ class SpikingNeuron(nn.Module):
         if self.timesteps is None:
             if torch.is_grad_enabled() and x.requires_grad:
                 v = self.membrane()
-                v = initial_membrane(x, params) if v is None else v
+                v = self.initial(x) if v is None else v
                 s, self.__dict__["v"] = neuron_step(x, v, params, self.surrogate)
                 return s
             lazy = self.__dict__.get("_defer", False)
             v = self.membrane()
-            if v is None and params.v_init == 0.0:  # first inference step from rest: h = x, which the caller
+            if v is None and self.starts_at_zero:  # first inference step from rest: h = x, which the caller
                 # may still hold (the encoded input is reused every step), so it is not written over
                 h, owned = x, False
             elif v is not None and len(v) < len(x):  # rows past the membrane's: samples that joined at rest
@@ -527,13 +544,13 @@ class SpikingNeuron(nn.Module):
                 k = len(v)
                 h = torch.empty_like(x)
                 torch.add(x[:k], v, alpha=params.decay, out=h[:k])
-                if params.v_init == 0.0:
+                if self.starts_at_zero:
                     h[k:] = x[k:]
                 else:
-                    torch.add(x[k:], initial_membrane(x[k:], params), alpha=params.decay, out=h[k:])
+                    torch.add(x[k:], self.initial(x[k:]), alpha=params.decay, out=h[k:])
                 owned = True
             else:  # inference: no autograd node, fewer passes over the tensor
-                v = initial_membrane(x, params) if v is None else v
+                v = self.initial(x) if v is None else v
                 h, owned = torch.add(x, v, alpha=params.decay), True
             if lazy:
                 s = _spikes(h, params)
@@ -542,6 +559,9 @@ class SpikingNeuron(nn.Module):
                 s, self.__dict__["v"] = _fire_and_reset(h, params, h_is_scratch=owned)
             return s
         t = self.timesteps
+        if self.v_init_map is not None:
+            raise ConfigError("a neuron with per-channel initial potentials (a converted network's potential "
+                              "correction) runs step by step, not in multi-step (training) mode")
         x_seq = x.reshape(t, x.shape[0] // t, *x.shape[1:])
         return neuron_multistep(x_seq, params, self.surrogate).reshape(x.shape)
 

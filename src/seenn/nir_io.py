@@ -77,7 +77,7 @@ def _leaf_node(nir, name: str, mod: nn.Module, ish, osh, dt: float = 1.0):
         if mod.soft_reset:
             raise ConfigError(f"{name} resets by subtraction (converted IF neurons); NIR's LIF and IF reset to "
                               "a fixed potential, so this network cannot be exported faithfully")
-        if mod.v_init != 0.0:
+        if not mod.starts_at_zero:
             raise ConfigError(f"{name} starts from a nonzero membrane potential, which NIR cannot express")
         full = lambda v: np.full(osh, v, dtype=np.float32)  # noqa: E731
         th = _below(float(mod.threshold))

@@ -178,7 +178,7 @@ LAYERS = {
                    "padding": _PAIR, "dilation": _PAIR1, "groups": _CH, "bias": Bool()}),
     "linear": Obj({"in_features": Int(1, L["channels"] * 64), "out_features": _CH, "bias": Bool()}),
     "neuron": Obj({"decay": Float(0.0, 1.0), "threshold": Float(0.0, 1e9, open_lo=True), "soft_reset": Bool(),
-                   "v_init": Float(0.0, 1.0)}),
+                   "v_init": Float(0.0, 1.0), "v_init_channels": Opt(_CH)}),
     "avgpool2d": Obj({"kernel_size": _PAIR1, "stride": _PAIR1, "padding": _PAIR}),
     "sumpool2d": Obj({"kernel_size": _PAIR1, "stride": _PAIR1, "padding": _PAIR}),
     "flatten": Obj({}),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..fold import FastAvgPool2d, _is_plain_2x2
 from ..neuron import SpikingNeuron, as_fp32, bn_neuron_multistep, compiled, neuron_multistep_fused
 from .stateful import _Stateful
@@ -62,8 +62,14 @@ class SpikingNetwork(nn.Module):
         frames = x.dim() == 5
         if frames and x.shape[1] < timesteps:
             raise DataError(f"{timesteps} timesteps need as many frames; the input has {x.shape[1]}")
+        # neurons with per-channel initial potentials (a converted network's potential correction) run step by
+        # step, with or without gradients: the fused multi-step kernels take one initial potential per layer
+        per_channel = any(getattr(n, "v_init_map", None) is not None for n in self.neurons())
         if multistep is None:
-            multistep = torch.is_grad_enabled()
+            multistep = torch.is_grad_enabled() and not per_channel
+        if multistep and per_channel:
+            raise ConfigError("this network's neurons start from per-channel potentials: they run step by step "
+                              "(multistep=False)")
         if not multistep:
             return self._forward_steps(x, timesteps)
         fuse = self.fuse and torch.is_grad_enabled() and isinstance(self.body, nn.Sequential) and len(self.body)

@@ -2,7 +2,7 @@
 
 Layer specs: ``{"type": "conv2d", "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
 "groups", "bias"}``, ``{"type": "linear", "in_features", "out_features", "bias"}``, ``{"type": "neuron", "decay",
-"threshold", "soft_reset", "v_init"}``, ``{"type": "avgpool2d" | "sumpool2d", "kernel_size", "stride", "padding"}``,
+"threshold", "soft_reset", "v_init"}`` (and ``"v_init_channels"``: one initial potential per channel, in the weights), ``{"type": "avgpool2d" | "sumpool2d", "kernel_size", "stride", "padding"}``,
 ``{"type": "flatten"}``, ``{"type": "scale", "factor"}``, ``{"type": "li", "decay"}`` (a leaky integrator readout),
 ``{"type": "cubalif", "syn_decay", "decay", "gain", "threshold"}`` (a current-based LIF). Everything before the first neuron is the stem.
 """
@@ -51,7 +51,7 @@ def build_layer(spec: dict, surrogate: str) -> nn.Module:
             return nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"])
         if kind == "neuron":
             return SpikingNeuron(NeuronParams(spec["decay"], spec["threshold"], spec["soft_reset"], spec["v_init"]),
-                                 surrogate)
+                                 surrogate, channels=spec.get("v_init_channels"))
         if kind in ("avgpool2d", "sumpool2d"):
             cls = nn.AvgPool2d if kind == "avgpool2d" else SumPool2d
             return cls(tuple(spec["kernel_size"]), tuple(spec["stride"]), tuple(spec["padding"]))

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..fold import _recast
-from ..neuron import SpikingNeuron, initial_membrane
+from ..neuron import SpikingNeuron
 from .grids import MAX_COUNT, pair
 from .native import kernel
 
@@ -126,9 +126,9 @@ class CountingNeuron(SpikingNeuron):
         p = self.params
         v = self.membrane()
         if v is None:
-            v = None if p.v_init == 0.0 else initial_membrane(x, p)
+            v = None if self.starts_at_zero else self.initial(x)
         elif len(v) < len(x):  # rows past the membrane's: samples that joined at rest (continuous batching)
-            rest = initial_membrane(x[len(v):], p)
+            rest = self.initial(x[len(v):])
             v = torch.cat([v, rest]).contiguous(memory_format=_layout(x))
         counts, v_new = fn(x, v, p.decay, p.threshold, p.soft_reset, self.__dict__["pool"])
         self.__dict__["v"], self.__dict__["_pending"] = v_new, None
