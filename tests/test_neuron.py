@@ -160,3 +160,29 @@ def test_deferred_reset_of_frozen_neurons_keeps_the_trajectory(make):
         assert frozen.__dict__.get("_pending") is not None
         frozen.reset()
         assert frozen.membrane() is None
+
+
+@pytest.mark.parametrize("surrogate", sorted(SURROGATES))
+def test_surrogate_reads_the_potential_in_units_of_the_threshold(surrogate):
+    """An IF neuron with threshold theta on input x trains as one with threshold 1 on x / theta (its input gradient
+    is 1/theta of that), in the reference loop and in the fused BPTT alike; so BPTT through a converted network's
+    membranes (thresholds 2 to 6) does not blow up."""
+    sg = make_surrogate(surrogate)
+    torch.manual_seed(0)
+    theta = 3.7
+    x = (torch.rand(12, 64) * 1.5 * theta).requires_grad_(True)
+    unit = (x.detach() / theta).requires_grad_(True)
+    scaled = NeuronParams(decay=1.0, threshold=theta, soft_reset=True, v_init=0.5)
+    w = torch.randn(12, 64)
+    grads = []
+    for fn in (neuron_multistep_reference, neuron_multistep):
+        for inp, p in ((x, scaled), (unit, IF_PARAMS)):
+            inp.grad = None
+            s = fn(inp, p, sg)
+            (s * w).sum().backward()
+            grads.append((s.detach(), inp.grad.clone()))
+    (s_ref, g_ref), (s_unit, g_unit), (s_fused, g_fused), _ = grads
+    assert torch.equal(s_ref, s_unit) and torch.equal(s_ref, s_fused)  # the same spikes
+    assert s_ref.sum() > 0 and g_ref.abs().sum() > 0
+    assert torch.allclose(g_ref * theta, g_unit, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(g_fused, g_ref, atol=1e-5, rtol=1e-4)

@@ -1079,7 +1079,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory to write")
     t.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (its own settings are used)")
-    t.add_argument("--init", metavar="RUN", help="start from this run's weights (fine-tuning; same model and width)")
+    t.add_argument("--init", metavar="RUN", help="start from this run's weights (fine-tuning; same model and width; an ANN run starts a "
+                        "LIF network, a converted run is fine-tuned as it is: its layers, IF neurons and horizon)")
     t.add_argument("--exit-aware", type=float, default=0.0, metavar="W",
                    help="weight in [0, 1] of the exit-aware loss (accumulated-logit cross-entropy weighted toward "
                         "early steps); with --init: exit-aware fine-tuning")

@@ -7,6 +7,12 @@ One timestep of a neuron with decay ``d`` (0.5 for the paper's LIF, 1.0 for IF) 
     v_t = h_t * (1 - s_t)                    # hard reset to 0            (LIF, directly trained)
     v_t = h_t - theta * s_t                  # soft reset by subtraction  (IF, converted from ANNs)
 
+The surrogate gradient reads the potential in units of the threshold, ``dH/dh ~ g((h_t - theta) / theta) / theta``
+(the same as ``g(h_t - theta)`` at theta = 1, every directly trained LIF here): a layer's weights and threshold
+scaled together then train alike, and the soft reset's ``1 - theta * dH/dh`` stays in [1 - g_max, 1], where the
+absolute form, ``1 - theta g``, grows past -1 for the thresholds of a converted network (2 to 6 after folding) and
+BPTT through its membranes explodes.
+
 Tensor layouts: single-step ``[B, ...]``; multi-step ``[T, B, ...]``. Inside a network in multi-step mode the
 neurons receive ``[T*B, ...]`` (time-major flattening) so every stateless layer runs once over all timesteps.
 """
@@ -151,7 +157,8 @@ IF_PARAMS = NeuronParams(decay=1.0, threshold=1.0, soft_reset=True, v_init=0.5)
 def neuron_step(x: torch.Tensor, v: torch.Tensor, params: NeuronParams, surrogate: Surrogate):
     """One timestep. Returns ``(spikes, new_membrane)``; differentiable through the surrogate."""
     h = torch.add(x, v, alpha=params.decay)  # the same primitive in every path, so all paths agree bit for bit
-    s = spike(h - params.threshold, surrogate)
+    theta = params.threshold
+    s = spike(h - theta if theta == 1.0 else (h - theta) / theta, surrogate)  # (same sign: the same spikes)
     v_new = torch.sub(h, s, alpha=params.threshold) if params.soft_reset else h * (1.0 - s)
     return s, v_new
 
@@ -246,7 +253,8 @@ def _train_backward(h_seq: torch.Tensor, grad_s: torch.Tensor, decay: float, thr
     grad_v = None  # dL/dv_t flowing back from step t+1
     for t in range(h_seq.shape[0] - 1, -1, -1):
         h = h_seq[t]
-        sg = surrogate.grad(h - threshold)
+        sg = (surrogate.grad(h - threshold) if threshold == 1.0
+              else surrogate.grad((h - threshold) / threshold) / threshold)
         gh = (unpool2x2(grad_s[t], tuple(h.shape[-2:])) if pool else grad_s[t]) * sg
         if grad_v is not None:
             if soft_reset:

@@ -38,6 +38,7 @@ LOSSES = ("tet", "mean-ce")
 
 
 ANN_MODELS = ("convnet", "vgg", "resnet19", "resnet20")  # layouts with a QCFS form
+LAYERED = ("sequential", "graph")  # networks given as layer lists (converted, imported): fine-tuned as they are
 
 
 @dataclass
@@ -100,6 +101,9 @@ class TrainConfig:
         if self.ann and self.model not in ANN_MODELS:
             raise ConfigError(f"--ann trains {', '.join(ANN_MODELS)} (layouts that convert); {self.model!r} is "
                               "not one of them")
+        if self.model in LAYERED and not self.init:
+            raise ConfigError(f"--model {self.model} is a network given as layers: it comes from a converted or "
+                              "imported run, fine-tuned with --init RUN")
         if self.ann and self.exit_aware:
             raise ConfigError("--exit-aware is for spiking runs; an --ann run has no timesteps")
         if self.precision not in ("fp32", "bf16"):
@@ -292,16 +296,32 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     prepare(cfg.dataset, image_size=cfg.image_size, frames=cfg.timesteps, split_by=cfg.frames_by)
     train_set = load_dataset(cfg.dataset, "train", data_dir=data_dir, limit=cfg.limit, val_size=cfg.val_size)
     val_set = load_dataset(cfg.dataset, "val", data_dir=data_dir, val_size=cfg.val_size) if cfg.val_size else None
-    spec = model_config(cfg, train_set)
+    src = src_cfg = None
+    if cfg.init:
+        from .checkpoint import load_run
+
+        src, src_cfg = load_run(cfg.init)
+    layered = src_cfg is not None and src_cfg["model"]["name"] in LAYERED
+    if layered:  # a converted (or imported) network is fine-tuned as it is: its layers, neurons and corrections
+        if cfg.ann:
+            raise ConfigError(f"--init {cfg.init} is a spiking network given as layers; --ann trains a QCFS ANN of a "
+                              "registry layout")
+        if src_cfg["dataset"] != cfg.dataset:
+            raise ConfigError(f"--init {cfg.init} was made for {src_cfg['dataset']}; give --dataset "
+                              f"{src_cfg['dataset']}")
+        cfg = replace(cfg, model=src_cfg["model"]["name"], width=1.0)
+        spec = {**src_cfg["model"], "surrogate": cfg.surrogate}
+    else:
+        spec = model_config(cfg, train_set)
     model = build_model(**spec).to(device)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, QCFS):
                 m.threshold.fill_(cfg.clip_init)
-    if cfg.init and state is None:  # fine-tuning starts from another run's weights
-        from .checkpoint import load_run
-
-        src, src_cfg = load_run(cfg.init)
+    if layered and state is None:
+        model.load_state_dict(src.state_dict())
+        model.train()
+    elif cfg.init and state is None:  # fine-tuning starts from another run's weights
         from_ann = src_cfg.get("kind") == "ann" and not cfg.ann
         ignored = ("neuron", "quant_levels", "surrogate") if from_ann else ("quant_levels", "surrogate")
         shape = (lambda m: {k: v for k, v in m.items() if k not in ignored})  # what the weights' shapes depend on
@@ -332,8 +352,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
                            {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
-    config = {"seenn_version": __version__, "dataset": cfg.dataset, "max_timesteps": cfg.timesteps,
+    # a converted network keeps its own horizon: fine-tuning teaches its first steps, it still rate-codes beyond them
+    horizon = max(cfg.timesteps, src_cfg["max_timesteps"]) if layered else cfg.timesteps
+    config = {"seenn_version": __version__, "dataset": cfg.dataset, "max_timesteps": horizon,
               "model": spec, "training": asdict(cfg)}
+    if layered:  # still the converted (imported) network: where it came from stays recorded, beside training.init
+        config.update({key: src_cfg[key] for key in ("converted_from", "imported_from") if key in src_cfg})
     if cfg.ann:
         config.update(kind="ann", max_timesteps=None)
     record_pipeline(config, train_set.info)
