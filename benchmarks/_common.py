@@ -61,3 +61,15 @@ def publish(name: str, body) -> None:
     text = body if isinstance(body, str) else "\n".join(body)
     update_section(name, text)
     print(text)
+
+
+def calibrated_result(ev, cfg: dict):
+    """The run's stored (calibrated) confidence rule run for real on ``ev`` (an Evaluation), summarised; None when
+    the run carries none."""
+    stored = cfg.get("exit", {}).get("confidence")
+    if not stored:
+        return None
+    from seenn.exits import Confidence
+
+    rule = Confidence(stored.get("thresholds") or stored["threshold"], temperature=stored.get("temperature", 1.0))
+    return ev.summarize(rule.describe(), ev.run(rule))

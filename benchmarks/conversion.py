@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine, publish, today
+from _common import calibrated_result, machine, publish, today
 
 from seenn.checkpoint import load_run
 from seenn.data import load_dataset
@@ -103,11 +103,7 @@ def main() -> None:
     res = ev.run(rule)  # the step-by-step runner, exited samples dropped
     runner_seconds = time.perf_counter() - t0
     chosen = ev.summarize(rule.describe(), res)
-    stored = cfg.get("exit", {}).get("confidence")
-    calibrated = None
-    if stored:
-        crule = Confidence(stored.get("thresholds") or stored["threshold"], temperature=stored.get("temperature", 1.0))
-        calibrated = ev.summarize(crule.describe(), ev.run(crule))
+    calibrated = calibrated_result(ev, cfg)
     log(f"chosen on validation: {chosen}")
     command = f"python benchmarks/conversion.py --ann {args.ann}" + (
         f" --snn {args.snn}" if args.snn != p.get_default("snn") else "")

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine, publish, today
+from _common import calibrated_result, machine, publish, today
 
 from seenn.checkpoint import load_run, resolve_run
 from seenn.data import load_dataset
@@ -58,11 +58,7 @@ def main() -> None:
     chosen = ev.summarize(rule.describe(), res)
     log(f"chosen on validation: {chosen}")
     rows = [ev.summarize(Confidence(th).describe(), posthoc_exits(ev.step_logits, Confidence(th))) for th in SWEEP]
-    stored = cfg.get("exit", {}).get("confidence")
-    calibrated = None
-    if stored:
-        crule = Confidence(stored.get("thresholds") or stored["threshold"], temperature=stored.get("temperature", 1.0))
-        calibrated = ev.summarize(crule.describe(), ev.run(crule))
+    calibrated = calibrated_result(ev, cfg)
     name = Path(resolve_run(args.run)).name
     command = f"python benchmarks/events.py {args.run}"
     body = render(name, cfg, head, chosen, rows, calibrated, full_seconds, runner_seconds, command)

@@ -16,13 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from _common import machine, publish, today
+from _common import calibrated_result, machine, publish, today
 from conversion import REFERENCE_T, TOLERANCE, choose_on_validation
 
 from seenn.checkpoint import load_run
 from seenn.data import load_dataset
 from seenn.evaluate import Evaluation
-from seenn.exits import Confidence
 from seenn.metrics import accuracy_per_timestep, correct_per_timestep, ideal_timesteps, oracle_timesteps
 
 SHOWN_T = (1, 2, 4, 8, 16, 32, 64)
@@ -48,10 +47,9 @@ def measure(name: str, data_dir, limit, log) -> dict:
                               "ideal": ideal_timesteps(correct).double().mean().item()}
     rule = choose_on_validation(val_ev)
     out["chosen"] = ev.summarize(rule.describe(), ev.run(rule))
-    stored = cfg.get("exit", {}).get("confidence")
-    if stored:
-        crule = Confidence(stored.get("thresholds") or stored["threshold"], temperature=stored.get("temperature", 1.0))
-        out["calibrated"] = ev.summarize(crule.describe(), ev.run(crule))
+    calibrated = calibrated_result(ev, cfg)
+    if calibrated:
+        out["calibrated"] = calibrated
     out["training"] = cfg.get("training", {})
     log(f"{name}: {out['chosen']}")
     return out

@@ -57,3 +57,18 @@ def test_fine_tuning_refusals(converted, tiny_data, tmp_path, capsys):
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_hybrid_run_resumes_without_the_ann_it_started_from(converted, tiny_data, tmp_path):
+    """Only a layered network needs its --init run again on --resume (for its layers); a hybrid run does not."""
+    import shutil
+
+    ann, out = tmp_path / "ann", tmp_path / "lif"
+    shutil.copytree(converted.parent / "ann", ann)
+    args = ["--data-dir", str(tiny_data), "--quiet"]
+    assert main(["train", "--init", str(ann), "--model", "resnet20", "--width", "0.25", "--timesteps", "2",
+                 "--epochs", "1", "--limit", "64", "--val-size", "32", "--batch-size", "32", "--out", str(out),
+                 *args]) == 0
+    shutil.rmtree(ann)
+    assert main(["train", "--resume", str(out), "--epochs", "2", *args]) == 0
+    assert len(json.loads((out / "metrics.json").read_text())["epochs"]) == 2

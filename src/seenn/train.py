@@ -297,7 +297,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     train_set = load_dataset(cfg.dataset, "train", data_dir=data_dir, limit=cfg.limit, val_size=cfg.val_size)
     val_set = load_dataset(cfg.dataset, "val", data_dir=data_dir, val_size=cfg.val_size) if cfg.val_size else None
     src = src_cfg = None
-    if cfg.init:
+    # the --init run gives the weights of a new run, and a layered network's layers also when it is resumed
+    if cfg.init and (state is None or cfg.model in LAYERED):
         from .checkpoint import load_run
 
         src, src_cfg = load_run(cfg.init)
