@@ -400,3 +400,76 @@ def test_peer_importers_read_seenn_exports():
                 total = total + o
             agree += int(total.argmax() == ref[:, i].sum(0).argmax())
     assert agree >= 0.8 * len(x)
+
+
+def _norse_run(net, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """Per-step outputs [T, B, C] of a network Norse's from_nir built, one image at a time (Norse maps NIR's
+    per-sample Flatten(start_dim=0) to torch's Flatten(0, -1), which flattens the batch too)."""
+    outs = []
+    with torch.no_grad():
+        for i in range(len(x)):
+            state, per_step = None, []
+            for _ in range(steps):
+                o, state = net(x[i:i + 1], state)
+                per_step.append(o.reshape(1, -1))
+            outs.append(torch.stack(per_step))
+    return torch.cat(outs, 1)
+
+
+def test_export_for_norse_runs_in_norse_as_in_seenn(tmp_path, caplog):
+    """`seenn export --for norse`: LIF thresholds in units of r = 1 and average pools as channel-wise convolutions,
+    the same network in NIR's semantics (the independent simulator gives the plain export's outputs), which Norse's
+    own importer reads without a warning and runs as seenn does (float rounding apart). The plain export does not
+    load in Norse (no AvgPool2d mapping)."""
+    norse = pytest.importorskip("norse.torch")
+    model, cfg = load_run("fashion-mnist-convnet-t4")
+    test = load_dataset("fashion-mnist", "test", data_dir="embedded", limit=12)
+    x = test.normalize(test.images)
+    with torch.no_grad():
+        ref = model(x, 4)
+    path = tmp_path / "norse.nir"
+    assert main(["export", "fashion-mnist-convnet-t4", "--for", "norse", "--out", str(path)]) == 0
+    g = nir.read(str(path))
+    assert g.metadata["dt"] == pytest.approx(1e-3) and g.metadata["written_for"] == "norse"
+    kinds = {type(n).__name__ for n in g.nodes.values()}
+    assert "AvgPool2d" not in kinds and "Conv2d" in kinds
+    assert all(np.all(np.asarray(n.r) == 1) for n in g.nodes.values() if type(n).__name__ == "LIF")
+    plain = to_nir(model, cfg, dt=1e-3)
+    xs = x.numpy().astype(np.float64)
+    np.testing.assert_allclose(simulate(g, xs, 4, dt=1e-3), simulate(plain, xs, 4, dt=1e-3), atol=1e-3)
+    with caplog.at_level("WARNING"):
+        net = norse.from_nir(g, dt=1e-3)
+    assert not [r for r in caplog.records if "diverge" in r.getMessage()]
+    out = _norse_run(net, x, 4)
+    assert out.shape == ref.shape and (out - ref).abs().max() < 1e-4
+    assert torch.equal(out.sum(0).argmax(1), ref.sum(0).argmax(1))
+    with pytest.raises(Exception):
+        norse.from_nir(plain, dt=1e-3, ignore_warnings=True)
+    # seenn's own importer reads the Norse form back as the same network
+    specs_model, _ = import_nir(path, dataset="fashion-mnist")
+    with torch.no_grad():
+        back = specs_model(x, 4)
+    assert (back - ref).abs().max() < 1e-4
+
+
+def test_export_for_norse_takes_identity_shortcuts_and_refuses_shortcut_layers():
+    norse = pytest.importorskip("norse.torch")
+    from seenn.models import build_model
+    from seenn.models.resnet import _ResNet
+
+    torch.manual_seed(0)
+    net = _ResNet(8, ((8, 2, 1),), None, in_channels=3, num_classes=10, width=1.0, surrogate="tanh").eval()
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.bias.data.uniform_(0.3, 1.0)
+    cfg = {"dataset": "cifar10", "max_timesteps": 4, "model": {"in_channels": 3, "image_size": 8, "num_classes": 10}}
+    x = torch.randn(6, 3, 8, 8)
+    with torch.no_grad():
+        ref = net(x, 4)
+    assert ref.abs().sum() > 0
+    out = _norse_run(norse.from_nir(to_nir(net, cfg, dt=1e-3, peer="norse"), dt=1e-3), x, 4)
+    assert (out - ref).abs().max() < 1e-4
+    r19 = build_model("resnet19", in_channels=3, image_size=32, num_classes=10, width=0.0625).eval()
+    cfg["model"]["image_size"] = 32
+    with pytest.raises(ConfigError, match="one step late"):
+        to_nir(r19, cfg, peer="norse")

@@ -634,7 +634,7 @@ def cmd_export(args) -> int:
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
     check_out_dir(out.parent, overwrite=True, what="the folder of --out")
-    export_nir(model, config, out, None if rule is None else rule.describe(), dt=args.dt)
+    export_nir(model, config, out, None if rule is None else rule.describe(), dt=args.dt, peer=args.peer)
     print(args.out)
     return 0
 
@@ -1173,9 +1173,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])
     ex.add_argument("--threshold", type=float, help="stored in the graph's metadata (default: the run's own)")
     ex.add_argument("--timesteps", type=_n("timesteps"))
-    ex.add_argument("--dt", type=_x(0, 1e6, open_lo=True), default=1.0,
-                    help="the time step the graph's time constants are written for (snnTorch's and SpikingJelly's "
-                         "importers assume 1e-4)")
+    ex.add_argument("--dt", type=_x(0, 1e6, open_lo=True),
+                    help="the time step the graph's time constants are written for (default: the one the --for "
+                         "importer assumes: 1 for nir, 1e-4 for snntorch and spikingjelly, 1e-3 for norse)")
+    ex.add_argument("--for", dest="peer", default="nir", choices=["nir", "norse", "snntorch", "spikingjelly"],
+                    help="the importer that will read the file: norse also gets LIF thresholds in units of r = 1 "
+                         "and average pools as convolutions, which is all its from_nir maps (the same network)")
     ex.set_defaults(func=cmd_export)
 
     im = sub.add_parser("import", help="turn a NIR graph (snnTorch, Norse, SpikingJelly, seenn) into a seenn run")

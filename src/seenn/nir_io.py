@@ -6,7 +6,8 @@ Time: seenn's networks are discrete with one step per input presentation. In NIR
 (1 - e^(-dt/tau)) r I``. Export (``seenn export --dt DT``, default 1) writes decay d as ``tau = dt / (1 - d)`` and
 ``r = tau / dt`` (unit input gain; IF: ``r = 1 / dt``), and records dt in the metadata. The importers of the peers
 assume a dt of their own: snnTorch's ``import_from_nir`` 1e-4 (fixed), SpikingJelly's 1e-4 by default, Norse its
-``dt`` argument (1e-3 by default); export with that dt for them. Import takes the dt the graph was made for
+``dt`` argument (1e-3 by default); export with that dt for them (``--for PEER`` picks it, and for Norse also writes
+the node types its importer maps: :mod:`seenn.nir_compat`). Import takes the dt the graph was made for
 (``--dt``, else the graph's metadata, else 1) and the discretisation (``--discretisation euler|exp``; sinabs and
 Norse-style graphs want exp), and folds any input gain into the synaptic layer right before the neuron, or into a
 ``scale`` layer where the neuron follows another neuron.
@@ -96,10 +97,11 @@ def _leaf_node(nir, name: str, mod: nn.Module, ish, osh, dt: float = 1.0):
     raise ConfigError(f"{name} ({type(mod).__name__}) has no NIR counterpart")
 
 
-def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None, dt: float = 1.0):
+def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None, dt: float = 1.0, peer: str = "nir"):
     """A NIR graph of ``model`` (BN folded), with the exit rule and data pipeline in its metadata. Chains of
     layers and ResNet basic blocks (the residual sum becomes two edges into the block's last neuron: NIR sums
-    a node's inputs)."""
+    a node's inputs). ``peer``: ``nir`` (all of NIR) or a peer whose importer reads only part of it
+    (:mod:`seenn.nir_compat`: the same network in the node types it maps)."""
     from .models.resnet import BasicBlock
 
     nir = _nir()
@@ -159,14 +161,24 @@ def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None, dt: fl
         meta["exit_rule"] = rule.get("rule", "")
         if rule.get("threshold") is not None:
             meta["exit_threshold"] = float(rule["threshold"])
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    from .nir_compat import for_peer
+
+    return for_peer(graph, peer, {n.replace(".", "_"): s[0] for n, s in shapes.items()})
 
 
-def export_nir(model, config, path: Path, rule: dict | None = None, dt: float = 1.0) -> None:
+def export_nir(model, config, path: Path, rule: dict | None = None, dt: float | None = None,
+               peer: str = "nir") -> None:
+    """Write ``model`` as a NIR file. ``dt``: default the one ``peer``'s importer assumes (1 for ``nir``)."""
+    from .nir_compat import PEER_DT, PEERS
+
     nir = _nir()
+    if peer not in PEERS:
+        raise ConfigError(f"--for must be one of {', '.join(PEERS)}, got {peer!r}")
+    dt = PEER_DT[peer] if dt is None else dt
     if not (dt > 0 and np.isfinite(dt)):
         raise ConfigError(f"--dt must be a positive number, got {dt}")
-    graph = to_nir(model, config, rule, dt)
+    graph = to_nir(model, config, rule, dt, peer)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
