@@ -13,6 +13,7 @@ from seenn.bias_correction import _step_rates, activation_layers, activation_mea
 from seenn.convert import ConversionError, convert
 from seenn.errors import ConfigError
 from seenn.models import build_model
+from conftest import mid_threshold
 
 
 def _gaps(ann, snn, cfg, x, steps):
@@ -115,7 +116,7 @@ def test_potential_correction_moves_the_offset_into_the_initial_potential_and_re
         full = snn(x[:12], 6)
         assert torch.equal(again(x[:12], 6), full)
         grad_free = full.transpose(0, 1)
-    rule = Confidence(score_matrix(grad_free, Confidence(0.5))[:, 0].median().item())
+    rule = Confidence(mid_threshold(score_matrix(grad_free, Confidence(0.5))[:, 0]))
     expected = posthoc_exits(grad_free, rule)
     for got in (EarlyExitRunner(again, rule, 6).predict(x[:12]),
                 EarlyExitRunner(again, rule, 6).stream([x[:5], x[5:12]], slots=3)):

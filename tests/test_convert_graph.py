@@ -13,6 +13,7 @@ from seenn.exits import Confidence
 from seenn.fold import inference_model
 from seenn.models import build_model
 from seenn.qcfs import QCFS
+from conftest import mid_threshold
 
 
 def _relative_errors(ann, snn, x, steps):
@@ -149,7 +150,7 @@ def test_converted_resnet20_under_the_runner():
         one_by_one = torch.stack([inference_model(snn)(x[i:i + 1], t_max)[:, 0] for i in range(3)], 1)
     assert torch.allclose(logits[:3], one_by_one.transpose(0, 1), atol=1e-4)
     scores = score_matrix(logits, Confidence(0.5))
-    rule = Confidence(scores[:, 1].median().item())
+    rule = Confidence(mid_threshold(scores[:, 1]))
     expected = posthoc_exits(logits, rule)
     got = EarlyExitRunner(snn, rule, t_max).predict(x)
     assert len(set(got.exit_timestep.tolist())) > 1

@@ -10,7 +10,7 @@ from seenn.fold import fold_batchnorm, inference_model
 from seenn.models import build_model
 from seenn.train import step_logits
 
-from conftest import needs_dataset, real_data_dir
+from conftest import mid_threshold, needs_dataset, real_data_dir
 
 
 def random_net(name="convnet", channels=1, size=28, seed=0, fold=True):
@@ -43,7 +43,7 @@ def test_runner_equals_posthoc_and_computes_only_active_samples(name, channels, 
     # several different steps
     scores = score_matrix(logits, Confidence(0.5))
     for t in range(t_max - 1):
-        rule = Confidence(scores[:, t].median().item())
+        rule = Confidence(mid_threshold(scores[:, t]))
         expected = posthoc_exits(logits, rule)
         if len(set(expected.exit_timestep.tolist())) > 1:
             break
@@ -118,7 +118,7 @@ def test_streaming_equals_batch_prediction(slots):
     x = torch.randn(50, 1, 28, 28) * 2
     with torch.no_grad():
         logits = model(x, 4).transpose(0, 1)
-    rule = Confidence(score_matrix(logits, Confidence(0.5))[:, 0].median().item())
+    rule = Confidence(mid_threshold(score_matrix(logits, Confidence(0.5))[:, 0]))
     expected = posthoc_exits(logits, rule)
     counter = StepCounter(model)
     got = EarlyExitRunner(model, rule, 4).stream([x[:13], x[13:14], x[14:]], slots=slots)
@@ -156,7 +156,7 @@ def test_single_sample_path_equals_posthoc(kind):
     x = torch.randn(24, 1, 28, 28) * 2
     with torch.no_grad():
         logits = model(x, 4).transpose(0, 1)
-    rule = Fixed(3) if kind is Fixed else kind(score_matrix(logits, kind(0.5))[:, 1].median().item())
+    rule = Fixed(3) if kind is Fixed else kind(mid_threshold(score_matrix(logits, kind(0.5))[:, 1]))
     expected = posthoc_exits(logits, rule)
     runner = EarlyExitRunner(model, rule, 4)
     got = [runner.predict(x[i:i + 1]) for i in range(len(x))]
@@ -223,7 +223,7 @@ def test_compiled_single_sample_path_equals_eager(neuron):
     x = torch.randn(12, 1, 28, 28) * 2
     with torch.no_grad():
         logits = model(x, 4).transpose(0, 1)
-    rule = Confidence(score_matrix(logits, Confidence(0.5))[:, 1].median().item())
+    rule = Confidence(mid_threshold(score_matrix(logits, Confidence(0.5))[:, 1]))
     eager = EarlyExitRunner(model, rule, 4)
     compiled = EarlyExitRunner(model, rule, 4, compile=True)
     a = [eager.predict(x[i:i + 1]) for i in range(len(x))]

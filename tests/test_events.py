@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import SHARED, mid_threshold
 from seenn.cli import main
 from seenn.errors import DataError
 from seenn.events import Events, emulate, read_events, to_frames
@@ -210,7 +210,7 @@ def test_runner_on_frames_equals_posthoc_exits_and_reads_only_its_frames():
     with torch.no_grad():
         logits = net(x, 6).transpose(0, 1)
     scores = torch.softmax(logits.cumsum(1), -1).amax(-1)
-    rule = Confidence(float(scores[:, 2].median()))
+    rule = Confidence(mid_threshold(scores[:, 2]))
     want = posthoc_exits(logits, rule)
     assert 1 < want.exit_timestep.float().mean() < 6  # some leave early, some do not
     runner = EarlyExitRunner(net, rule, 6)

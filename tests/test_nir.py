@@ -14,6 +14,7 @@ from seenn.cli import main  # noqa: E402
 from seenn.data import load_dataset  # noqa: E402
 from seenn.errors import ConfigError  # noqa: E402
 from seenn.nir_io import from_nir, import_nir, to_nir  # noqa: E402
+from conftest import mid_threshold  # noqa: E402
 
 
 def simulate(graph, x: np.ndarray, steps: int, dt: float = 1.0) -> np.ndarray:
@@ -354,7 +355,7 @@ def test_cubalif_and_li_readout_match_the_simulator_and_the_runner(tmp_path):
     with torch.no_grad():
         logits = model(torch.from_numpy(x), 10).transpose(0, 1)
     scores = torch.softmax(logits.cumsum(1), -1).amax(-1)
-    rule = Confidence(scores[:, 2].median().item())
+    rule = Confidence(mid_threshold(scores[:, 2]))
     want = posthoc_exits(logits, rule)
     assert len(set(want.exit_timestep.tolist())) > 1
     runner = EarlyExitRunner(model, rule, 10)

@@ -19,7 +19,7 @@ from seenn.fold import inference_model
 from seenn.models import build_model
 from seenn.precision import Bf16Conv2d, Int8Conv2d, apply_precision, quantize_weight, spike_grids
 
-from conftest import needs_dataset, real_data_dir
+from conftest import mid_threshold, needs_dataset, real_data_dir
 from test_engine import random_net
 
 SHIPPED = {r["name"] for r in pretrained_runs()}
@@ -118,7 +118,7 @@ def test_runner_on_a_low_precision_network_equals_its_posthoc_path(precision):
     assert inf.precision == precision and not any(type(m) is nn.Conv2d for m in inf.body.modules())
     with torch.no_grad():
         logits = inf(x, 4).transpose(0, 1)
-    rule = Confidence(score_matrix(logits, Confidence(0.5))[:, 0].median().item())
+    rule = Confidence(mid_threshold(score_matrix(logits, Confidence(0.5))[:, 0]))
     expected = posthoc_exits(logits, rule)
     got = EarlyExitRunner(model, rule, 4, precision=precision).predict(x)
     assert torch.equal(got.exit_timestep, expected.exit_timestep)
@@ -286,7 +286,7 @@ def test_counting_neurons_replace_neuron_and_pool_and_keep_every_decision(monkey
     monkeypatch.delenv("SEENN_NATIVE")
     with torch.no_grad():
         logits = plain(x, 4).transpose(0, 1)
-    rule = Confidence(score_matrix(logits, Confidence(0.5))[:, 0].median().item())
+    rule = Confidence(mid_threshold(score_matrix(logits, Confidence(0.5))[:, 0]))
     want = posthoc_exits(logits, rule)
     got = EarlyExitRunner(fused, rule, 4).predict(x)
     assert torch.equal(got.exit_timestep, want.exit_timestep) and torch.equal(got.prediction, want.prediction)
