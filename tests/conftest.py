@@ -29,7 +29,7 @@ def mid_threshold(scores):
     """A threshold half way between the two middle scores, so that about half the samples pass it.
 
     The median itself is one of the scores: a test comparing two paths that compute that score in different
-    batch shapes (equal up to the last bit) would then hang on float rounding, not on the logic it tests.
+    batch shapes (equal up to the last bit) would then pass or fail on float rounding, not on the logic it tests.
     """
     s = scores.flatten().sort().values
     k = len(s) // 2

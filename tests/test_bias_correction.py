@@ -13,6 +13,7 @@ from seenn.bias_correction import _step_rates, activation_layers, activation_mea
 from seenn.convert import ConversionError, convert
 from seenn.errors import ConfigError
 from seenn.models import build_model
+
 from conftest import mid_threshold
 
 

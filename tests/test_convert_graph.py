@@ -13,6 +13,7 @@ from seenn.exits import Confidence
 from seenn.fold import inference_model
 from seenn.models import build_model
 from seenn.qcfs import QCFS
+
 from conftest import mid_threshold
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.exits import Confidence
 from seenn.interop import adapt
+
 from conftest import mid_threshold
 
 T = 6

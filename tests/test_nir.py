@@ -14,6 +14,7 @@ from seenn.cli import main  # noqa: E402
 from seenn.data import load_dataset  # noqa: E402
 from seenn.errors import ConfigError  # noqa: E402
 from seenn.nir_io import from_nir, import_nir, to_nir  # noqa: E402
+
 from conftest import mid_threshold  # noqa: E402
 
 
