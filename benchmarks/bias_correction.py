@@ -17,7 +17,6 @@ import argparse
 import sys
 import time
 
-import torch
 from _common import machine, publish, today
 from conversion import REFERENCE_T, accuracy_at, choose_on_validation
 

@@ -42,7 +42,7 @@ def test_robustness_cli(tiny_run, tiny_data, capsys):
     assert main(["robustness", str(tiny_run), "--data-dir", str(tiny_data), "--corruption", "jpeg"]) == 2
 
 
-def test_explain_cli(tiny_run, tiny_data, capsys):
+def test_explain_cli(tiny_run, tiny_data, tmp_path, capsys):
     code = main(["explain", str(tiny_run), "--data-dir", str(tiny_data), "--index", "5", "--threshold", "0.5",
                  "--json"])
     r = json.loads(capsys.readouterr().out)
@@ -61,6 +61,10 @@ def test_explain_cli(tiny_run, tiny_data, capsys):
     assert main(["explain", str(tiny_run), "--data-dir", str(tiny_data), "--index", "5", "--threshold", "0.5"]) == 0
     assert "exited at step" in capsys.readouterr().out
     assert main(["explain", str(tiny_run), "--data-dir", str(tiny_data), "--index", "100000"]) == 2
+    # --png draws a recording's frames: refused for images before anything runs, nothing written
+    assert main(["explain", str(tiny_run), "--data-dir", str(tiny_data), "--index", "5", "--png",
+                 str(tmp_path / "f.png")]) == 2
+    assert "recording" in capsys.readouterr().err and not (tmp_path / "f.png").exists()
 
 
 def test_report_cli(tiny_run, tiny_data, tmp_path, capsys):

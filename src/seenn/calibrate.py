@@ -238,3 +238,55 @@ def binomial_upper_bound(k: int, n: int, delta: float) -> float:
         else:
             hi = mid
     return hi
+
+
+# ------------------------------------------------------------------------------------------- storing it in a run
+
+
+def store_in_run(src, result: dict, precision: str, *, out=None, overwrite: bool = False,
+                 allow_no_early_exit: bool = False):
+    """Write ``result`` (from ``calibrate``) as the run's confidence rule: into ``src/config.json``, or into a full
+    copy of the run at ``out`` (staged, so the copy is whole or absent). Where no threshold could be certified and
+    the run already has a rule, that rule is kept unless ``allow_no_early_exit`` (then 'never exit early' is
+    stored). Returns (the folder written or kept, the kept rule or None)."""
+    import shutil
+    from pathlib import Path
+
+    from .checkpoint import CONFIG, read_json, staged_dir, write_json
+
+    src = Path(src)
+    config = read_json(src / CONFIG)
+    old = (config.get("exit") or {}).get("confidence")
+    kept = old if "note" in result and old and not allow_no_early_exit else None  # the note: nothing certified
+    if kept is None:
+        config.setdefault("exit", {})["confidence"] = {
+            "threshold": result["threshold"], "thresholds": result["thresholds"], "temperature": result["temperature"],
+            "precision": precision, "calibration": result}
+    if out is None:
+        if kept is None:
+            write_json(src / CONFIG, config)
+        return src, kept
+    with staged_dir(out, overwrite=overwrite) as stage:  # the whole copy, or nothing
+        shutil.copytree(src, stage, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CONFIG, ".*"))
+        write_json(stage / CONFIG, config)
+    return Path(out), kept
+
+
+def calibration_lines(result: dict, dest, precision: str) -> list[str]:
+    """What was chosen and why, in words: the certificate, the validation cost and the ECE per timestep."""
+    alpha, level = result["max_accuracy_drop"], result["confidence_level"]
+    chosen = (f"per-step thresholds {[round(t, 6) for t in result['thresholds'][:-1]]}" if result["per_step"]
+              else f"threshold {result['threshold']:.6g}")
+    lines = [f"chose {chosen} (temperature {result['temperature']:.3f}, {precision}) for {dest}",
+             f"why: on {result['certified_samples']} validation samples it makes {result['validation_false_exits']} "
+             f"false exits (binomial p = {result['p_value']:.3g} that the false-exit rate exceeds {alpha:g}); with "
+             f"probability >= {level:g} the accuracy drop against full T on new data from the same distribution is "
+             f"at most {alpha:g}",
+             f"validation: {result['validation_avg_timesteps']:.3f} avg timesteps, accuracy drop "
+             f"{result['validation_accuracy_drop'] * 100:+.2f} points",
+             "ECE per timestep: " + " ".join(f"{e:.4f}" for e in result["ece_per_timestep"])
+             + ("" if "ece_per_timestep_scaled" not in result else
+                "; after temperature scaling: " + " ".join(f"{e:.4f}" for e in result["ece_per_timestep_scaled"]))]
+    if "note" in result:
+        lines.append(result["note"])
+    return lines

@@ -16,13 +16,13 @@ from .errors import ConfigError, SeennError
 
 DEMO_RUN = "fashion-mnist-convnet-t4"
 DATASET_NAMES = ["fashion-mnist", "mnist", "cifar10", "cifar100"]
+DEMO_THRESHOLDS = (0.9, 0.99, 0.999)
 
 
 def _dataset_name(text: str) -> str:
     if text in DATASET_NAMES or text.startswith(("imagefolder:", "events:")):
         return text
     raise argparse.ArgumentTypeError(f"must be one of {DATASET_NAMES}, imagefolder:PATH or events:PATH, got {text!r}")
-DEMO_THRESHOLDS = (0.9, 0.99, 0.999)
 
 
 def _writable_dir(path) -> Path:
@@ -67,7 +67,6 @@ def _train_config(args):
 
 def cmd_train(args) -> int:
     from .checkpoint import check_out_dir, clear_dir
-    from .data import find_dataset
     from .distributed import finish, world
     from .train import resume_finished, train
 
@@ -370,11 +369,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    import shutil
-
-    from .calibrate import calibrate
+    from .calibrate import calibrate, calibration_lines, store_in_run
+    from .checkpoint import PRETRAINED_DIR, check_out_dir, resolve_run
     from .fold import inference_model
-    from .checkpoint import CONFIG, PRETRAINED_DIR, check_out_dir, read_json, resolve_run, staged_dir, write_json
     from .train import step_logits
 
     if args.split != "val":
@@ -393,30 +390,15 @@ def cmd_calibrate(args) -> int:
                        confidence_level=args.confidence_level, per_step=args.per_step,
                        temperature=args.temperature)
     result.update({"dataset": data.info.name, "split": data.split, "precision": precision})
-    config = read_json(src / CONFIG)
-    old = (config.get("exit") or {}).get("confidence")
-    certified = "note" not in result  # the note says no threshold could be certified
-    kept = not certified and old and not args.allow_no_early_exit
-    if not kept:
-        config.setdefault("exit", {})["confidence"] = {
-            "threshold": result["threshold"], "thresholds": result["thresholds"], "temperature": result["temperature"],
-            "precision": precision, "calibration": result}
-    if args.out:
-        with staged_dir(args.out, overwrite=args.overwrite) as stage:  # the whole copy, or nothing
-            shutil.copytree(src, stage, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CONFIG, ".*"))
-            write_json(stage / CONFIG, config)
-        dest = Path(args.out)
-    else:
-        dest = src
-        if not kept:
-            write_json(dest / CONFIG, config)
+    dest, kept = store_in_run(src, result, precision, out=args.out, overwrite=args.overwrite,
+                              allow_no_early_exit=args.allow_no_early_exit)
     if kept:
-        th = old.get("thresholds") or old.get("threshold")
+        th = kept.get("thresholds") or kept.get("threshold")
         msg = (f"no threshold could be certified on {result['certified_samples']} validation samples at "
                f"{args.max_accuracy_drop:g} / {args.confidence_level:g}: kept the run's threshold {th} in {dest} "
                "(pass --allow-no-early-exit to store 'never exit early' instead)")
         if args.json:
-            _emit_json({**result, "kept": old})
+            _emit_json({**result, "kept": kept})
             _log(msg)
         else:
             print(msg)
@@ -424,134 +406,44 @@ def cmd_calibrate(args) -> int:
     if args.json:
         _emit_json(result)
         return 0
-    chosen = (f"per-step thresholds {[round(t, 6) for t in result['thresholds'][:-1]]}" if result["per_step"]
-              else f"threshold {result['threshold']:.6g}")
-    print(f"chose {chosen} (temperature {result['temperature']:.3f}, {precision}) for {dest}")
-    print(f"why: on {result['certified_samples']} validation samples it makes {result['validation_false_exits']} false exits "
-          f"(binomial p = {result['p_value']:.3g} that the false-exit rate exceeds {args.max_accuracy_drop:g}); "
-          f"with probability >= {args.confidence_level:g} the accuracy drop against full T on new data from the same "
-          f"distribution is at most {args.max_accuracy_drop:g}")
-    print(f"validation: {result['validation_avg_timesteps']:.3f} avg timesteps, accuracy drop "
-          f"{result['validation_accuracy_drop'] * 100:+.2f} points")
-    print("ECE per timestep: " + " ".join(f"{e:.4f}" for e in result["ece_per_timestep"])
-          + ("" if "ece_per_timestep_scaled" not in result else
-             "; after temperature scaling: " + " ".join(f"{e:.4f}" for e in result["ece_per_timestep_scaled"])))
-    if "note" in result:
-        print(result["note"])
+    print("\n".join(calibration_lines(result, dest, precision)))
     return 0
 
 
 def cmd_robustness(args) -> int:
-    from .data import cifar_lossless_mask
-    from .exits import describe_text
-    from .evaluate import Evaluation
-    from .robustness import corrupted, parse_severities, subset
+    from .robustness import robustness_lines, robustness_report
 
     model, config, data, max_t, rule = _load_with_rule(args, "robustness")
     calib = config.get("exit", {}).get(args.exit, {}).get("calibration") if args.threshold is None else None
-    if args.corruption == "jpeg":
-        if data.info.name != "cifar10" or data.split != "test":
-            raise ConfigError("--corruption jpeg compares the exact and JPEG parts of the CIFAR-10 test batch")
-        mask = cifar_lossless_mask(args.data_dir)[: len(data)]
-        variants = [("exact", subset(data, mask, "test-exact")), ("jpeg", subset(data, ~mask, "test-jpeg"))]
-    else:
-        variants = [("clean", data)] + [(s, corrupted(data, args.corruption, s, args.seed))
-                                         for s in parse_severities(args.severity)]
-    rows = []
-    for label, d in variants:
-        if len(d) == 0:
-            continue
-        ev = Evaluation(model, d, max_t, batch_size=args.batch_size, device=args.device)
-        head = ev.header()
-        e = ev.summarize(rule.describe(), ev.run(rule))
-        drop = head["accuracy_per_timestep"][-1] - e["accuracy"]
-        row = {"severity" if args.corruption != "jpeg" else "part": label, "samples": head["samples"],
-               "accuracy_per_timestep": head["accuracy_per_timestep"], "exit": e, "accuracy_drop": drop}
-        if calib:
-            row["promise_kept"] = drop <= calib["max_accuracy_drop"]
-        rows.append(row)
-    report = {"dataset": data.info.name, "split": data.split, "corruption": args.corruption,
-              "max_timesteps": max_t, "rule": rule.describe(),
-              "promise": None if not calib else {"max_accuracy_drop": calib["max_accuracy_drop"],
-                                                 "confidence_level": calib["confidence_level"]},
-              "results": rows}
+    report = robustness_report(model, data, rule, max_t, args.corruption, args.severity, seed=args.seed,
+                               batch_size=args.batch_size, device=args.device, calibration=calib,
+                               data_dir=args.data_dir)
     if args.json:
         _emit_json(report)
         return 0
-    print(f"{report['dataset']} / {report['split']}, corruption {args.corruption}, rule {describe_text(rule.describe())}")
-    print(f"{'level':<8}{'full T':>9}{'exit acc':>10}{'drop':>8}{'avg steps':>11}{'false exits':>13}{'promise':>9}")
-    for r in rows:
-        label = r.get("severity", r.get("part"))
-        kept = "" if "promise_kept" not in r else ("kept" if r["promise_kept"] else "BROKEN")
-        print(f"{label!s:<8}{r['accuracy_per_timestep'][-1]:>9.2%}{r['exit']['accuracy']:>10.2%}"
-              f"{r['accuracy_drop'] * 100:>+7.2f}p{r['exit']['avg_timesteps']:>11.3f}{r['exit']['false_exits']:>13}{kept:>9}")
+    print("\n".join(robustness_lines(report)))
     return 0
 
 
 def cmd_explain(args) -> int:
-    import torch
-
-    from .engine import EarlyExitRunner, score_matrix
+    from .explain import explain, explanation_lines
 
     model, config, data, max_t, rule = _load_with_rule(args, "explain")
-    if not 0 <= args.index < len(data):
-        raise ConfigError(f"--index must be in [0, {len(data)}), got {args.index}")
-    x, y = data.normalize(data.images[args.index:args.index + 1]), int(data.labels[args.index])
-    with torch.inference_mode():
-        logits = model(x, max_t).transpose(0, 1)  # [1, T, K]
-    summed = logits.cumsum(dim=1)[0]
-    scores = score_matrix(logits, rule)[0]
-    temp = getattr(rule, "temperature", 1.0)
-    probs = torch.softmax(summed / temp, dim=-1)
-    names = data.info.class_names or tuple(str(i) for i in range(probs.shape[1]))
-    run = EarlyExitRunner(model, rule, max_t).predict(x)
-    exit_t = int(run.exit_timestep[0])
-    steps = []
-    for t in range(max_t):
-        fires = bool(rule.exits(scores[t:t + 1], t + 1)[0])
-        pred = int(summed[t].argmax())
-        steps.append({"timestep": t + 1, "probabilities": [round(float(p), 6) for p in probs[t]],
-                      "prediction": pred, "prediction_name": names[pred], "score": float(scores[t]),
-                      "exits": fires, "reason": rule.reason(float(scores[t]), t + 1, fires)})
-    frames = getattr(data, "time_varying", False)
-    if frames:  # a recording: what each step read of it
-        fr, ends = data.images[args.index], data.ends[args.index]
-        for t, s in enumerate(steps):
-            s["events"] = int(fr[t].sum())
-            s["sensor_ms"] = round(float(ends[t]), 3)
-    full_pred = int(summed[-1].argmax())
-    exit_pred = int(run.prediction[0])
-    reason = steps[exit_t - 1]["reason"] if steps[exit_t - 1]["exits"] else \
-        f"no step passed the rule; stopped at the last step {max_t}"
-    report = {"dataset": data.info.name, "split": data.split, "index": args.index, "label": y, "label_name": names[y],
-              "rule": rule.describe(), "class_names": list(names), "steps": steps, "exit_timestep": exit_t,
-              "reason": reason, "prediction": exit_pred, "prediction_name": names[exit_pred],
-              "correct": exit_pred == y, "full_prediction": full_pred, "full_prediction_name": names[full_pred],
-              "full_correct": full_pred == y}
-    if frames:
-        report["sensor_ms_at_exit"] = steps[exit_t - 1]["sensor_ms"]
-        report["sensor_ms_full"] = steps[-1]["sensor_ms"]
+    if args.png and not getattr(data, "time_varying", False):
+        raise ConfigError("--png draws the frames a recording's sample read; this run's inputs are images")
+    report = explain(model, data, args.index, rule, max_t)
     if args.png:
+        from .data import atomic_write_bytes
         from .report import frames_figure
 
-        if not frames:
-            raise ConfigError("--png draws the frames a recording's sample read; this run's inputs are images")
-        from .data import atomic_write_bytes
-
-        atomic_write_bytes(Path(args.png), frames_figure([(f"#{args.index}", data.images[args.index], exit_t,
-                                                           data.ends[args.index], names[exit_pred], names[y])]))
+        i = args.index
+        atomic_write_bytes(Path(args.png), frames_figure([(f"#{i}", data.images[i], report["exit_timestep"],
+                                                           data.ends[i], report["prediction_name"],
+                                                           report["label_name"])]))
     if args.json:
         _emit_json(report)
         return 0
-    print(f"{data.info.name} / {data.split} #{args.index}: label {names[y]}")
-    for s in steps:
-        top = sorted(range(len(names)), key=lambda k: -s["probabilities"][k])[:3]
-        tops = ", ".join(f"{names[k]} {s['probabilities'][k]:.3f}" for k in top)
-        mark = "  <- exit" if s["timestep"] == exit_t else ""
-        read = f" [frame of {s['events']} events, {s['sensor_ms']:.1f} ms read]" if frames else ""
-        print(f"  step {s['timestep']}: {tops}; {s['reason']}{read}{mark}")
-    print(f"exited at step {exit_t} ({reason}): {names[exit_pred]} ({'right' if exit_pred == y else 'wrong'}); "
-          f"full T ({max_t} steps) would say {names[full_pred]} ({'right' if full_pred == y else 'wrong'})")
+    print("\n".join(explanation_lines(report)))
     return 0
 
 
@@ -827,7 +719,6 @@ def cmd_demo(args) -> int:
     run = DEMO_RUN
     if args.train:
         from .checkpoint import check_out_dir, clear_dir, read_config
-        from .data import find_dataset
         from .train import TrainConfig, train
 
         shipped = dict(read_config(resolve_run(DEMO_RUN))["training"])

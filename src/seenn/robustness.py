@@ -65,3 +65,57 @@ def corrupted(data: Dataset, kind: str, severity: int, seed: int = 0) -> Dataset
 
 def subset(data: Dataset, mask: np.ndarray, name: str) -> Dataset:
     return Dataset(data.info, name, data.images.numpy()[mask], data.labels.numpy()[mask])
+
+
+def robustness_report(model, data: Dataset, rule, max_timesteps: int, corruption: str, severity: str = "1..5", *,
+                      seed: int = 0, batch_size: int = 256, device: str = "cpu", calibration: dict | None = None,
+                      data_dir=None) -> dict:
+    """The rule run by the step-by-step runner on clean data and on each severity of ``corruption`` (for ``jpeg``:
+    the exact and JPEG-decoded parts of the CIFAR-10 test batch). Each row holds the accuracy per timestep, the
+    exit's summary and its drop against full T; with ``calibration`` (the rule's stored certificate) also whether
+    the certified maximum drop still holds under the shift."""
+    from .data import cifar_lossless_mask
+    from .evaluate import Evaluation
+
+    if corruption == "jpeg":
+        if data.info.name != "cifar10" or data.split != "test":
+            raise ConfigError("--corruption jpeg compares the exact and JPEG parts of the CIFAR-10 test batch")
+        mask = cifar_lossless_mask(data_dir)[: len(data)]
+        variants = [("exact", subset(data, mask, "test-exact")), ("jpeg", subset(data, ~mask, "test-jpeg"))]
+    else:
+        variants = [("clean", data)] + [(s, corrupted(data, corruption, s, seed))
+                                         for s in parse_severities(severity)]
+    rows = []
+    for label, d in variants:
+        if len(d) == 0:
+            continue
+        ev = Evaluation(model, d, max_timesteps, batch_size=batch_size, device=device)
+        head = ev.header()
+        e = ev.summarize(rule.describe(), ev.run(rule))
+        drop = head["accuracy_per_timestep"][-1] - e["accuracy"]
+        row = {"severity" if corruption != "jpeg" else "part": label, "samples": head["samples"],
+               "accuracy_per_timestep": head["accuracy_per_timestep"], "exit": e, "accuracy_drop": drop}
+        if calibration:
+            row["promise_kept"] = drop <= calibration["max_accuracy_drop"]
+        rows.append(row)
+    return {"dataset": data.info.name, "split": data.split, "corruption": corruption,
+            "max_timesteps": max_timesteps, "rule": rule.describe(),
+            "promise": None if not calibration else {"max_accuracy_drop": calibration["max_accuracy_drop"],
+                                                     "confidence_level": calibration["confidence_level"]},
+            "results": rows}
+
+
+def robustness_lines(report: dict) -> list[str]:
+    """The report as a table: one row per severity (or part), the certified promise kept or BROKEN."""
+    from .exits import describe_text
+
+    lines = [f"{report['dataset']} / {report['split']}, corruption {report['corruption']}, "
+             f"rule {describe_text(report['rule'])}",
+             f"{'level':<8}{'full T':>9}{'exit acc':>10}{'drop':>8}{'avg steps':>11}{'false exits':>13}{'promise':>9}"]
+    for r in report["results"]:
+        label = r.get("severity", r.get("part"))
+        kept = "" if "promise_kept" not in r else ("kept" if r["promise_kept"] else "BROKEN")
+        lines.append(f"{label!s:<8}{r['accuracy_per_timestep'][-1]:>9.2%}{r['exit']['accuracy']:>10.2%}"
+                     f"{r['accuracy_drop'] * 100:>+7.2f}p{r['exit']['avg_timesteps']:>11.3f}"
+                     f"{r['exit']['false_exits']:>13}{kept:>9}")
+    return lines

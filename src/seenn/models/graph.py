@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..neuron import SpikingNeuron
 from .base import SpikingNetwork
-from .sequential import Scale, build_layer
+from .sequential import build_layer
 
 
 class Add(nn.Module):
