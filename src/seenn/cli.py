@@ -782,8 +782,9 @@ def cmd_pretrained(args) -> int:
     if args.json:
         _emit_json(runs)
     else:
+        wn, wd = (max((len(r[k]) for r in runs), default=0) for k in ("name", "dataset"))
         for r in runs:
-            print(f"{r['name']:<32} {r['dataset']:<14} T={r['max_timesteps']:<4} {r['path']}")
+            print(f"{r['name']:<{wn}}  {r['dataset']:<{wd}}  T={r['max_timesteps']:<4} {r['path']}")
     return 0
 
 
