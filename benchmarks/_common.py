@@ -63,13 +63,18 @@ def publish(name: str, body) -> None:
     print(text)
 
 
-def calibrated_result(ev, cfg: dict):
-    """The run's stored (calibrated) confidence rule run for real on ``ev`` (an Evaluation), summarised; None when
-    the run carries none."""
+def stored_rule(cfg: dict):
+    """The run's stored (calibrated) confidence rule; None when the run carries none."""
     stored = cfg.get("exit", {}).get("confidence")
     if not stored:
         return None
     from seenn.exits import Confidence
 
-    rule = Confidence(stored.get("thresholds") or stored["threshold"], temperature=stored.get("temperature", 1.0))
-    return ev.summarize(rule.describe(), ev.run(rule))
+    return Confidence(stored.get("thresholds") or stored["threshold"], temperature=stored.get("temperature", 1.0))
+
+
+def calibrated_result(ev, cfg: dict):
+    """The run's stored (calibrated) confidence rule run for real on ``ev`` (an Evaluation), summarised; None when
+    the run carries none."""
+    rule = stored_rule(cfg)
+    return None if rule is None else ev.summarize(rule.describe(), ev.run(rule))
