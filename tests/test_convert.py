@@ -149,8 +149,9 @@ SHIPPED = {"cifar10-vgg-w05-qcfs4-t64": ("sequential", 200, 16), "cifar10-resnet
 @needs_dataset("cifar10")
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_converted_run(name):
-    """The shipped converted CIFAR-10 runs (a chain and a residual network): strong at T=64, and the runner with
-    the calibrated rule exits exactly where the post-hoc evaluation says, in far fewer than 64 steps."""
+    """The shipped converted CIFAR-10 runs (a chain, a residual network, and that residual network fine-tuned with
+    BPTT): strong at T=64, and the runner with the calibrated rule exits exactly where the post-hoc evaluation says,
+    in far fewer than 64 steps."""
     from seenn.checkpoint import load_run
     from seenn.data import load_dataset
     from seenn.engine import EarlyExitRunner, posthoc_exits
