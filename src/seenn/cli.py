@@ -53,14 +53,22 @@ def _log(msg: str) -> None:
 # ------------------------------------------------------------------------------------------- train
 
 
+_RECIPE_FIELDS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "decoupled",
+                  "bias_lr", "head_scale", "frozen_bn_scale", "bn_momentum", "schedule", "warmup", "final_lr",
+                  "label_smoothing", "whiten", "whiten_bias_epochs", "dirac", "lookahead", "translate",
+                  "translate_padding", "flip", "compile", "jpeg")
+
+
 def _train_config(args):
+    from .recipe import recipe_settings
     from .train import TrainConfig
 
-    return TrainConfig(dataset=args.dataset, model=args.model, width=args.width, timesteps=args.timesteps,
-                       epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+    given = {k: getattr(args, k) for k in _RECIPE_FIELDS if getattr(args, k, None) is not None}
+    return TrainConfig(**{**recipe_settings(args.recipe), **given},
+                       dataset=args.dataset, width=args.width, timesteps=args.timesteps, recipe=args.recipe,
                        loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
                        seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
-                       jpeg=args.jpeg, precision=args.precision, compile=args.compile, init=args.init,
+                       precision=args.precision, init=args.init,
                        exit_aware=args.exit_aware, ann=args.ann, quant_levels=args.quant_levels, clip_init=args.clip_init,
                        image_size=args.image_size, frames_by=args.frames_by)
 
@@ -941,15 +949,42 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--frames-by", choices=["time", "count"], default="time",
                    help="events: cut each recording into --timesteps frames of equal time (default) or equal event "
                         "counts")
-    t.add_argument("--model", default="convnet", help="convnet (28x28), vgg, resnet19 or resnet20 (32x32)")
+    t.add_argument("--recipe", choices=["fast"],
+                   help="start from a named set of training settings, each still overridable by its own flag: fast "
+                        "= the CIFAR-10 speed-record recipe (airbench network, whitening, decoupled Nesterov SGD "
+                        "at batch 1024, warm-up and linear decay, lookahead, alternating flip; 10 epochs)")
+    t.add_argument("--model", help="convnet (28x28, the default), vgg, resnet19, resnet20 or airbench (32x32)")
     t.add_argument("--width", type=_x(0, 16, open_lo=True), default=1.0, help="channel width multiplier, in (0, 16]")
     t.add_argument("--timesteps", type=_n("timesteps"), default=4, help="timesteps T used in training (1 to 1024)")
     t.add_argument("--epochs", type=_n("epochs"), help="default 10; with --resume: a new length for the run (more or "
-                                                      "fewer epochs; the learning rate from then on is the cosine "
+                                                      "fewer epochs; the learning rate from then on is the "
                                                       "schedule's of a run of that length)")
-    t.add_argument("--batch-size", type=_n("batch_size"), default=64)
-    t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--weight-decay", type=_x(0, 1), default=5e-4)
+    t.add_argument("--batch-size", type=_n("batch_size"), help="default 64")
+    t.add_argument("--lr", type=float, help="default 0.1 (with --decoupled: per 1024 examples)")
+    t.add_argument("--momentum", type=_x(0, 1), help="SGD momentum in [0, 1), default 0.9")
+    t.add_argument("--weight-decay", type=_x(0, 1), help="default 5e-4 (with --decoupled: per 1024 examples)")
+    _bool = dict(action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--nesterov", **_bool, help="Nesterov momentum")
+    t.add_argument("--decoupled", **_bool, help="learning rate and weight decay per 1024 examples, decoupled from "
+                                               "each other and from the momentum (seenn.recipe.param_groups)")
+    t.add_argument("--bias-lr", type=float, metavar="X", help="batch norm biases learn X times faster (decoupled)")
+    t.add_argument("--head-scale", type=float, metavar="S", help="the readout trained as if multiplied by S "
+                                                                 "(decoupled)")
+    t.add_argument("--frozen-bn-scale", **_bool, help="batch norm's scale stays 1")
+    t.add_argument("--bn-momentum", type=float, help="weight of a new batch in BN's running statistics, default 0.1")
+    t.add_argument("--schedule", choices=["cosine", "linear"], help="cosine (default) or linear: warm-up from 0.2 "
+                                                                    "then linear decay")
+    t.add_argument("--warmup", type=float, metavar="FRACTION", help="share of the steps spent warming up")
+    t.add_argument("--final-lr", type=float, metavar="FACTOR", help="the schedule's last factor, default 0")
+    t.add_argument("--label-smoothing", type=float, help="default 0")
+    t.add_argument("--whiten", **_bool, help="first layer set from training-image patches and frozen (airbench)")
+    t.add_argument("--whiten-bias-epochs", type=_n("epochs", 0), help="epochs the whitening bias trains, default 3")
+    t.add_argument("--dirac", **_bool, help="3x3 convolutions start as identities")
+    t.add_argument("--lookahead", **_bool, help="lookahead weight averaging")
+    t.add_argument("--translate", type=int, metavar="PIXELS", help="augmentation shift, 0 to 8, default 4")
+    t.add_argument("--translate-padding", choices=["zeros", "reflect"], help="borders of a shifted image")
+    t.add_argument("--flip", choices=["random", "alternate"], help="mirror at random (default) or in alternate "
+                                                                   "epochs")
     t.add_argument("--loss", default="tet", choices=["tet", "mean-ce"])
     t.add_argument("--tet-lambda", type=float, default=1e-3)
     t.add_argument("--tet-phi", type=float, default=1.0)
@@ -958,10 +993,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=_n("samples"), help="train on the first N training samples only")
     t.add_argument("--val-size", type=_n("samples", 0), default=5000, help="training samples held out for validation")
     t.add_argument("--no-augment", action="store_true", help="no random crop / flip (32x32 only)")
-    t.add_argument("--jpeg", type=_x(0, 1), default=0.0, metavar="P",
+    t.add_argument("--jpeg", type=_x(0, 1), metavar="P",
                    help="re-encode each training image as JPEG with probability P, quality drawn in [40, 95] "
                         "(robustness to compression artifacts)")
-    t.add_argument("--compile", action="store_true",
+    t.add_argument("--compile", **_bool,
                    help="torch.compile the neurons' BPTT loops: faster training after a one-off compile")
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: convolutions and linear layers under bf16 autocast (membranes, BN and the loss stay "

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -247,18 +247,33 @@ class Dataset:
         return (images_uint8.float() / 255.0 - self._mean) / self._std
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                augment: bool = False, jpeg: float = 0.0):
-        """Yield ``(x float [B, C, H, W], y [B])``; ``augment``: random crop (pad 4) and flip for 32x32 RGB;
-        ``jpeg``: the probability that an image is first re-encoded as JPEG (see ``jpeg_roundtrip``)."""
+                augment: bool = False, jpeg: float = 0.0, translate: int = 4, padding: str = "zeros",
+                flip: str = "random", flip_seed: int = 0, epoch: int = 1):
+        """Yield ``(x float [B, C, H, W], y [B])``; ``jpeg``: the probability that an image is first re-encoded as
+        JPEG (see ``jpeg_roundtrip``). ``augment`` (RGB images only): each image shifted by up to ``translate``
+        pixels (``padding`` ``zeros`` or ``reflect`` at the borders) and flipped: at random (``flip="random"``),
+        or in alternate epochs (``"alternate"``: a fixed random half of the images, drawn from ``flip_seed``,
+        flipped in odd epochs and the other half in even ones). The defaults are the classic crop and flip. All
+        on uint8 tensors, a batch at a time."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        alternate = None
+        if augment and flip == "alternate":
+            alternate = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(flip_seed)).bool()
+            alternate ^= bool(epoch % 2)
+        classic = translate == 4 and padding == "zeros" and flip == "random"
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             x = self.images[idx]
             if jpeg > 0.0:
                 x = jpeg_roundtrip(x, jpeg, generator)
             if augment and self.info.channels == 3:
-                x = _crop_flip(x, generator)
+                if classic:
+                    x = _crop_flip(x, generator)  # (as it always was: earlier runs resume bit for bit)
+                else:
+                    flips = alternate[idx] if alternate is not None else \
+                        torch.rand(len(idx), generator=generator) < 0.5
+                    x = shift_flip(x, translate, padding, flips, generator)
             yield self.normalize(x), self.labels[idx]
 
 
@@ -288,6 +303,29 @@ def jpeg_roundtrip(x: torch.Tensor, p: float, generator=None) -> torch.Tensor:
         dec = np.asarray(Image.open(buf).convert(img.mode))
         out[i] = torch.from_numpy(dec.reshape(arr.shape).copy()).permute(2, 0, 1)
     return out
+
+
+def shift_flip(x: torch.Tensor, shift: int, padding: str, flips: torch.Tensor, generator) -> torch.Tensor:
+    """Each image of ``x`` ``[B, C, H, W]`` moved by a shift drawn in ``[-shift, shift]`` on each axis (the
+    uncovered border ``zeros`` or ``reflect``-ed), and mirrored where ``flips``; one gather, any dtype."""
+    b, c, h, w = x.shape
+    if shift >= min(h, w):
+        raise ConfigError(f"a translation of {shift} pixels needs images larger than {h}x{w}")
+    dy = torch.randint(-shift, shift + 1, (b, 1), generator=generator)
+    dx = torch.randint(-shift, shift + 1, (b, 1), generator=generator)
+    rows = torch.arange(h)[None, :] + dy  # [B, H] source row of each output row
+    cols = torch.arange(w)[None, :] + dx
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    if padding == "reflect":
+        rows = torch.where(rows < 0, -rows, torch.where(rows >= h, 2 * (h - 1) - rows, rows))
+        cols = torch.where(cols < 0, -cols, torch.where(cols >= w, 2 * (w - 1) - cols, cols))
+        inside = None
+    else:
+        inside = ((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[:, None, None, :]
+        rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
+    out = x.gather(2, rows[:, None, :, None].expand(b, c, h, w))
+    out = out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    return out if inside is None else out * inside
 
 
 def _crop_flip(x: torch.Tensor, generator) -> torch.Tensor:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_tensors
 
-from . import __version__
+from . import __version__, recipe
 from .checkpoint import save_run
 from .data import DEFAULT_VAL_SIZE, Dataset, atomic_write_bytes, load_dataset
 from .distributed import all_sum, init_from_env, plain_batchnorm, sync_batchnorm, world
@@ -37,7 +37,7 @@ from .qcfs import QCFS
 LOSSES = ("tet", "mean-ce")
 
 
-ANN_MODELS = ("convnet", "vgg", "resnet19", "resnet20")  # layouts with a QCFS form
+ANN_MODELS = ("convnet", "vgg", "resnet19", "resnet20", "airbench")  # layouts with a QCFS form
 LAYERED = ("sequential", "graph")  # networks given as layer lists (converted, imported): fine-tuned as they are
 
 
@@ -70,6 +70,25 @@ class TrainConfig:
     clip_init: float = 2.0  # QCFS initial clip value lam (with ``ann``; see qcfs.py on why not the paper's 8)
     image_size: int | None = None  # imagefolder:PATH datasets: the square size images are resized to (default 32)
     frames_by: str = "time"  # events:PATH datasets: recordings cut into T frames by equal "time" or event "count"
+    # the pieces of a training recipe (seenn.recipe); ``recipe`` names the set the other fields started from
+    recipe: str | None = None
+    nesterov: bool = False
+    decoupled: bool = False  # lr and weight_decay per 1024 examples, decoupled (seenn.recipe.param_groups)
+    bias_lr: float = 1.0  # BN biases' learning rate, times lr (decoupled form)
+    head_scale: float = 1.0  # the readout trained as if multiplied by this (decoupled form)
+    frozen_bn_scale: bool = False  # batch norm's scale stays 1
+    bn_momentum: float = 0.1  # PyTorch's convention: the new batch's weight in the running statistics
+    schedule: str = "cosine"  # or "linear": warm-up from 0.2 over ``warmup`` of the steps, then linear decay
+    warmup: float = 0.0
+    final_lr: float = 0.0  # the schedule's last factor
+    label_smoothing: float = 0.0
+    whiten: bool = False  # first layer set from training-image patches and frozen (the airbench network)
+    whiten_bias_epochs: int = 3  # epochs the whitening layer's bias trains
+    dirac: bool = False  # 3x3 convolutions start as identities
+    lookahead: bool = False  # lookahead weight averaging
+    translate: int = 4  # augmentation: shift of up to this many pixels
+    translate_padding: str = "zeros"  # or "reflect"
+    flip: str = "random"  # or "alternate": every image mirrored in alternate epochs
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -120,12 +139,43 @@ class TrainConfig:
                               "recordings are not images)")
         if not 0.0 <= self.tet_lambda <= 1.0:
             raise ConfigError(f"--tet-lambda must be in [0, 1], got {self.tet_lambda}")
+        self._validate_recipe()
+
+    def _validate_recipe(self) -> None:
+        from .recipe import RECIPES
+        from .schema import bounded
+
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ConfigError(f"--recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}")
+        for name, lo, hi in (("bias_lr", 0.0, 1e6), ("head_scale", 0.0, 1e3), ("bn_momentum", 0.0, 1.0)):
+            v = getattr(self, name)
+            if not (lo < v <= hi):
+                raise ConfigError(f"--{name.replace('_', '-')} must be in ({lo:g}, {hi:g}], got {v}")
+        for name in ("warmup", "final_lr", "label_smoothing"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
+        if not self.decoupled and (self.bias_lr != 1.0 or self.head_scale != 1.0):
+            raise ConfigError("--bias-lr and --head-scale are settings of the decoupled optimiser (--decoupled)")
+        if self.schedule not in ("cosine", "linear"):
+            raise ConfigError(f"--schedule must be cosine or linear, got {self.schedule!r}")
+        if self.translate_padding not in ("zeros", "reflect"):
+            raise ConfigError(f"--translate-padding must be zeros or reflect, got {self.translate_padding!r}")
+        if self.flip not in ("random", "alternate"):
+            raise ConfigError(f"--flip must be random or alternate, got {self.flip!r}")
+        if not 0 <= self.translate <= 8:
+            raise ConfigError(f"--translate must be in [0, 8] pixels, got {self.translate}")
+        bounded("epochs", self.whiten_bias_epochs, "--whiten-bias-epochs", lo=0)
+        if self.whiten and self.model not in ("airbench",) and self.model not in LAYERED:
+            raise ConfigError(f"--whiten needs a network with a whitening layer (airbench), not {self.model!r}")
 
 
-def tet_loss(step_logits: torch.Tensor, labels: torch.Tensor, lam: float = 1e-3, phi: float = 1.0) -> torch.Tensor:
+def tet_loss(step_logits: torch.Tensor, labels: torch.Tensor, lam: float = 1e-3, phi: float = 1.0,
+             label_smoothing: float = 0.0) -> torch.Tensor:
     """``step_logits`` ``[T, B, K]``: (1 - lam) * mean over t of CE(O_t, y) + lam * mean (O - phi)^2."""
     t, b, k = step_logits.shape
-    ce = F.cross_entropy(step_logits.reshape(t * b, k), labels.repeat(t))  # mean over t and b
+    ce = F.cross_entropy(step_logits.reshape(t * b, k), labels.repeat(t),  # mean over t and b
+                         label_smoothing=label_smoothing)
     if lam == 0.0:
         return ce
     mse = F.mse_loss(step_logits, torch.full_like(step_logits, phi))
@@ -142,8 +192,8 @@ def exit_aware_loss(step_logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return (w * ce).sum() / w.sum()
 
 
-def mean_ce_loss(step_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(step_logits.mean(0), labels)
+def mean_ce_loss(step_logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    return F.cross_entropy(step_logits.mean(0), labels, label_smoothing=label_smoothing)
 
 
 def model_config(cfg: TrainConfig, data: Dataset) -> dict:
@@ -194,7 +244,8 @@ def reestimate_batchnorm(model: SpikingNetwork, data: Dataset, timesteps: int, b
 TRAIN_STATE = "train_state.safetensors"
 
 
-def _save_state(path: Path, model, best, opt, sched, gen, epoch: int, history: list, cfg: TrainConfig) -> None:
+def _save_state(path: Path, model, best, opt, sched, gen, epoch: int, history: list, cfg: TrainConfig,
+                lookahead=None) -> None:
     """Everything needed to continue exactly: weights, best weights, momentum, schedule, random states. One file,
     written atomically, so a kill at any moment leaves the previous epoch's state intact."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -205,6 +256,8 @@ def _save_state(path: Path, model, best, opt, sched, gen, epoch: int, history: l
             buf = opt.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
                 tensors[f"optim.{names[id(p)]}"] = buf.detach().cpu().contiguous()
+    if lookahead is not None:
+        tensors.update(lookahead.tensors())
     tensors["rng.generator"] = gen.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"epoch": str(epoch), "best_score": repr(best[0]), "history": json.dumps(history),
@@ -340,19 +393,31 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
         if from_ann:
             reestimate_batchnorm(model, train_set, cfg.timesteps, cfg.batch_size, seed=cfg.seed)
         model.train()
+    if state is None and not cfg.init:  # a fresh network: the recipe's initialisation
+        recipe.init_fresh(model, cfg, train_set.normalize(train_set.images[:recipe.WHITEN_PATCH_IMAGES]))
+    recipe.configure(model, cfg)
     net = model
     if cfg.ann and cfg.compile and size == 1:  # a QCFS ANN: its whole pass compiled, channels-last
         net = _CompiledANN(model)
     if size > 1:  # DDP: gradients averaged across ranks, BN statistics over the global batch
         net = torch.nn.parallel.DistributedDataParallel(sync_batchnorm(model))
-    # no weight decay on BN and biases
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.decoupled:
+        opt = recipe.make_optimizer(model, cfg)
+    else:  # no weight decay on BN and biases
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum,
+                              nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.schedule == "cosine" and not cfg.warmup and not cfg.final_lr:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    else:  # (reads cfg at each step: a resumed run with a new length follows the new schedule from there on)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: recipe.lr_factor(cfg, step, cfg.epochs *
+                                                                                    steps_per_epoch))
+    lookahead = recipe.Lookahead(model) if cfg.lookahead else None
     # a converted network keeps its own horizon: fine-tuning teaches its first steps, it still rate-codes beyond them
     horizon = max(cfg.timesteps, src_cfg["max_timesteps"]) if layered else cfg.timesteps
     config = {"seenn_version": __version__, "dataset": cfg.dataset, "max_timesteps": horizon,
@@ -377,7 +442,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
             for g, lr in zip(opt.param_groups, json.loads(meta["lrs"])):
                 g["lr"] = lr
             sched.load_state_dict(json.loads(meta["scheduler"]))
-            if sched.T_max != cfg.epochs * steps_per_epoch:  # a new length: the schedule a run of that length has
+            if lookahead is not None:
+                lookahead = recipe.Lookahead(model, {k[10:]: v for k, v in tensors.items()
+                                                     if k.startswith("lookahead.")})
+            if isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and \
+                    sched.T_max != cfg.epochs * steps_per_epoch:  # a new length: the schedule a run of that length has
                 sched.T_max = cfg.epochs * steps_per_epoch  # at this step (closed form), continued from there
                 at = math.cos(math.pi * sched.last_epoch / sched.T_max)
                 for g, base in zip(opt.param_groups, sched.base_lrs):
@@ -394,8 +463,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     t_start = time.time()
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
+            recipe.freeze_parts(model, cfg, epoch)
             rec = _train_epoch(net, opt, sched, gen, train_set, cfg, epoch, steps_per_epoch, device,
-                               progress and rank == 0)
+                               progress and rank == 0, model=model, lookahead=lookahead)
             if rank != 0:  # only rank 0 validates and writes
                 history.append(rec)
                 continue
@@ -411,7 +481,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
             if score >= best[0]:
                 best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()})
                 rec["kept"] = True
-            _save_state(out_dir / TRAIN_STATE, model, best, opt, sched, gen, epoch, history, cfg)
+            _save_state(out_dir / TRAIN_STATE, model, best, opt, sched, gen, epoch, history, cfg, lookahead)
             log(f"epoch {epoch}: loss {rec['train_loss']:.4f} train acc {rec['train_accuracy']:.4f}"
                 + (f" val acc {rec['val_accuracy']:.4f}" if val_set and cfg.ann else "")
                 + (f" val acc/step {' '.join(f'{a:.4f}' for a in rec['val_accuracy_per_timestep'])}"
@@ -446,17 +516,22 @@ class _CompiledANN(torch.nn.Module):
 
 
 def _train_epoch(net, opt, sched, gen, train_set, cfg: TrainConfig, epoch: int, steps_per_epoch: int, device,
-                 progress: bool) -> dict:
+                 progress: bool, model=None, lookahead=None) -> dict:
     """One epoch. With several processes every rank draws the same global batch and keeps its shard; the loss is
     weighted by the shard's share so that DDP's gradient average is the gradient of the global-batch loss."""
     rank, size = world()
     net.train()
     t0 = time.time()
     loss_sum, correct, seen = 0.0, 0, 0
-    it = train_set.batches(cfg.batch_size, shuffle=True, generator=gen, augment=cfg.augment, jpeg=cfg.jpeg)
+    it = train_set.batches(cfg.batch_size, shuffle=True, generator=gen, augment=cfg.augment, jpeg=cfg.jpeg,
+                           translate=cfg.translate, padding=cfg.translate_padding, flip=cfg.flip,
+                           flip_seed=cfg.seed, epoch=epoch)
+    total = cfg.epochs * steps_per_epoch
+    data_seconds, t_data = 0.0, time.time()
     if progress:
         it = tqdm(it, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
     for x, y in it:
+        data_seconds += time.time() - t_data
         n_global = len(y)
         if size > 1:
             x, y = x[rank::size], y[rank::size]
@@ -465,9 +540,11 @@ def _train_epoch(net, opt, sched, gen, train_set, cfg: TrainConfig, epoch: int, 
             out = net(x, 1 if cfg.ann else cfg.timesteps)  # (an ANN's "step" is its forward pass, [1, B, K])
         out = out.float()  # the loss in fp32
         if cfg.ann:
-            loss = F.cross_entropy(out[0], y)
+            loss = F.cross_entropy(out[0], y, label_smoothing=cfg.label_smoothing)
+        elif cfg.loss == "tet":
+            loss = tet_loss(out, y, cfg.tet_lambda, cfg.tet_phi, cfg.label_smoothing)
         else:
-            loss = tet_loss(out, y, cfg.tet_lambda, cfg.tet_phi) if cfg.loss == "tet" else mean_ce_loss(out, y)
+            loss = mean_ce_loss(out, y, cfg.label_smoothing)
         if cfg.exit_aware:
             loss = (1.0 - cfg.exit_aware) * loss + cfg.exit_aware * exit_aware_loss(out, y)
         if not torch.isfinite(loss):
@@ -476,11 +553,16 @@ def _train_epoch(net, opt, sched, gen, train_set, cfg: TrainConfig, epoch: int, 
         (loss * (len(y) * size / n_global) if size > 1 else loss).backward()
         opt.step()
         sched.step()
+        step = sched.last_epoch  # steps taken in the whole run
+        if lookahead is not None and (step % recipe.LOOKAHEAD_EVERY == 0 or step >= total):
+            lookahead.update(model, 1.0 if step >= total else lookahead.decay(step, total))
         loss_sum += loss.item() * len(y)
         correct += (out.sum(0).argmax(1) == y).sum().item()
         seen += len(y)
         if progress:
             it.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        t_data = time.time()
     loss_sum, correct, seen = all_sum([loss_sum, correct, seen])
     return {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-            "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+            "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0, "data_seconds": data_seconds}
+

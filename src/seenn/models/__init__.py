@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import SpikingNetwork
+from .airbench import AirBench
 from .convnets import ConvNet, VGG
 from .resnet import ResNet19, ResNet20
 from .graph import GraphSNN
@@ -14,6 +15,7 @@ MODELS = {
     "vgg": VGG,  # VGG-style SNN for 32x32 RGB
     "resnet19": ResNet19,  # the paper's ResNet-19 (blocks [3, 3, 2], 128/256/512 channels x width)
     "resnet20": ResNet20,  # the CIFAR ResNet-20 of He et al. / the QCFS paper (3 x 3 blocks, 16/32/64 channels)
+    "airbench": AirBench,  # the seven-layer network of the CIFAR-10 speed records (whitening, 64/256/256 channels)
     "sequential": SequentialSNN,  # a chain of layers given as a list of specs (NIR import, converted chains)
     "graph": GraphSNN,  # layers wired as a graph (converted residual networks)
 }
@@ -28,7 +30,8 @@ def build_model(name: str, *, in_channels: int, image_size: int, num_classes: in
     if not width > 0:
         raise ConfigError(f"--width must be > 0, got {width}")
     allowed = {"sequential": {"layers"}, "graph": {"layers"}, "convnet": {"neuron", "quant_levels"}, "vgg": {"neuron", "quant_levels"},
-               "resnet19": {"neuron", "quant_levels"}, "resnet20": {"neuron", "quant_levels"}}
+               "resnet19": {"neuron", "quant_levels"}, "resnet20": {"neuron", "quant_levels"},
+               "airbench": {"neuron", "quant_levels"}}
     unknown = set(options) - allowed.get(name, set())
     if unknown:
         raise ConfigError(f"model {name!r} takes no options {sorted(unknown)}")
