@@ -14,7 +14,9 @@ GPU", arXiv 2404.00498) to seenn's two paths, the QCFS ANN that converts and the
 - every image flipped in alternate epochs (a fixed random half starts flipped) and translated by up to 2 pixels
   with reflected borders (:mod:`seenn.data`);
 - lookahead weight averaging (:class:`Lookahead`);
-- label smoothing 0.2, and the readout stepped as if scaled by ``head_scale`` = 1/9.
+- label smoothing 0.2. The paper multiplies its readout by 1/9 (``head_scale``, kept as an option); over this
+  network's average-pooled features it slowed learning (2 short trials of 40 steps of 512 images: 45.6% on
+  validation at 1/9 against 53.0% at 1), so the recipe leaves the readout as it is.
 
 Every piece is a field of :class:`seenn.train.TrainConfig`, recorded in the run; a recipe only changes the fields
 the user did not set. :func:`time_views` is the spiking form of test-time augmentation: another view of the image
@@ -36,7 +38,7 @@ FAST = {
     "model": "airbench", "epochs": 10, "batch_size": 1024, "lr": 11.5, "momentum": 0.85, "weight_decay": 0.0153,
     "nesterov": True, "decoupled": True, "bias_lr": 64.0, "frozen_bn_scale": True, "bn_momentum": 0.4,
     "schedule": "linear", "warmup": 0.23, "final_lr": 0.07, "label_smoothing": 0.2, "whiten": True,
-    "whiten_bias_epochs": 3, "dirac": True, "lookahead": True, "head_scale": 1 / 9, "translate": 2,
+    "whiten_bias_epochs": 3, "dirac": True, "lookahead": True, "head_scale": 1.0, "translate": 2,
     "translate_padding": "reflect", "flip": "alternate", "compile": True, "jpeg": 0.5,
 }
 RECIPES = {"fast": FAST}
