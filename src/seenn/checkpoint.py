@@ -170,12 +170,20 @@ def load_run(run: str | Path, device: str = "cpu") -> tuple[SpikingNetwork, dict
 # ------------------------------------------------------------------------------------------- output folders
 
 
-def check_out_dir(out, *, overwrite: bool = False, source=None, what: str = "--out") -> Path:
+def check_out_dir(out, *, overwrite: bool = False, source=None, inputs=(), what: str = "--out") -> Path:
     """Refuse to write into a non-empty folder without ``overwrite`` (a run there would be replaced), and never
-    into ``source`` (the run being read). Creates nothing."""
+    where the command reads: ``--out`` may not be, hold or lie inside ``source`` (the run being read) or any of
+    ``inputs`` (dataset folders, files, other runs), and ``overwrite`` never empties the current folder or one
+    above it. Creates nothing."""
     out = Path(out)
     if source is not None and out.resolve() == Path(source).resolve():
         raise CheckpointError(f"{what} {out} is the run being read; write to another folder")
+    check_not_an_input(out, [source, *inputs], what)
+    if overwrite and out.is_dir() and any(out.iterdir()):
+        here = Path.cwd().resolve()
+        if out.resolve() in (here, *here.parents):
+            raise CheckpointError(f"{what} {out} holds the current folder; --overwrite would empty it: write to a "
+                                  "new folder")
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{what} {out} exists and is not a folder")
     ancestor = out.parent
@@ -188,6 +196,25 @@ def check_out_dir(out, *, overwrite: bool = False, source=None, what: str = "--o
     if PRETRAINED_DIR.resolve() in (out.resolve(), *out.resolve().parents):
         raise CheckpointError(f"{what} {out} is inside the shipped runs, which stay unchanged")
     return out
+
+
+def check_not_an_input(out, inputs, what: str = "--out") -> None:
+    """``out`` is not, does not hold and does not lie inside any of ``inputs`` (None entries skipped): what a
+    command reads is never replaced, emptied or added to."""
+    o = Path(out).resolve()
+    for p in inputs:
+        if p is None:
+            continue
+        i = Path(p).resolve()
+        if o == i:
+            how = "is"
+        elif o in i.parents:
+            how = "holds"
+        elif i in o.parents:
+            how = "lies inside"
+        else:
+            continue
+        raise CheckpointError(f"{what} {out} {how} {p}, which this command reads; write to a folder outside it")
 
 
 @contextlib.contextmanager

@@ -93,7 +93,8 @@ def cmd_train(args) -> int:
         cfg = _train_config(args)
         cfg.validate()  # argument mistakes first, then the data, then the folder
         _dataset_present(cfg.dataset, args.data_dir, cfg.image_size, cfg.timesteps, cfg.frames_by)
-        check_out_dir(args.out, overwrite=args.overwrite, source=cfg.init and _run_dir_or_none(cfg.init))
+        check_out_dir(args.out, overwrite=args.overwrite, source=cfg.init and _run_dir_or_none(cfg.init),
+                      inputs=[_dataset_folder(cfg.dataset, args.data_dir)])
         if world()[0] == 0 and Path(args.out).is_dir() and args.overwrite:
             clear_dir(Path(args.out))
         _writable_dir(args.out)
@@ -117,6 +118,19 @@ def _dataset_present(name: str, data_dir, image_size=None, frames=None, split_by
         prepare(name, image_size=image_size, frames=frames, split_by=split_by)
     else:
         find_dataset(name, data_dir, "train")
+
+
+def _dataset_folder(name: str, data_dir, split: str | None = None):
+    """The folder a dataset is read from (for the --out checks); None where it is not found (reported later)."""
+    from .data import find_dataset
+    from .sources import is_prefixed
+
+    if is_prefixed(name):
+        return Path(name.split(":", 1)[1] or ".")
+    try:
+        return find_dataset(name, data_dir, split)
+    except SeennError:
+        return None
 
 
 def _record_pipeline(config: dict, info) -> None:
@@ -378,7 +392,7 @@ def cmd_bench(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from .calibrate import calibrate, calibration_lines, store_in_run
-    from .checkpoint import PRETRAINED_DIR, check_out_dir, resolve_run
+    from .checkpoint import PRETRAINED_DIR, check_out_dir, read_config, resolve_run
     from .fold import inference_model
     from .train import step_logits
 
@@ -389,7 +403,8 @@ def cmd_calibrate(args) -> int:
     if args.out is None and PRETRAINED_DIR.resolve() in src.parents:
         raise ConfigError(f"{args.run} is a shipped run and stays unchanged; write a calibrated copy with --out DIR")
     if args.out:
-        check_out_dir(args.out, overwrite=args.overwrite, source=src)
+        check_out_dir(args.out, overwrite=args.overwrite, source=src,
+                      inputs=[_dataset_folder(read_config(src)["dataset"], args.data_dir, args.split)])
     model, config, data, max_t = _load(args)
     precision = args.precision or "fp32"
     logits = step_logits(inference_model(model.to(args.device), precision), data, max_t, device=args.device,
@@ -464,7 +479,7 @@ def cmd_report(args) -> int:
 
     from .checkpoint import check_out_dir
 
-    check_out_dir(args.out, overwrite=args.overwrite)
+    check_out_dir(args.out, overwrite=args.overwrite, inputs=[_run_dir_or_none(args.run)])
     model, config, data, max_t, rule = _load_with_rule(args, "the report")
     _writable_dir(args.out)
     ev = Evaluation(model, data, max_t, batch_size=args.batch_size, device=args.device, progress=True)
@@ -547,7 +562,7 @@ def cmd_import(args) -> int:
     from .checkpoint import check_out_dir, staged_dir
 
     info = dataset_info(args.dataset)
-    check_out_dir(args.out, overwrite=args.overwrite)
+    check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.file])
     model, config = import_nir(Path(args.file), dataset=args.dataset, max_timesteps=args.timesteps, dt=args.dt,
                                discretisation=args.discretisation)
     m = config["model"]
@@ -566,12 +581,14 @@ def cmd_import(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .checkpoint import check_out_dir, resolve_run, staged_dir
+    from .checkpoint import check_out_dir, read_config, resolve_run, staged_dir
     from .convert import convert_run
     from .schema import bounded
 
     bounded("timesteps", args.timesteps, "--timesteps")
-    check_out_dir(args.out, overwrite=args.overwrite, source=resolve_run(args.run))  # never onto its own source
+    src = resolve_run(args.run)
+    check_out_dir(args.out, overwrite=args.overwrite, source=src,  # never onto its own source or its data
+                  inputs=[_dataset_folder(read_config(src)["dataset"], args.data_dir)])
     with staged_dir(args.out, overwrite=args.overwrite) as stage:
         config = convert_run(args.run, stage, timesteps=args.timesteps, bias_correction=args.bias_correction,
                              calibration_samples=args.calibration_samples, data_dir=args.data_dir, seed=args.seed,
@@ -597,7 +614,7 @@ def cmd_adapt(args) -> int:
     from .interop import load_peer, peer_run_config
 
     info = dataset_info(args.dataset)
-    check_out_dir(args.out, overwrite=args.overwrite)
+    check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.network, args.weights])
     net = load_peer(args.network, args.factory, args.weights, args.framework, args.output)
     with torch.no_grad():
         try:
@@ -634,9 +651,11 @@ def cmd_policy_train(args) -> int:
     for beta in betas:  # before the SNN's long pass over the training split
         check_policy_args(kind=args.kind, objective=args.objective, epochs=args.epochs, lr=args.lr, beta=beta,
                           hidden=args.hidden, members=args.members)
-    from .checkpoint import check_out_dir, staged_dir
+    from .checkpoint import check_out_dir, read_config, resolve_run, staged_dir
 
-    check_out_dir(args.out, overwrite=args.overwrite)
+    src = resolve_run(args.run)
+    check_out_dir(args.out, overwrite=args.overwrite, source=src,
+                  inputs=[_dataset_folder(read_config(src)["dataset"], args.data_dir)])
     args.split, args.max_timesteps = "train", None
     model, config, train_data, max_t = _load(args)
     if args.kind == "policy" and getattr(train_data, "time_varying", False):
@@ -738,7 +757,7 @@ def cmd_demo(args) -> int:
             cfg.limit = args.limit
         cfg.validate()  # before the folder, the folder before the hours of training
         _dataset_present(cfg.dataset, args.data_dir)
-        check_out_dir(args.out, overwrite=args.overwrite)
+        check_out_dir(args.out, overwrite=args.overwrite, inputs=[_dataset_folder(cfg.dataset, args.data_dir)])
         if Path(args.out).is_dir() and args.overwrite:
             clear_dir(Path(args.out))
         run = args.out

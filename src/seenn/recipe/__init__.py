@@ -136,27 +136,33 @@ def param_groups(model: nn.Module, cfg) -> list[dict]:
     """SGD parameter groups. Plain form: ``lr`` as given, ``weight_decay`` on weights (not on BN or biases).
     Decoupled form (``cfg.decoupled``): ``lr`` and ``weight_decay`` per 1024 examples, the step divided by the
     momentum's gain, the decay ``weight_decay * batch / 1024 / gain`` of each weight per step (scaled only by the
-    schedule), BN biases stepped ``bias_lr`` times faster, the readout ``head_scale ** 2`` times slower (a readout
+    schedule), BN biases stepped ``bias_lr`` times faster (a BN scale, where it trains, at the plain rate without
+    decay), the readout ``head_scale ** 2`` times slower (a readout
     multiplied by ``head_scale``, reparametrised). Frozen parameters are in no group; a group's ``name`` is kept
     so a resumed run finds its momenta."""
     readout = getattr(model, "readout", None)
     head = {id(p) for p in readout.parameters()} if readout is not None and cfg.head_scale != 1.0 else set()
-    bn = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
-    groups: dict[str, list] = {"weights": [], "bn": [], "biases": [], "head": []}
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bn_bias = {id(m.bias) for m in bns if m.bias is not None}
+    bn_scale = {id(m.weight) for m in bns if m.weight is not None}
+    groups: dict[str, list] = {"weights": [], "bn": [], "bn_scale": [], "biases": [], "head": []}
     for _, p in model.named_parameters():
-        key = "head" if id(p) in head else "bn" if id(p) in bn else "biases" if p.ndim <= 1 else "weights"
+        key = "head" if id(p) in head else "bn" if id(p) in bn_bias else "bn_scale" if id(p) in bn_scale else \
+            "biases" if p.ndim <= 1 else "weights"
         groups[key].append(p)
     if not cfg.decoupled:
         lr = cfg.lr
-        spec = {"weights": (lr, cfg.weight_decay), "bn": (lr * cfg.bias_lr, 0.0), "biases": (lr, 0.0),
-                "head": (lr * cfg.head_scale ** 2, cfg.weight_decay)}
+        spec = {"weights": (lr, cfg.weight_decay), "bn": (lr * cfg.bias_lr, 0.0), "bn_scale": (lr, 0.0),
+                "biases": (lr, 0.0), "head": (lr * cfg.head_scale ** 2, cfg.weight_decay)}
     else:
         gain = 1.0 + 1.0 / (1.0 - cfg.momentum)
         lr = cfg.lr * cfg.batch_size / (1024 * gain)  # for the batch-mean loss
         decay = cfg.weight_decay * cfg.batch_size / (1024 * gain)  # per step, at schedule factor 1
-        # torch's SGD adds weight_decay * p to the gradient and steps lr times that: decay / lr per group
+        # torch's SGD adds weight_decay * p to the gradient and steps lr times that: decay / lr per group; a
+        # trainable BN scale (not frozen) learns at the plain rate and is not decayed
         spec = {"weights": (lr, decay / lr), "bn": (lr * cfg.bias_lr, decay / (lr * cfg.bias_lr)),
-                "biases": (lr, decay / lr), "head": (lr * cfg.head_scale ** 2, decay / (lr * cfg.head_scale ** 2))}
+                "bn_scale": (lr, 0.0), "biases": (lr, decay / lr),
+                "head": (lr * cfg.head_scale ** 2, decay / (lr * cfg.head_scale ** 2))}
     return [{"params": ps, "lr": spec[k][0], "weight_decay": spec[k][1], "name": k}
             for k, ps in groups.items() if ps]
 

@@ -1,0 +1,77 @@
+"""--overwrite never removes what a command reads: an --out that is, holds or lies inside an input is refused."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seenn.checkpoint import check_not_an_input
+from seenn.cli import main
+from seenn.errors import CheckpointError
+
+
+def files_of(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    return err
+
+
+def test_train_never_writes_over_its_dataset(tiny_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "notes.txt").write_text("mine")
+    before = files_of(data)
+    base = ["train", "--data-dir", str(data), "--width", "0.25", "--epochs", "1", "--limit", "64", "--val-size", "20",
+            "--quiet", "--overwrite", "--out"]
+    assert "reads" in refused(capsys, [*base, str(data)])  # holds the dataset folder
+    refused(capsys, [*base, str(data / "fashion-mnist")])  # is it
+    refused(capsys, [*base, str(data / "fashion-mnist" / "run")])  # lies inside it
+    assert files_of(data) == before
+
+
+def test_calibrate_and_policy_never_write_over_the_run_they_read(tiny_run, tiny_data, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "fm")
+    (runs / "sibling.txt").write_text("keep")
+    before = files_of(runs)
+    refused(capsys, ["calibrate", str(runs / "fm"), "--data-dir", str(tiny_data), "--out", str(runs), "--overwrite"])
+    refused(capsys, ["policy", "train", str(runs / "fm"), "--data-dir", str(tiny_data), "--out", str(runs),
+                     "--overwrite"])
+    refused(capsys, ["convert", str(runs / "fm"), "--out", str(runs), "--overwrite"])
+    assert files_of(runs) == before
+
+
+def test_overwrite_never_empties_the_current_folder(tiny_data, tmp_path, capsys, monkeypatch):
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work / "sub")
+    (work / "sub" / "x.txt").write_text("x")
+    for out in (".", ".."):
+        err = refused(capsys, ["train", "--data-dir", str(tiny_data), "--epochs", "1", "--limit", "64", "--quiet",
+                               "--out", out, "--overwrite"])
+        assert "current folder" in err
+    assert (work / "notes.txt").read_text() == "mine" and (work / "sub" / "x.txt").exists()
+
+
+NAMES = st.lists(st.sampled_from(["a", "b", "c"]), min_size=0, max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(NAMES, NAMES)
+def test_refused_exactly_when_one_path_is_at_or_above_the_other(tmp_path_factory, out_parts, in_parts):
+    root = tmp_path_factory.getbasetemp()
+    out, inp = root.joinpath(*out_parts), root.joinpath(*in_parts)
+    related = out_parts[:len(in_parts)] == in_parts or in_parts[:len(out_parts)] == out_parts
+    if related:
+        with pytest.raises(CheckpointError, match="reads"):
+            check_not_an_input(out, [inp])
+    else:
+        check_not_an_input(out, [inp, None])
