@@ -10,6 +10,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_trust_list(tmp_path_factory):
+    """The tests' trust list for peer network files, never the user's (seenn.interop.trust)."""
+    old = os.environ.get("SEENN_TRUST_STORE")
+    os.environ["SEENN_TRUST_STORE"] = str(tmp_path_factory.mktemp("trust") / "trusted.json")
+    yield
+    if old is None:
+        os.environ.pop("SEENN_TRUST_STORE", None)
+    else:
+        os.environ["SEENN_TRUST_STORE"] = old
+
+
 def real_data_dir():
     """The real datasets: $SEENN_DATA, else ../shared/data beside the checkout; None when absent."""
     for cand in (os.environ.get("SEENN_DATA"), SHARED):

@@ -153,6 +153,26 @@ def test_snntorch_explicit_state_needs_the_explicit_adapter():
         assert torch.equal(peer(x, T), torch.stack(outs))
 
 
+EXPLICIT_PY = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x, state=None):
+        v = self.fc(x.flatten(1)) + (0 if state is None else 0.5 * state)
+        return v, v
+
+
+def build():
+    return Net()
+'''
+
+
 NETWORK_PY = '''
 import torch
 from torch import nn
@@ -211,3 +231,40 @@ def test_seenn_adapt_from_the_cli(tiny_data, tmp_path, capsys):
     src.write_text(NETWORK_PY + "\n# edited\n")
     assert main(["eval", str(run), *d, "--limit", "5"]) == 2
     assert "changed" in capsys.readouterr().err
+
+
+def test_a_run_folder_never_runs_code_it_was_not_trusted_with(tmp_path, capsys, monkeypatch):
+    """A shared folder holding a network file and a run naming it (with the right hash) runs nothing until the
+    user trusts that file; a relative path is refused outright; `seenn trust` then lets it run."""
+    from seenn.cli import main
+    from seenn.interop.trust import file_digest
+
+    monkeypatch.setenv("SEENN_TRUST_STORE", str(tmp_path / "trust.json"))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    marker = tmp_path / "ran"
+    src = shared / "net.py"
+    src.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')\n" + EXPLICIT_PY)
+    cfg = {"seenn_version": "0", "dataset": "mnist", "max_timesteps": 2,
+           "model": {"name": "peer", "framework": "explicit", "source": str(src), "sha256": file_digest(src),
+                     "factory": "build", "output": 0, "in_channels": 1, "image_size": 28, "num_classes": 10}}
+    run = shared / "run"
+    from seenn.checkpoint import save_run
+    from seenn.interop import adapt
+
+    ns = {}
+    exec(EXPLICIT_PY, ns)  # (without the marker line)
+    save_run(run, adapt(ns["build"](), "explicit"), cfg)
+    assert main(["energy", str(run), "--limit", "2", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "seenn trust" in err and not marker.exists()
+    monkeypatch.chdir(shared)
+    (run / "config.json").write_text(json.dumps({**cfg, "model": {**cfg["model"], "source": "net.py"}}))
+    assert main(["energy", str(run), "--limit", "2", "--json"]) == 2
+    assert "relative" in capsys.readouterr().err and not marker.exists()
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert main(["trust", str(src)]) == 0
+    from seenn.checkpoint import load_run
+
+    load_run(run)
+    assert marker.exists()

@@ -631,8 +631,11 @@ def cmd_adapt(args) -> int:
     _record_pipeline(config, info)
     with staged_dir(args.out, overwrite=args.overwrite) as stage:
         save_run(stage, net, config)
+    from .interop.trust import trust
+
+    path, digest = trust(args.network)  # the user asked for this file to be run: its runs may run it, as it is now
     _log(f"{net.framework} network from {args.network} ({args.factory}()), {args.timesteps} timesteps; every seenn "
-         f"command takes {args.out} now")
+         f"command takes {args.out} now (it runs {path}, trusted as it is now, SHA-256 {digest[:16]}...)")
     print(args.out)
     return 0
 
@@ -812,6 +815,15 @@ def cmd_pretrained(args) -> int:
         wn, wd = (max((len(r[k]) for r in runs), default=0) for k in ("name", "dataset"))
         for r in runs:
             print(f"{r['name']:<{wn}}  {r['dataset']:<{wd}}  T={r['max_timesteps']:<4} {r['path']}")
+    return 0
+
+
+def cmd_trust(args) -> int:
+    from .interop.trust import trust, trust_store
+
+    path, digest = trust(args.file)
+    _log(f"trusted {path} (SHA-256 {digest}) in {trust_store()}: peer runs built by it may run it while it is "
+         "unchanged")
     return 0
 
 
@@ -1213,6 +1225,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("pretrained", help="list the shipped runs")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_pretrained)
+
+    tr = sub.add_parser("trust", help="let peer runs run this Python file (as it is now; seenn adapt does it for "
+                                      "the file it is given)")
+    tr.add_argument("file", help="the Python file that builds a peer network")
+    tr.set_defaults(func=cmd_trust)
 
     ev = sub.add_parser("events", help="event-camera recordings: read one, or emulate a dataset from real images")
     evsub = ev.add_subparsers(dest="events_command", required=True)

@@ -3,11 +3,11 @@ its weights as safetensors or a plain ``state_dict`` saved with ``torch.save`` (
 tensors only, nothing else is unpickled).
 
 A peer run folder (``seenn adapt``) records the Python file's absolute path and SHA-256 instead of copying code
-into the folder; loading the run runs that file only while its contents are unchanged."""
+into the folder; loading the run runs that file only while its contents are unchanged and only when the user
+trusts that file (:mod:`seenn.interop.trust`)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -16,10 +16,9 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from .base import FRAMEWORKS, PeerNetwork, adapt
+from .trust import check_trusted, file_digest
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def build_from_file(source, factory: str):
@@ -117,4 +116,5 @@ def peer_from_config(m: dict) -> PeerNetwork:
     if file_digest(source) != m["sha256"]:
         raise CheckpointError(f"{source} changed since the run was made (its SHA-256 differs); make the run again "
                               "with seenn adapt")
+    check_trusted(source, m["sha256"])  # a run folder never runs code the user has not trusted
     return adapt(build_from_file(source, m["factory"]), m["framework"], output=m["output"])

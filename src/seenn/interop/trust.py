@@ -1,0 +1,81 @@
+"""Which users' Python files a run folder may run: a run folder never runs code by itself.
+
+A peer run (``seenn adapt``) is built by the user's own Python file. The folder records that file's absolute path
+and SHA-256; loading the run runs the file only when that exact (path, hash) pair is in the user's trust list.
+``seenn adapt`` adds the file it was given (the user asked for it to be run); ``seenn trust FILE`` adds one by hand,
+for example for a run folder made on another machine. The list lives in ``$SEENN_TRUST_STORE``, else
+``$XDG_CONFIG_HOME/seenn/trusted.json`` (``~/.config/seenn/trusted.json``): outside every run folder, so copying a
+folder (with its Python file beside it) carries no trust with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from ..errors import CheckpointError, ConfigError
+
+MAX_STORE_BYTES = 1 << 20  # a trust list larger than 1 MiB is refused as damaged
+
+
+def trust_store() -> Path:
+    if os.environ.get("SEENN_TRUST_STORE"):
+        return Path(os.environ["SEENN_TRUST_STORE"])
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "seenn" / "trusted.json"
+
+
+def file_digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _entries(store: Path) -> list[dict]:
+    if not store.is_file():
+        return []
+    if store.stat().st_size > MAX_STORE_BYTES:
+        raise ConfigError(f"the trust list {store} is larger than {MAX_STORE_BYTES} bytes: damaged; remove it")
+    try:
+        data = json.loads(store.read_text())
+        files = data["files"]
+        if not isinstance(files, list) or not all(isinstance(e, dict) and isinstance(e.get("path"), str)
+                                                  and isinstance(e.get("sha256"), str) for e in files):
+            raise TypeError("entries are not {path, sha256} objects")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"the trust list {store} is not valid ({e}); remove it and trust the files again") from None
+    return files
+
+
+def is_trusted(path, sha256: str) -> bool:
+    p = str(Path(path).resolve())
+    return any(e["path"] == p and e["sha256"] == sha256 for e in _entries(trust_store()))
+
+
+def trust(path) -> tuple[Path, str]:
+    """Add ``path`` (as it is now: its absolute path and SHA-256) to the trust list; returns (path, hash)."""
+    from ..data import atomic_write_bytes
+
+    p = Path(path).resolve()
+    if not p.is_file():
+        raise ConfigError(f"{path} is not a file")
+    digest = file_digest(p)
+    store = trust_store()
+    files = [e for e in _entries(store) if not (e["path"] == str(p) and e["sha256"] == digest)]
+    files.append({"path": str(p), "sha256": digest})
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot write the trust list {store}: {e.strerror}") from None
+    atomic_write_bytes(store, (json.dumps({"files": files}, indent=1) + "\n").encode())
+    return p, digest
+
+
+def check_trusted(source: Path, sha256: str) -> None:
+    """Refuse to run ``source`` unless its recorded path is absolute and (path, hash) is trusted."""
+    if not source.is_absolute():
+        raise CheckpointError(f"the run names its network file by a relative path ({source}); a run folder never "
+                              "runs code found relative to where it is read: make the run again with seenn adapt")
+    if not is_trusted(source, sha256):
+        raise CheckpointError(f"this run would run the Python file {source} (SHA-256 {sha256[:16]}...), which is not "
+                              f"in your trust list; read it, then `seenn trust {source}` if you trust it")
