@@ -181,7 +181,7 @@ def test_audited_requests_run_to_full_t_and_full_t_mode(images):
     svc = make_service(RUN, rule=rule, max_timesteps=4, audit_fraction=1.0, bound=0.001, audit_alpha=0.2,
                        on_alarm="full-t")
     x = images.normalize(images.images[:64])
-    with TestClient(svc.app) as c:
+    with TestClient(svc.app, client=("127.0.0.1", 50000)) as c:
         early = [c.post("/v1/predict", content=_npy(x[i].numpy()), headers=NPY).json() for i in range(64)]
         audit = svc.audit
         for _ in range(200):  # the last audited requests were answered at their exit and are still stepping
@@ -196,9 +196,24 @@ def test_audited_requests_run_to_full_t_and_full_t_mode(images):
         r = c.post("/v1/predict", content=_npy(x[0].numpy()), headers=NPY).json()
         assert r["exit_timestep"] == 4 and "note" in r
         assert "seenn_audit_alarm" in c.get("/metrics").text
-        c.post("/v1/audit/reset")
+        assert c.post("/v1/audit/reset").status_code == 200  # (from loopback)
         assert c.post("/v1/predict", content=_npy(x[0].numpy()), headers=NPY).json()["exit_timestep"] == \
             early[0]["exit_timestep"]
+
+
+def test_a_small_queue_still_warms_up_and_serve_refuses_bad_settings(images, capsys):
+    from seenn.cli import main
+
+    svc = make_service(RUN, rule=_rule(), max_timesteps=4, max_queue=1)  # the warm-up used to overflow it
+    with TestClient(svc.app) as c:
+        assert c.get("/healthz").status_code == 200
+        x = images.normalize(images.images[:1])
+        assert c.post("/v1/predict", content=_npy(x[0].numpy()), headers=NPY).status_code == 200
+        assert c.post("/v1/audit/reset").status_code == 403  # TestClient's client is no loopback address
+    for argv in (["--host", ""], ["--exit", "fixed", "--timesteps", "99"], ["--max-timesteps", "99"]):
+        assert main(["serve", RUN, *argv]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def _free_port() -> int:

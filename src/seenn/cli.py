@@ -290,10 +290,17 @@ def cmd_serve(args) -> int:
     except ImportError:
         raise ConfigError("seenn serve needs starlette, uvicorn and prometheus_client: pip install 'seenn[serve]'") \
             from None
+    if not args.host.strip():
+        raise ConfigError("--host '' would listen on every interface; name the address (0.0.0.0 for all, on "
+                          "purpose)")
     config = read_config(resolve_run(args.run))
     rule = _rule(args, config)
     if rule is None:
         raise ConfigError("seenn serve needs an exit rule that runs without labels")
+    if args.max_timesteps is not None and args.max_timesteps > config["max_timesteps"]:
+        raise ConfigError(f"--max-timesteps {args.max_timesteps} is more than the run's {config['max_timesteps']}")
+    if getattr(rule, "timesteps", 1) > (args.max_timesteps or config["max_timesteps"]):
+        raise ConfigError(f"--timesteps {rule.timesteps} is more than the run's {config['max_timesteps']} timesteps")
     import torch
 
     torch.set_num_threads(args.threads)

@@ -7,7 +7,8 @@
   ``label``, ``exit_timestep``, ``score``, ``rule``, ``latency_ms``.
 - ``GET /healthz``: 200 once the model is loaded and warmed up (503 before).
 - ``GET /metrics``: Prometheus text format (requests, latency and exit-step histograms, queue depth, the audit).
-- ``POST /v1/audit/reset``: an operator's reset of the audit (and of ``--on-alarm full-t``).
+- ``POST /v1/audit/reset``: an operator's reset of the audit (and of ``--on-alarm full-t``); from loopback
+  clients only (403 otherwise).
 
 Every bad request is a 4xx with a one-line JSON ``error``; a full queue is 503 with ``Retry-After``.
 """
@@ -145,6 +146,15 @@ def _normalise(x: torch.Tensor, info) -> torch.Tensor:
     return (x.float() / 255.0 - mean) / std
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def build_app(loop: ServingLoop, *, shape: tuple, info, rule_desc: dict, metrics: Metrics, warmup=None,
               max_body: int = MAX_BODY):
     from starlette.applications import Starlette
@@ -229,6 +239,10 @@ def build_app(loop: ServingLoop, *, shape: tuple, info, rule_desc: dict, metrics
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def reset(request):
+        host = request.client.host if request.client else ""
+        if not _loopback(host):  # an operator's action: from the machine itself, never from the network
+            return JSONResponse({"error": "the audit is reset from the serving machine itself (loopback) only"},
+                                status_code=403)
         loop.reset_audit()
         metrics.alarm.set(0)
         return JSONResponse({"audit": "reset"})
@@ -244,7 +258,8 @@ def build_app(loop: ServingLoop, *, shape: tuple, info, rule_desc: dict, metrics
     async def lifespan(app):
         loop.start()
         if warmup is not None:  # a few requests through the loop before the service says it is ready
-            await asyncio.gather(*(asyncio.wrap_future(loop.submit(w, audit=False)) for w in warmup))
+            for w in warmup:  # one at a time: the warm-up never needs more than one place in the queue
+                await asyncio.wrap_future(loop.submit(w, audit=False))
         loop.on_answer = metrics.answered  # the warm-up is not traffic: neither audited nor counted
         loop.on_audit = audited
         if loop.audit is not None:
