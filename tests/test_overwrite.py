@@ -75,3 +75,24 @@ def test_refused_exactly_when_one_path_is_at_or_above_the_other(tmp_path_factory
             check_not_an_input(out, [inp])
     else:
         check_not_an_input(out, [inp, None])
+
+
+def test_config_files_must_be_small_regular_files(tiny_run, tmp_path, capsys):
+    """A config.json that is a symlink to /dev/zero, a FIFO or larger than the bound is refused before it is read."""
+    import os
+
+    from seenn.schema import LIMITS
+
+    for make in ("zero", "fifo", "huge"):
+        run = tmp_path / make
+        shutil.copytree(tiny_run, run)
+        (run / "config.json").unlink()
+        if make == "zero":
+            (run / "config.json").symlink_to("/dev/zero")
+        elif make == "fifo":
+            os.mkfifo(run / "config.json")
+        else:
+            with open(run / "config.json", "wb") as f:
+                f.truncate(LIMITS["json_bytes"] + 1)
+        err = refused(capsys, ["eval", str(run), "--limit", "2"])
+        assert "regular file" in err or "bytes" in err

@@ -29,8 +29,24 @@ def write_json(path: Path, obj) -> None:
 
 
 def read_json(path: Path) -> dict:
+    """A JSON file of seenn's (config, metrics, policy, events metadata): a regular file (not a device, FIFO or
+    socket, also behind a symlink) of at most ``LIMITS["json_bytes"]``, checked before it is read."""
+    import stat
+
+    from .schema import LIMITS
+
     try:
-        return json.loads(Path(path).read_text())
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"{path} is not a regular file")
+        if st.st_size > LIMITS["json_bytes"]:
+            raise CheckpointError(f"{path} is {st.st_size} bytes, more than the {LIMITS['json_bytes']} a seenn JSON "
+                                  "file may have")
+        with open(path, "rb") as f:
+            raw = f.read(LIMITS["json_bytes"] + 1)
+        if len(raw) > LIMITS["json_bytes"]:
+            raise CheckpointError(f"{path} grew past {LIMITS['json_bytes']} bytes while read")
+        return json.loads(raw.decode())
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

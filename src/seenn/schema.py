@@ -36,6 +36,7 @@ LIMITS = {
     "parameters": 2**28,  # 268M parameters: 1 GiB of fp32 weights
     "port": 65_535,  # seenn serve --port
     "threads": 1_024,  # seenn serve --threads
+    "json_bytes": 16 * 2**20,  # config.json, metrics.json, policy.json, events.json: regular files up to 16 MiB
 }
 
 

@@ -15,7 +15,6 @@ the MNIST image they show, and so are the emulator's), else in a fixed shuffle (
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +53,15 @@ def read_meta(folder: Path) -> dict:
     from ..schema import check_events_meta
 
     path = folder / META
-    if not path.is_file():
+    if not path.exists():
         return {"format": "nmnist", "sensor": list(NMNIST_SENSOR), "emulated": False, "class_names": None}
+    from ..checkpoint import read_json
+    from ..errors import CheckpointError
+
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path} is not readable JSON ({e})") from None
+        meta = read_json(path)  # a regular file of bounded size, checked before reading
+    except CheckpointError as e:
+        raise DataError(str(e)) from None
     return check_events_meta(meta, str(path))
 
 
