@@ -186,8 +186,9 @@ class EventDataset:
         return frames_uint8.float()
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                augment: bool = False, jpeg: float = 0.0):
-        """Yield ``(x float [B, T, 2, S, S], y [B])`` (``augment``, ``jpeg``: not for event data, ignored)."""
+                augment: bool = False, jpeg: float = 0.0, **image_augmentation):
+        """Yield ``(x float [B, T, 2, S, S], y [B])`` (``augment``, ``jpeg`` and the other image augmentations of
+        :meth:`seenn.data.Dataset.batches`: not for event data, ignored)."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for i in range(0, n, batch_size):
