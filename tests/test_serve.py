@@ -277,3 +277,31 @@ def test_eval_runs_the_audit_offline(capsys):
     assert a["disagreements"] >= out["exit"]["false_exits"]  # every false exit is a disagreement
     assert main(["eval", RUN, "--data-dir", "embedded", "--limit", "50", "--audit-fraction", "0.5",
                  "--audit-bound", "0"]) == 2
+
+
+def test_16_bit_grey_is_scaled_and_huge_images_are_refused_from_their_header():
+    import time as _time
+
+    import numpy as np
+    from PIL import Image
+
+    from seenn.data import dataset_info
+    from seenn.imagefolder import MAX_PIXELS
+    from seenn.serve.app import decode
+
+    info = dataset_info("fashion-mnist")
+    ramp = (np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) * 83)  # 0 .. 65,000
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, format="PNG")  # a 16-bit grey PNG
+    x = decode(buf.getvalue(), "image/png", (1, 28, 28), info)
+    mean, std = info.mean[0], info.std[0]
+    pixels = (x[0] * std + mean) * 255
+    expected = torch.from_numpy(np.rint(ramp / 257.0)).float()
+    assert torch.allclose(pixels, expected, atol=0.01)  # scaled to 8 bits, not clipped to 0 / 255
+    assert len(torch.unique(pixels.round())) > 200
+    buf = io.BytesIO()
+    Image.new("L", (MAX_PIXELS + 1, 1)).save(buf, format="PNG")
+    t0 = _time.perf_counter()
+    with pytest.raises(DataError, match="pixels"):
+        decode(buf.getvalue(), "image/png", (1, 28, 28), info)
+    assert _time.perf_counter() - t0 < 1.0  # from the header, nothing decoded

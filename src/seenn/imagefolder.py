@@ -18,6 +18,26 @@ from .errors import DataError
 
 PREFIX = "imagefolder:"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+MAX_PIXELS = 1 << 24  # 16.8 million pixels (4096 x 4096): a larger image is refused from its header, undecoded
+
+
+def as_8bit(im, mode: str, where: str):
+    """A PIL image (opened lazily: only its header read so far) as an 8-bit ``mode`` ("L" or "RGB") image.
+    Refused from the header when it has more than ``MAX_PIXELS`` pixels, before any decoding; 16-bit and 32-bit
+    grey images are scaled to 8 bits (65535 -> 255), never clipped; float images in [0, 1] are scaled by 255."""
+    from PIL import Image
+
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise DataError(f"{where} is {w} x {h} pixels, more than the {MAX_PIXELS} an image may have")
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        if im.mode.startswith("I;16") or (im.mode == "I" and a.size and a.max() > 255):
+            a = a / 257.0
+        elif im.mode == "F" and a.size and a.max() <= 1.0:
+            a = a * 255.0
+        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    return im.convert(mode)
 DEFAULT_IMAGE_SIZE = 32
 _PIPELINES: dict = {}  # dataset name -> DatasetInfo recorded in a run's config
 
@@ -59,11 +79,11 @@ def _read(files, size: int, channels: int | None):
         try:
             with Image.open(f) as im:
                 modes.append(im.mode)
-                images.append(im.convert("RGB").resize((size, size), Image.BILINEAR))
+                images.append(as_8bit(im, "RGB", str(f)).resize((size, size), Image.BILINEAR))
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise DataError(f"{f} is not a readable image ({e})") from None
     if channels is None:
-        channels = 1 if all(m in ("L", "1", "I", "I;16", "LA") for m in modes) else 3
+        channels = 1 if all(m in ("L", "1", "I", "F", "LA") or m.startswith("I;16") for m in modes) else 3
     arr = np.stack([np.asarray(im.convert("L") if channels == 1 else im, dtype=np.uint8) for im in images])
     return (arr[:, None] if channels == 1 else arr.transpose(0, 3, 1, 2)), channels
 

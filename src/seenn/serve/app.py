@@ -69,8 +69,10 @@ def decode(body: bytes, content_type: str, shape: tuple, info) -> torch.Tensor:
         from PIL import Image, UnidentifiedImageError
 
         try:
+            from ..imagefolder import as_8bit
+
             with Image.open(io.BytesIO(body)) as im:
-                im = im.convert("L" if shape[0] == 1 else "RGB")
+                im = as_8bit(im, "L" if shape[0] == 1 else "RGB", "the image")  # bounded before decoding
                 if im.size != (shape[2], shape[1]):
                     im = im.resize((shape[2], shape[1]), Image.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
