@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,3 +97,25 @@ def test_config_files_must_be_small_regular_files(tiny_run, tmp_path, capsys):
                 f.truncate(LIMITS["json_bytes"] + 1)
         err = refused(capsys, ["eval", str(run), "--limit", "2"])
         assert "regular file" in err or "bytes" in err
+
+
+def test_weights_that_break_the_model_s_rules_are_refused(tiny_run, tmp_path, capsys):
+    """A negative batch-norm variance or a threshold <= 0 in model.safetensors is refused when the run loads."""
+    from safetensors.torch import load_file, save_file
+
+    for key, value in (("running_var", -1.0), ("threshold", 0.0)):
+        run = tmp_path / key
+        shutil.copytree(tiny_run, run)
+        state = load_file(str(run / "model.safetensors"))
+        name = next(k for k in state if k.endswith(key))
+        state[name] = torch.full_like(state[name], value)
+        save_file(state, str(run / "model.safetensors"))
+        err = refused(capsys, ["eval", str(run), "--limit", "2"])
+        assert ("variance" in err) if key == "running_var" else ("threshold" in err)
+
+
+def test_a_prefixed_dataset_needs_a_path(capsys):
+    for name in ("imagefolder:", "events:", "imagefolder: "):
+        assert main(["train", "--dataset", name, "--out", "x"]) == 2
+        err = capsys.readouterr().err
+        assert "needs a folder" in err and "Traceback" not in err

@@ -178,7 +178,14 @@ def load_run(run: str | Path, device: str = "cpu") -> tuple[SpikingNetwork, dict
                                   f"{str(expected[k].dtype).replace('torch.', '')}")
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise CheckpointError(f"{path}: {k} holds NaN or Inf")
+        if k.endswith("running_var") and (v < 0).any():
+            raise CheckpointError(f"{path}: {k} holds a negative variance")
     model.load_state_dict(state)
+    from .neuron import SpikingNeuron
+
+    for name, m in model.named_modules():  # a neuron's threshold is positive (its firing condition divides by it)
+        if isinstance(m, SpikingNeuron) and not m.params.threshold > 0:
+            raise CheckpointError(f"{path}: the neuron {name} has threshold {m.params.threshold:g}; thresholds are > 0")
     model.eval()
     return model.to(device), config
 

@@ -20,6 +20,8 @@ DEMO_THRESHOLDS = (0.9, 0.99, 0.999)
 
 
 def _dataset_name(text: str) -> str:
+    if text.startswith(("imagefolder:", "events:")) and not text.split(":", 1)[1].strip():
+        raise argparse.ArgumentTypeError(f"{text} needs a folder after the colon (imagefolder:PATH, events:PATH)")
     if text in DATASET_NAMES or text.startswith(("imagefolder:", "events:")):
         return text
     raise argparse.ArgumentTypeError(f"must be one of {DATASET_NAMES}, imagefolder:PATH or events:PATH, got {text!r}")
