@@ -268,3 +268,23 @@ def test_a_run_folder_never_runs_code_it_was_not_trusted_with(tmp_path, capsys, 
 
     load_run(run)
     assert marker.exists()
+
+
+def test_adapt_refuses_integer_weights_and_nan_scores(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from seenn.cli import main
+
+    src = tmp_path / "net.py"
+    src.write_text(EXPLICIT_PY)
+    ns = {}
+    exec(EXPLICIT_PY, ns)
+    state = ns["build"]().state_dict()
+    save_file({k: v.round().to(torch.int64) for k, v in state.items()}, str(tmp_path / "int.safetensors"))
+    base = ["adapt", str(src), "--dataset", "mnist", "--timesteps", "2", "--framework", "explicit"]
+    assert main([*base, "--weights", str(tmp_path / "int.safetensors"), "--out", str(tmp_path / "a")]) == 2
+    assert "int64" in capsys.readouterr().err
+    src.write_text(EXPLICIT_PY.replace("return v, v", "return v * float('nan'), v"))
+    assert main([*base, "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "NaN" in err and "Traceback" not in err and not (tmp_path / "b").exists()

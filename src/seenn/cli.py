@@ -627,7 +627,9 @@ def cmd_adapt(args) -> int:
     net = load_peer(args.network, args.factory, args.weights, args.framework, args.output)
     with torch.no_grad():
         try:
-            out = net(torch.zeros(2, info.channels, info.image_size, info.image_size), 1)
+            probe = torch.randn(2, info.channels, info.image_size, info.image_size,
+                                generator=torch.Generator().manual_seed(0))
+            out = net(probe, 2)
         except (RuntimeError, ValueError, TypeError) as e:
             raise ConfigError(f"the network does not run on {args.dataset} images "
                               f"[B, {info.channels}, {info.image_size}, {info.image_size}]: "
@@ -635,6 +637,9 @@ def cmd_adapt(args) -> int:
     if out.shape[-1] != info.num_classes:
         raise ConfigError(f"the network gives {out.shape[-1]} scores per image, {args.dataset} has "
                           f"{info.num_classes} classes (--output picks another element of a tuple output)")
+    if not torch.isfinite(out).all():
+        raise ConfigError("the network's scores hold NaN or Inf on a test input: seenn would rank them as "
+                          "nonsense; fix the network (or its weights) first")
     config = peer_run_config(args.network, args.factory, net.framework, args.output, dataset=args.dataset,
                              max_timesteps=args.timesteps, info=info)
     _record_pipeline(config, info)

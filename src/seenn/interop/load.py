@@ -83,6 +83,11 @@ def load_peer(source, factory: str = "build", weights=None, framework: str | Non
     net = build_from_file(source, factory)
     if weights is not None:
         state = read_weights(weights)
+        own = net.state_dict()
+        for k, v in state.items():  # load_state_dict would cast silently
+            if k in own and own[k].is_floating_point() and not v.is_floating_point():
+                raise CheckpointError(f"{weights}: {k} is stored as {str(v.dtype).replace('torch.', '')}, the network "
+                                      f"holds {str(own[k].dtype).replace('torch.', '')}: save float weights")
         try:
             net.load_state_dict(state)
         except RuntimeError as e:
