@@ -288,3 +288,16 @@ def test_adapt_refuses_integer_weights_and_nan_scores(tmp_path, capsys):
     assert main([*base, "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "NaN" in err and "Traceback" not in err and not (tmp_path / "b").exists()
+
+
+def test_user_code_that_exits_or_raises_is_one_line(tmp_path, capsys):
+    from seenn.cli import main
+
+    for i, body in enumerate(("import sys\nsys.exit(3)\n", EXPLICIT_PY.replace("return Net()", "raise SystemExit(4)"),
+                              EXPLICIT_PY.replace("return v, v", "return {}['missing'], v"))):
+        src = tmp_path / f"net{i}.py"
+        src.write_text(body)
+        rc = main(["adapt", str(src), "--dataset", "mnist", "--timesteps", "2", "--framework", "explicit",
+                   "--out", str(tmp_path / f"r{i}")])
+        err = capsys.readouterr().err
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

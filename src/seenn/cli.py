@@ -630,7 +630,7 @@ def cmd_adapt(args) -> int:
             probe = torch.randn(2, info.channels, info.image_size, info.image_size,
                                 generator=torch.Generator().manual_seed(0))
             out = net(probe, 2)
-        except (RuntimeError, ValueError, TypeError) as e:
+        except Exception as e:  # the user's forward: whatever it raises, one line
             raise ConfigError(f"the network does not run on {args.dataset} images "
                               f"[B, {info.channels}, {info.image_size}, {info.image_size}]: "
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
@@ -1290,10 +1290,10 @@ def main(argv=None) -> int:
 
 
 def _main(argv=None) -> int:
-    from .alloc import tune_allocator
-
-    tune_allocator()  # freed tensor memory kept for reuse: no paging in on every large tensor (see seenn.alloc)
     try:
+        from .alloc import tune_allocator
+
+        tune_allocator()  # freed tensor memory kept for reuse: no paging in on every large tensor (see seenn.alloc)
         args = build_parser().parse_args(argv)
         if getattr(args, "device", None) is not None:
             from .schema import check_device
@@ -1313,7 +1313,7 @@ def _main(argv=None) -> int:
     except RecursionError:
         print("seenn: error: an input is nested too deeply", file=sys.stderr)
         return 2
-    except (RuntimeError, ValueError, MemoryError) as e:  # PyTorch and NumPy refusing an input: one line, not 17
+    except Exception as e:  # PyTorch and NumPy refusing an input, a peer network's own code failing: one line
         if os.environ.get("SEENN_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -36,6 +36,8 @@ def build_from_file(source, factory: str):
         spec.loader.exec_module(module)
     except ImportError as e:
         raise ConfigError(f"{source} needs a package that is not installed ({e})") from None
+    except SystemExit as e:  # sys.exit in the user's file ends the file, not seenn
+        raise ConfigError(f"running {source} called sys.exit({e.code!r})") from None
     except Exception as e:  # the user's code failed: say where, in one line
         raise ConfigError(f"running {source} failed: {type(e).__name__}: {e}") from None
     fn = getattr(module, factory, None)
@@ -43,6 +45,8 @@ def build_from_file(source, factory: str):
         raise ConfigError(f"{source} has no function {factory!r} (--factory) that builds the network")
     try:
         net = fn()
+    except SystemExit as e:
+        raise ConfigError(f"{source}: {factory}() called sys.exit({e.code!r})") from None
     except Exception as e:
         raise ConfigError(f"{source}: {factory}() failed: {type(e).__name__}: {e}") from None
     if not isinstance(net, torch.nn.Module):
