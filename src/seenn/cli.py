@@ -58,7 +58,7 @@ def _log(msg: str) -> None:
 _RECIPE_FIELDS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "decoupled",
                   "bias_lr", "head_scale", "frozen_bn_scale", "bn_momentum", "schedule", "warmup", "final_lr",
                   "label_smoothing", "whiten", "whiten_bias_epochs", "dirac", "lookahead", "translate",
-                  "translate_padding", "flip", "compile", "jpeg")
+                  "translate_padding", "flip", "compile", "jpeg", "bn_reestimate")
 
 
 def _train_config(args):
@@ -103,7 +103,8 @@ def cmd_train(args) -> int:
     try:
         metrics = train(_train_config(args), out, data_dir=args.data_dir, progress=not args.quiet,
                         device=args.device, log=_log, resume=args.resume is not None,
-                        resume_epochs=args.epochs if args.resume is not None else None)
+                        resume_epochs=args.epochs if args.resume is not None else None,
+                        resume_bn_reestimate=args.bn_reestimate if args.resume is not None else None)
         if world()[0] == 0:
             _log(f"best validation accuracy {metrics['best_val_accuracy']}; run written to {out}")
             print(out)
@@ -1026,6 +1027,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--whiten-bias-epochs", type=_n("epochs", 0), help="epochs the whitening bias trains, default 3")
     t.add_argument("--dirac", **_bool, help="3x3 convolutions start as identities")
     t.add_argument("--lookahead", **_bool, help="lookahead weight averaging")
+    t.add_argument("--bn-reestimate", type=_n("repeats", 0), metavar="BATCHES",
+                   help="re-estimate batch norm's statistics on this many training batches before each validation "
+                        "(default 0; also with --resume: evaluation only, the weights' path is unchanged)")
     t.add_argument("--translate", type=int, metavar="PIXELS", help="augmentation shift, 0 to 8, default 4")
     t.add_argument("--translate-padding", choices=["zeros", "reflect"], help="borders of a shifted image")
     t.add_argument("--flip", choices=["random", "alternate"], help="mirror at random (default) or in alternate "

@@ -86,6 +86,7 @@ class TrainConfig:
     whiten_bias_epochs: int = 3  # epochs the whitening layer's bias trains
     dirac: bool = False  # 3x3 convolutions start as identities
     lookahead: bool = False  # lookahead weight averaging
+    bn_reestimate: int = 0  # batches: BN statistics re-estimated on this many training batches before validation
     translate: int = 4  # augmentation: shift of up to this many pixels
     translate_padding: str = "zeros"  # or "reflect"
     flip: str = "random"  # or "alternate": every image mirrored in alternate epochs
@@ -166,6 +167,7 @@ class TrainConfig:
         if not 0 <= self.translate <= 8:
             raise ConfigError(f"--translate must be in [0, 8] pixels, got {self.translate}")
         bounded("epochs", self.whiten_bias_epochs, "--whiten-bias-epochs", lo=0)
+        bounded("repeats", self.bn_reestimate, "--bn-reestimate", lo=0)
         if self.whiten and self.model not in ("airbench",) and self.model not in LAYERED:
             raise ConfigError(f"--whiten needs a network with a whitening layer (airbench), not {self.model!r}")
 
@@ -316,7 +318,8 @@ def _check_new_length(run_dir, done: int, epochs: int | None) -> None:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: bool = True,
-          device: str = "cpu", log=print, resume: bool = False, resume_epochs: int | None = None) -> dict:
+          device: str = "cpu", log=print, resume: bool = False, resume_epochs: int | None = None,
+          resume_bn_reestimate: int | None = None) -> dict:
     """Train and write a run directory. ``resume``: continue the interrupted run in ``out_dir`` exactly where
     its last completed epoch left it (``cfg`` is then taken from the saved state); ``resume_epochs``: a new length
     for its schedule (from the next step on, the learning rate is the cosine schedule's of a run of that length;
@@ -332,6 +335,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
             changes = list(cfg.extra.get("schedule_changes", [])) + [
                 {"after_epoch": done, "epochs_before": cfg.epochs, "epochs": resume_epochs}]
             cfg = replace(cfg, epochs=resume_epochs, extra={**cfg.extra, "schedule_changes": changes})
+        if resume_bn_reestimate is not None and resume_bn_reestimate != cfg.bn_reestimate:
+            # evaluation only: batch norm trains on batch statistics, so the weights' path is unchanged
+            changes = list(cfg.extra.get("evaluation_changes", [])) + [
+                {"after_epoch": done, "bn_reestimate": resume_bn_reestimate}]
+            cfg = replace(cfg, bn_reestimate=resume_bn_reestimate, extra={**cfg.extra, "evaluation_changes": changes})
     cfg.validate()
     rank, size = init_from_env(device)
     if size > 1 and cfg.batch_size % size:
@@ -439,7 +447,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
             for k, v in tensors.items():
                 if k.startswith("optim."):
                     opt.state[params[k[6:]]]["momentum_buffer"] = v.to(device)
-            for g, lr in zip(opt.param_groups, json.loads(meta["lrs"])):
+            lrs = json.loads(meta["lrs"])
+            if len(lrs) != len(opt.param_groups):
+                raise ValueError(f"{len(lrs)} learning rates saved for {len(opt.param_groups)} parameter groups")
+            for g, lr in zip(opt.param_groups, lrs):
                 g["lr"] = lr
             sched.load_state_dict(json.loads(meta["scheduler"]))
             if lookahead is not None:
@@ -470,6 +481,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
                 history.append(rec)
                 continue
             if val_set is not None:
+                if cfg.bn_reestimate:  # the statistics of these weights, not the lagging running ones
+                    reestimate_batchnorm(model, train_set, steps, cfg.batch_size, batches=cfg.bn_reestimate,
+                                         seed=cfg.seed + epoch)
                 acc = accuracy_per_timestep(step_logits(model, val_set, steps, device=device), val_set.labels)
                 rec["val_accuracy"] = acc[-1]
                 if cfg.ann:
