@@ -79,7 +79,7 @@ def test_decoupled_groups_decay_every_weight_by_the_same_share_whatever_the_lr()
         assert groups["bn"]["lr"] == pytest.approx(64 * groups["weights"]["lr"])
         assert groups["head"]["lr"] == pytest.approx(groups["weights"]["lr"] / 81)
         shares.append({k: g["lr"] * g["weight_decay"] for k, g in groups.items()})  # decay per step
-    for k in ("weights", "bn", "biases", "head"):
+    for k in ("weights", "bn", "biases", "head"):  # (QCFS clip values and a BN scale: not decayed)
         assert shares[0][k] == pytest.approx(0.0153 * 512 / 1024 / gain) == pytest.approx(shares[1][k])
     # every trainable parameter is in exactly one group
     ids = [id(p) for g in param_groups(model, cfg) for p in g["params"]]
