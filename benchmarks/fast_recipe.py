@@ -97,7 +97,8 @@ def spiking(name: str, data_dir, limit, reference_t: int | None, tolerance: floa
             continue
         res = ev.run(rule)  # the step-by-step runner; its first rows are the exact part's
         out["rules"][what] = {part: {**rule.describe(), **exit_summary(res.prediction[:len(labels)],
-                                                                       res.exit_timestep[:len(labels)], labels, t_max)}
+                                                                       res.exit_timestep[:len(labels)], labels, t_max,
+                                                                       ev.full_prediction[:len(labels)])}
                               for part, (_, labels) in parts_of(cfg["dataset"], ev.step_logits, ev.labels).items()}
     if tta:  # spiking TTA: frames of views, post-hoc exits (the runner's exits, tested equal)
         frames = lambda d: torch.cat([model_logits(model, time_views(x, t_max), t_max)  # noqa: E731
@@ -109,7 +110,8 @@ def spiking(name: str, data_dir, limit, reference_t: int | None, tolerance: floa
         for part, (logits, labels) in parts_of(cfg["dataset"], tl, test.labels).items():
             r = posthoc_exits(logits, rule)
             out["tta"]["parts"][part] = {"accuracy_per_t": accuracy_per_timestep(logits, labels),
-                                         **exit_summary(r.prediction, r.exit_timestep, labels, t_max)}
+                                         **exit_summary(r.prediction, r.exit_timestep, labels, t_max,
+                                                        logits.sum(1).argmax(1))}
     out["training"] = cfg.get("training", {})
     return out
 
