@@ -305,3 +305,21 @@ def test_16_bit_grey_is_scaled_and_huge_images_are_refused_from_their_header():
     with pytest.raises(DataError, match="pixels"):
         decode(buf.getvalue(), "image/png", (1, 28, 28), info)
     assert _time.perf_counter() - t0 < 1.0  # from the header, nothing decoded
+
+
+def test_npy_headers_and_values_are_checked():
+    import numpy as np
+
+    from seenn.data import dataset_info
+    from seenn.serve.app import decode
+
+    info = dataset_info("fashion-mnist")
+    good = _npy(np.zeros((1, 28, 28), np.float32))
+    assert decode(good, "application/x-npy", (1, 28, 28), info).shape == (1, 28, 28)
+    for shape in ((-1, 28, 28), (2 ** 64, 28, 28), (2 ** 32, 2 ** 32, 1)):
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        with pytest.raises(DataError, match="shape|truncated"):
+            decode(buf.getvalue() + bytes(3136), "application/x-npy", (1, 28, 28), info)
+    with pytest.raises(DataError, match="NaN or Inf"):
+        decode(_npy(np.full((1, 28, 28), 1e300)), "application/x-npy", (1, 28, 28), info)

@@ -97,8 +97,11 @@ def decode(body: bytes, content_type: str, shape: tuple, info) -> torch.Tensor:
             raise DataError(f"a .npy input must be uint8 pixels or floats, got {arr.dtype}")
         if arr.ndim == len(shape) - 1 and shape[0] == 1:
             arr = arr[None]
-        _check_array(arr, shape)
-        return torch.from_numpy(np.array(arr, dtype=np.float32, order="C"))
+        if tuple(arr.shape) == tuple(shape):
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = np.array(arr, dtype=np.float32, order="C")  # float64 beyond float32's range becomes inf here
+        _check_array(arr, shape)  # ... and is refused here
+        return torch.from_numpy(arr)
     raise DataError(f"unsupported content type {content_type!r}: send image/png, image/jpeg or application/x-npy")
 
 
@@ -125,7 +128,11 @@ def load_npy(body: bytes) -> np.ndarray:
         if len(_NPY_HEADERS) < 64:
             _NPY_HEADERS[header] = parsed
     shape, fortran, dtype = parsed
-    count = int(np.prod(shape, dtype=np.int64))
+    if any(not isinstance(d, int) or d < 0 for d in shape):
+        raise ValueError(f"the array header names an impossible shape {shape}")
+    count = 1
+    for d in shape:  # in Python integers: a header's 2^64-sized dimension cannot wrap around
+        count *= d
     offset = start + len(header)
     if len(body) - offset < count * dtype.itemsize:
         raise ValueError(f"the array data is truncated: {len(body) - offset} bytes for {count} {dtype} values")
@@ -216,7 +223,7 @@ def build_app(loop: ServingLoop, *, shape: tuple, info, rule_desc: dict, metrics
             status, payload, extra = 500, {"error": f"internal error: {type(e).__name__}: {e}"}, {}
         if status == 499:
             return
-        body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        body = json.dumps(payload, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()  # any name
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 *((k.lower().encode(), v.encode()) for k, v in extra.items())]})
