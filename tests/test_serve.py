@@ -323,3 +323,15 @@ def test_npy_headers_and_values_are_checked():
             decode(buf.getvalue() + bytes(3136), "application/x-npy", (1, 28, 28), info)
     with pytest.raises(DataError, match="NaN or Inf"):
         decode(_npy(np.full((1, 28, 28), 1e300)), "application/x-npy", (1, 28, 28), info)
+
+
+def test_a_port_in_use_is_one_line(capsys):
+    from seenn.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        assert main(["serve", RUN, "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen" in err and len(err.strip().splitlines()) == 1

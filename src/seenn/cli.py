@@ -308,6 +308,9 @@ def cmd_serve(args) -> int:
 
     torch.set_num_threads(args.threads)
     max_t = args.max_timesteps or config["max_timesteps"]
+    from .serve import bind
+
+    sock = bind(args.host, args.port)  # before the model loads and before it says it serves: a port in use is one line
     svc = make_service(args.run, rule=rule, max_timesteps=max_t, precision=args.precision, max_batch=args.max_batch,
                        max_queue=args.max_queue, audit_fraction=args.audit_fraction,
                        bound=args.audit_bound, audit_alpha=args.audit_alpha,
@@ -316,7 +319,7 @@ def cmd_serve(args) -> int:
 
     _log(f"seenn serve {args.run} on http://{args.host}:{args.port} ({describe_text(svc.rule_desc)}, "
          f"{svc.precision}, audit {args.audit_fraction:g} of requests)")
-    run_server(svc.app, args.host, args.port)
+    run_server(svc.app, args.host, args.port, sock)
     _log(f"stopped after answering {svc.app.state.served['served']} requests")
     return 0
 

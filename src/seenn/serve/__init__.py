@@ -22,10 +22,34 @@ __all__ = ["Audit", "QueueFull", "ServingLoop", "Service", "audit_bound", "audit
            "run_server"]
 
 
-def run_server(app, host: str, port: int) -> None:
+DRAIN_SECONDS = 10  # SIGTERM: requests still unanswered this long after it are dropped (a stalled upload)
+MAX_CONNECTIONS = 1024  # open connections at once; more are answered 503 at once
+MAX_HEADER_BYTES = 64 * 1024  # request line and headers (the h11 parser; httptools has its own 80 KiB bound)
+
+
+def bind(host: str, port: int):
+    """The listening socket, bound before the service says it serves: a port in use or an address this machine
+    does not have is one line (``ConfigError``), not uvicorn's exit 3 after a "serving on" line."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def run_server(app, host: str, port: int, sock=None) -> None:
     """uvicorn, with one change: after a graceful shutdown on SIGTERM / SIGINT (stop accepting, answer every request
-    already accepted) the process returns normally (exit 0) instead of re-raising the signal."""
+    already accepted, for at most ``DRAIN_SECONDS``) the process returns normally (exit 0) instead of re-raising
+    the signal. ``sock``: a socket from :func:`bind` (else one is bound here)."""
     import uvicorn
+
+    sock = sock if sock is not None else bind(host, port)
 
     class _Server(uvicorn.Server):
         def capture_signals(self):
@@ -36,8 +60,9 @@ def run_server(app, host: str, port: int) -> None:
     gc.collect()
     gc.freeze()  # the model and all loaded so far leave the collector's scans: shorter pauses under load
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=60)
-    _Server(config).run()
+                            timeout_graceful_shutdown=DRAIN_SECONDS, limit_concurrency=MAX_CONNECTIONS,
+                            h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+    _Server(config).run(sockets=[sock])
 
 
 class _forgetting:
