@@ -119,3 +119,17 @@ def test_a_prefixed_dataset_needs_a_path(capsys):
         assert main(["train", "--dataset", name, "--out", "x"]) == 2
         err = capsys.readouterr().err
         assert "needs a folder" in err and "Traceback" not in err
+
+
+def test_a_policy_claiming_a_huge_network_is_refused_before_it_is_built(tmp_path):
+    import json
+
+    from seenn.schema import check_policy
+
+    info = {"kind": "learned", "max_timesteps": 4, "threshold": 0.5, "features": 10_000, "hidden": 4096,
+            "members": 64}
+    with pytest.raises(CheckpointError, match="weights"):
+        check_policy(info)
+    with pytest.raises(Exception, match="features"):
+        check_policy({**info, "features": 100_000, "members": 1, "hidden": 1})
+    assert check_policy(json.loads(json.dumps({**info, "features": 20, "hidden": 32, "members": 5})))

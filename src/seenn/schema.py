@@ -310,13 +310,17 @@ def policy_schema() -> Obj:
     return Obj({"kind": Str(("policy", "learned")), "max_timesteps": _T, "run": Opt(Str()),
                 "dataset": Opt(DatasetName()), "in_channels": Opt(Int(1, L["in_channels"])),
                 "threshold": Opt(Float(0.0, 1.0)), "features_version": Opt(Int(1, 2)),
-                "features": Opt(Int(1, 100_000)), "hidden": Opt(Int(1, L["hidden"])),
+                "features": Opt(Int(1, L["num_classes"] + 64)), "hidden": Opt(Int(1, L["hidden"])),
                 "members": Opt(Int(1, L["members"])), "num_classes": Opt(Int(2, L["num_classes"])),
                 "image_size": Opt(Int(1, L["image_size"]))})
 
 
 def check_policy(info, where: str = "policy.json") -> dict:
     info = policy_schema().check(info, "", where)
+    weights = (info.get("members") or 1) * ((info.get("features") or 1) + 1) * (info.get("hidden") or 1)
+    if weights > L["parameters"]:  # checked before anything is built
+        raise CheckpointError(f"{where}: members x features x hidden is {weights} weights, more than the "
+                              f"{L['parameters']} a model may have")
     if info["kind"] == "policy" and info.get("in_channels") is None:
         raise CheckpointError(f"{where}: in_channels is missing (a SEENN-II policy network)")
     if info["kind"] == "learned" and info.get("threshold") is None:
