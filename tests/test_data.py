@@ -184,3 +184,21 @@ def test_jpeg_roundtrip_augmentation():
     assert grey.shape == (32, 1, 32, 32)
     with pytest.raises(ConfigError, match="--jpeg"):
         TrainConfig(jpeg=1.5).validate()
+
+
+def test_idx_header_is_checked_before_the_data_is_read(tmp_path):
+    """A gzip bomb (a small header, then far more data than it promises) stops after the promised bytes; a header
+    promising more than the memory is refused before anything is allocated."""
+    import gzip
+    import struct
+
+    from seenn.errors import SeennError
+
+    head = bytes([0, 0, 8, 3]) + struct.pack(">III", 10, 28, 28)
+    (tmp_path / "bomb.gz").write_bytes(gzip.compress(head + bytes(10 * 28 * 28 + 50_000_000)))
+    with pytest.raises(DataError, match="more"):
+        read_idx(tmp_path / "bomb.gz")
+    huge = bytes([0, 0, 8, 3]) + struct.pack(">III", 2**31, 2**31, 28)
+    (tmp_path / "huge.gz").write_bytes(gzip.compress(huge))
+    with pytest.raises(SeennError, match="GiB"):
+        read_idx(tmp_path / "huge.gz")

@@ -182,19 +182,35 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (magic 0x0000 08 NDIM)."""
-    raw = _read_bytes(Path(path))
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated (incomplete IDX header)")
-    dims = struct.unpack(">" + "I" * ndim, raw[4:header])
-    expected = header + math.prod(dims)  # Python integers: a header's sizes cannot overflow
-    if len(raw) != expected:
-        raise DataError(f"{path} has {len(raw)} bytes, its IDX header promises {expected} (truncated or corrupt)")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    """Read an IDX file of unsigned bytes (magic 0x0000 08 NDIM), gzipped or not. The header is read first and the
+    size it promises checked against free memory before the data is read; a gzip stream is decompressed only as
+    far as that size (a decompression bomb is refused after its header, not after filling the memory)."""
+    path = Path(path)
+    if not path.is_file() and path.suffix == ".gz":
+        path = path.with_suffix("")
+    from .schema import memory_check
+
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 4:
+                raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
+            ndim = magic[3]
+            head = f.read(4 * ndim)
+            if len(head) < 4 * ndim:
+                raise DataError(f"{path} is truncated (incomplete IDX header)")
+            dims = struct.unpack(">" + "I" * ndim, head)
+            count = math.prod(dims)  # Python integers: a header's sizes cannot overflow
+            memory_check(count, f"{path}'s {' x '.join(map(str, dims))} bytes")
+            data = f.read(count)
+            extra = f.read(1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path} is not a valid {'gzip' if path.suffix == '.gz' else 'IDX'} file ({e}); delete it and "
+                        "download it again") from None
+    if len(data) != count or extra:
+        raise DataError(f"{path} holds {'more' if extra else len(data)} bytes of data, its IDX header promises {count} "
+                        "(truncated or corrupt)")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
