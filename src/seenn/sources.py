@@ -83,6 +83,11 @@ def class_folders(folder, suffixes, classes=None, what: str = "files", numeric: 
     classes = classes or found
     if len(classes) < 2:
         raise DataError(f"{folder} needs at least two class folders, found {found}")
+    from .schema import LIMITS
+
+    if len(classes) > LIMITS["num_classes"]:  # a run no later command could read: refused before training
+        raise DataError(f"{folder} has {len(classes)} class folders, more than the {LIMITS['num_classes']} a run may "
+                        "have")
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DataError(f"{folder} has classes the run was not trained on: {unknown[:3]}")
