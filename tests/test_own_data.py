@@ -121,3 +121,14 @@ def test_cifar100_binary(tmp_path):
     (folder / "test.bin").write_bytes(bad.tobytes())
     with pytest.raises(DataError, match="CIFAR-100"):
         load_dataset("cifar100", "test", data_dir=tmp_path)
+
+
+def test_more_class_folders_than_the_bound_are_refused(tmp_path):
+    from seenn.errors import DataError
+    from seenn.schema import LIMITS
+    from seenn.sources import class_folders
+
+    for i in range(LIMITS["num_classes"] + 1):
+        (tmp_path / f"c{i}").mkdir()
+    with pytest.raises(DataError, match="class folders"):
+        class_folders(tmp_path, (".png",))
