@@ -277,3 +277,16 @@ def test_an_event_run_trains_evaluates_and_explains(tiny_data, tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"seenn events emulate --dataset mnist --out {ev_dir}" in err and "--dataset events:DIR" in err
     assert main(["eval", str(run), "--limit", "4", "--dataset", f"events:{gone}", "--threshold", "0.5"]) == 0
+
+
+def test_timestamps_spanning_centuries_are_refused_not_wrapped():
+    import numpy as np
+
+    from seenn.errors import DataError
+    from seenn.events.formats import Events
+    from seenn.events.frames import to_frames
+
+    t = np.array([0, 1 << 61], dtype=np.int64)  # a 2^30 AEDAT overflow counter, shifted by 31 bits
+    ev = Events(np.zeros(2, np.int64), np.zeros(2, np.int64), t, np.zeros(2, np.uint8), (4, 4))
+    with pytest.raises(DataError, match="corrupt"):
+        to_frames(ev, 8)

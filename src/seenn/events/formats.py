@@ -168,6 +168,8 @@ def decode_aedat3(raw: bytes, where: str = "events", sensor: tuple[int, int] = (
             raise DataError(f"{where}: a packet header is cut off at byte {pos} (truncated file)")
         head = np.frombuffer(raw, dtype=_PACKET_HEADER, count=1, offset=pos)[0]
         size, number = int(head["size"]), int(head["number"])
+        if int(head["ts_overflow"]) < 0:
+            raise DataError(f"{where}: a packet at byte {pos} has a negative timestamp overflow counter (corrupt)")
         if size < 8 or number < 0:
             raise DataError(f"{where}: a packet at byte {pos} declares {number} events of {size} bytes (corrupt)")
         pos += _PACKET_HEADER.itemsize

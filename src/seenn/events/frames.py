@@ -35,6 +35,8 @@ def to_frames(ev: Events, frames: int, split_by: str = "time", size: tuple[int, 
     t = ev.t - ev.t[0]
     if split_by == "time":
         span = int(t[-1]) + 1  # microseconds covered: the last event falls in the last window
+        if span > (1 << 62) // frames:  # t * frames would wrap around in int64 (over a century of recording)
+            raise DataError(f"the recording spans {span} us, over a century: its timestamps are corrupt")
         index = (t * frames) // span
         ends[:] = np.arange(1, frames + 1) * (span / frames) / 1000.0
     else:
