@@ -143,15 +143,15 @@ def test_converted_mnist_snn_approaches_the_ann(tmp_path):
 
 
 SHIPPED = {"cifar10-vgg-w05-qcfs4-t64": ("sequential", 200, 16), "cifar10-resnet20-qcfs4-t64": ("graph", 100, 32),
-           "cifar10-resnet20-qcfs4-ft4-t64": ("graph", 100, 24)}
+           "cifar10-resnet20-qcfs4-ft4-t64": ("graph", 100, 24), "cifar10-airbench-qcfs4-t32": ("sequential", 60, 12)}
 
 
 @needs_dataset("cifar10")
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_converted_run(name):
     """The shipped converted CIFAR-10 runs (a chain, a residual network, and that residual network fine-tuned with
-    BPTT): strong at T=64, and the runner with the calibrated rule exits exactly where the post-hoc evaluation says,
-    in far fewer than 64 steps."""
+    BPTT, and the airbench network): strong at full T, and the runner with the calibrated rule exits exactly where
+    the post-hoc evaluation says, in far fewer than T steps."""
     from seenn.checkpoint import load_run
     from seenn.data import load_dataset
     from seenn.engine import EarlyExitRunner, posthoc_exits
@@ -163,14 +163,15 @@ def test_shipped_converted_run(name):
         pytest.skip(f"{name} is not shipped")
     kind, limit, max_avg = SHIPPED[name]
     model, config = load_run(name)
-    assert config["max_timesteps"] == 64 and config["model"]["name"] == kind
+    t_max = config["max_timesteps"]
+    assert t_max in (32, 64) and config["model"]["name"] == kind
     data = load_dataset("cifar10", "test", data_dir=real_data_dir(), limit=limit)
-    logits = step_logits(inference_model(model), data, 64)  # what seenn eval runs
+    logits = step_logits(inference_model(model), data, t_max)  # what seenn eval runs
     assert (logits.sum(1).argmax(1) == data.labels).float().mean() > 0.8
     stored = config["exit"]["confidence"]
     rule = Confidence(stored["threshold"], temperature=stored["temperature"])
     expected = posthoc_exits(logits, rule)
-    got = EarlyExitRunner(model, rule, 64).predict_dataset(data, batch_size=50)
+    got = EarlyExitRunner(model, rule, t_max).predict_dataset(data, batch_size=50)
     assert torch.equal(got.prediction, expected.prediction)
     assert torch.equal(got.exit_timestep, expected.exit_timestep)
     assert got.exit_timestep.float().mean() < max_avg

@@ -30,7 +30,7 @@ def _convs(body):
 
 
 @pytest.mark.parametrize("name,channels,size", [("convnet", 1, 28), ("vgg", 3, 32), ("resnet19", 3, 32),
-                                                ("resnet20", 3, 32)])
+                                                ("resnet20", 3, 32), ("airbench", 3, 32)])
 def test_every_body_convolution_of_seenns_networks_reads_spikes(name, channels, size):
     model = inference_model(random_net(name, channels, size))
     grids = spike_grids(model.body)
