@@ -133,3 +133,29 @@ def test_a_policy_claiming_a_huge_network_is_refused_before_it_is_built(tmp_path
     with pytest.raises(Exception, match="features"):
         check_policy({**info, "features": 100_000, "members": 1, "hidden": 1})
     assert check_policy(json.loads(json.dumps({**info, "features": 20, "hidden": 32, "members": 5})))
+
+
+def test_train_overwrite_keeps_the_old_run_until_the_new_one_is_complete(tiny_run, tiny_data, tmp_path, capsys,
+                                                                          monkeypatch):
+    import seenn.train as tr
+
+    out = tmp_path / "runs" / "r"
+    shutil.copytree(tiny_run, out)
+    before = files_of(out)
+    argv = ["train", "--data-dir", str(tiny_data), "--width", "0.25", "--epochs", "1", "--limit", "64", "--val-size",
+            "20", "--quiet", "--out", str(out), "--overwrite"]
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "_train_epoch", interrupted)
+    assert main(argv) == 130  # killed in the first seconds
+    kept = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".r.replaced-")]
+    assert len(kept) == 1 and files_of(kept[0] / "r") == before  # the finished run is whole
+    monkeypatch.undo()
+    shutil.rmtree(kept[0])
+    shutil.rmtree(out)
+    shutil.copytree(tiny_run, out)
+    assert main(argv) == 0
+    assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]  # dropped once complete
+    assert (out / "model.safetensors").is_file()

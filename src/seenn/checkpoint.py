@@ -275,6 +275,25 @@ def _umask() -> int:
     return mask
 
 
+def set_aside(folder: Path) -> Path | None:
+    """``--overwrite`` for a run written in place (``train``): the old folder is renamed to a hidden
+    ``.NAME.replaced-*`` beside it (same file system: instant, nothing copied) and an empty folder takes its name.
+    The caller removes the set-aside folder (:func:`drop_aside`) only once the new run is complete; if the new run
+    is interrupted, the old one is still there, whole. Returns None when there was nothing to set aside."""
+    folder = Path(folder)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.replaced-"))
+    os.replace(folder, aside / folder.name)
+    folder.mkdir()
+    return aside
+
+
+def drop_aside(aside: Path | None) -> None:
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def clear_dir(folder: Path) -> None:
     """Empty a folder the user allowed us to replace (``--overwrite``) before a run is written into it in place."""
     for f in Path(folder).iterdir():

@@ -76,7 +76,7 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
-    from .checkpoint import check_out_dir, clear_dir
+    from .checkpoint import check_out_dir, drop_aside, set_aside
     from .distributed import finish, world
     from .train import resume_finished, train
 
@@ -97,8 +97,12 @@ def cmd_train(args) -> int:
         _dataset_present(cfg.dataset, args.data_dir, cfg.image_size, cfg.timesteps, cfg.frames_by)
         check_out_dir(args.out, overwrite=args.overwrite, source=cfg.init and _run_dir_or_none(cfg.init),
                       inputs=[_dataset_folder(cfg.dataset, args.data_dir)])
+    aside = None
+    if args.out:
         if world()[0] == 0 and Path(args.out).is_dir() and args.overwrite:
-            clear_dir(Path(args.out))
+            aside = set_aside(Path(args.out))  # the old run stays whole until the new one is written
+            if aside is not None:
+                _log(f"the old contents of {args.out} are kept in {aside} until the new run is complete")
         _writable_dir(args.out)
     try:
         metrics = train(_train_config(args), out, data_dir=args.data_dir, progress=not args.quiet,
@@ -106,6 +110,7 @@ def cmd_train(args) -> int:
                         resume_epochs=args.epochs if args.resume is not None else None,
                         resume_bn_reestimate=args.bn_reestimate if args.resume is not None else None)
         if world()[0] == 0:
+            drop_aside(aside)
             _log(f"best validation accuracy {metrics['best_val_accuracy']}; run written to {out}")
             print(out)
     finally:
