@@ -292,12 +292,3 @@ def set_aside(folder: Path) -> Path | None:
 def drop_aside(aside: Path | None) -> None:
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
-
-
-def clear_dir(folder: Path) -> None:
-    """Empty a folder the user allowed us to replace (``--overwrite``) before a run is written into it in place."""
-    for f in Path(folder).iterdir():
-        if f.is_dir() and not f.is_symlink():
-            shutil.rmtree(f)
-        else:
-            f.unlink()

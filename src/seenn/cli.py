@@ -771,7 +771,7 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     run = DEMO_RUN
     if args.train:
-        from .checkpoint import check_out_dir, clear_dir, read_config
+        from .checkpoint import check_out_dir, drop_aside, read_config, set_aside
         from .train import TrainConfig, train
 
         shipped = dict(read_config(resolve_run(DEMO_RUN))["training"])
@@ -784,11 +784,11 @@ def cmd_demo(args) -> int:
         cfg.validate()  # before the folder, the folder before the hours of training
         _dataset_present(cfg.dataset, args.data_dir)
         check_out_dir(args.out, overwrite=args.overwrite, inputs=[_dataset_folder(cfg.dataset, args.data_dir)])
-        if Path(args.out).is_dir() and args.overwrite:
-            clear_dir(Path(args.out))
+        aside = set_aside(Path(args.out)) if args.overwrite else None  # kept until the new run is complete
         run = args.out
         _log(f"training {cfg.model} on {cfg.dataset} for {cfg.epochs} epochs into {run} ...")
         train(cfg, run, data_dir=args.data_dir, progress=True, log=_log)
+        drop_aside(aside)
     model, config = load_run(run)
     # the test split shipped inside the package comes first: the main job runs offline, with no dataset installed
     data_dir = args.data_dir if args.data_dir is not None else \
