@@ -301,3 +301,22 @@ def test_user_code_that_exits_or_raises_is_one_line(tmp_path, capsys):
                    "--out", str(tmp_path / f"r{i}")])
         err = capsys.readouterr().err
         assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_network_file_imports_its_siblings_and_the_hash_covers_them(tmp_path, capsys):
+    from seenn.cli import main
+
+    (tmp_path / "layers.py").write_text("from torch import nn\n\n\ndef readout():\n    return nn.Linear(784, 10)\n")
+    src = tmp_path / "net.py"
+    src.write_text(EXPLICIT_PY.replace("self.fc = nn.Linear(784, 10)", "self.fc = layers.readout()")
+                   .replace("from torch import nn\n", "from torch import nn\n\nimport layers\n", 1))
+    run = tmp_path / "run"
+    assert main(["adapt", str(src), "--dataset", "mnist", "--timesteps", "2", "--framework", "explicit",
+                 "--out", str(run)]) == 0  # no PYTHONPATH needed
+    capsys.readouterr()
+    from seenn.checkpoint import load_run
+
+    load_run(run)
+    (tmp_path / "layers.py").write_text((tmp_path / "layers.py").read_text() + "\n# edited\n")
+    assert main(["energy", str(run), "--limit", "2"]) == 2
+    assert "changed" in capsys.readouterr().err

@@ -32,6 +32,11 @@ def build_from_file(source, factory: str):
         raise ConfigError(f"{source} is not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    folder = str(source.resolve().parent)
+    added = folder not in sys.path
+    if added:  # its sibling modules import as they do when the user runs the file (covered by the hash)
+        sys.path.insert(0, folder)
+    before = set(sys.modules)
     try:
         spec.loader.exec_module(module)
     except ImportError as e:
@@ -40,6 +45,12 @@ def build_from_file(source, factory: str):
         raise ConfigError(f"running {source} called sys.exit({e.code!r})") from None
     except Exception as e:  # the user's code failed: say where, in one line
         raise ConfigError(f"running {source} failed: {type(e).__name__}: {e}") from None
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
+        for k in set(sys.modules) - before:  # siblings imported now: not cached for another network's file
+            if str(getattr(sys.modules[k], "__file__", None) or "").startswith(folder + "/"):
+                del sys.modules[k]
     fn = getattr(module, factory, None)
     if not callable(fn):
         raise ConfigError(f"{source} has no function {factory!r} (--factory) that builds the network")

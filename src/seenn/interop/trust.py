@@ -27,8 +27,45 @@ def trust_store() -> Path:
     return Path(base) / "seenn" / "trusted.json"
 
 
+def local_modules(path) -> list[Path]:
+    """The Python files beside ``path`` that it imports, directly or through each other (``import helper``,
+    ``from helper import x``, ``from . import helper`` and packages ``helper/__init__.py``), sorted."""
+    import ast
+
+    root = Path(path).resolve().parent
+    seen: dict[Path, None] = {}
+    todo = [Path(path).resolve()]
+    while todo:
+        f = todo.pop()
+        try:
+            tree = ast.parse(f.read_bytes())
+        except (SyntaxError, ValueError, OSError):
+            continue
+        names = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names += [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names += [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+        for name in names:
+            for cand in (root / f"{name}.py", root / name / "__init__.py"):
+                if cand.is_file() and cand not in seen and cand != Path(path).resolve():
+                    seen[cand] = None
+                    todo.append(cand)
+    return sorted(seen)
+
+
 def file_digest(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """The SHA-256 of a network file and of every local module it imports (:func:`local_modules`): editing a
+    sibling file the network imports changes it too. A file that imports none has its plain SHA-256."""
+    path = Path(path)
+    mods = local_modules(path)
+    if not mods:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256(path.read_bytes())
+    for m in mods:
+        h.update(b"\0" + str(m.relative_to(path.resolve().parent)).encode() + b"\0" + m.read_bytes())
+    return h.hexdigest()
 
 
 def _entries(store: Path) -> list[dict]:
