@@ -360,4 +360,6 @@ def load_policy(path: str | Path, max_timesteps: int | None = None, run_config: 
         net.load_state_dict(state)
         return LearnedExitRule(net, info["threshold"], t_max, str(path), version)
     except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{p} does not hold a valid policy ({e})") from None
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]  # torch's mismatch report spans lines
+        reason = lines[1] if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
+        raise CheckpointError(f"{p} does not hold a valid policy ({reason[:200]})") from None
