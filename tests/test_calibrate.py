@@ -135,3 +135,19 @@ def test_the_disagreement_bound_a_live_audit_tests():
     out = calibrate(logits, labels, max_accuracy_drop=0.05)
     assert out["validation_disagreements"] >= out["validation_false_exits"]
     assert out["disagreement_bound"] >= out["validation_disagreements"] / 600
+
+
+def test_temperature_is_chosen_on_one_half_and_the_threshold_certified_on_the_other():
+    val_logits, val_labels = synthetic(seed=3)
+    res = calibrate(val_logits * 4.0, val_labels, max_accuracy_drop=0.01, confidence_level=0.95, temperature=True)
+    n = len(val_labels)
+    assert res["path_fit_samples"] == n // 2 and res["certified_samples"] == n - n // 2
+    assert "temperature_nll" in res and res["temperature"] > 0
+    assert res["validation_false_exits"] / res["certified_samples"] <= 0.01
+    test_logits, test_labels = synthetic(seed=4)
+    summed = test_logits.cumsum(1) * 4.0
+    scores = torch.softmax(summed.double() / res["temperature"], -1).amax(-1)
+    t = exit_steps(scores, torch.tensor([res["threshold"]] * 3, dtype=torch.double))
+    right_exit = summed[torch.arange(len(t)), t].argmax(1) == test_labels
+    right_full = summed[:, -1].argmax(1) == test_labels
+    assert right_full.double().mean() - right_exit.double().mean() <= 0.01
