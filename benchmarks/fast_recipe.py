@@ -75,17 +75,31 @@ def training_summary(name: str) -> dict:
             "best_val": metrics.get("best_val_accuracy")}
 
 
-def spiking(name: str, data_dir, limit, reference_t: int | None, tolerance: float, tta: bool, log) -> dict:
+def subset(data, n: int | None):
+    """The first 1,000 test records (CIFAR-10's exact ones) and an evenly strided sample of the rest, ``n`` in all
+    (the JPEG-decoded records are grouped by class: a stride keeps every class); None: all of it."""
+    if n is None or n >= len(data):
+        return data
+    from seenn.data import Dataset
+
+    rest = torch.arange(1000, len(data))
+    pick = torch.cat([torch.arange(1000), rest[torch.linspace(0, len(rest) - 1, n - 1000).long()]])
+    return Dataset(data.info, data.split, data.images[pick].numpy(), data.labels[pick].numpy())
+
+
+def spiking(name: str, data_dir, limit, reference_t: int | None, tolerance: float, tta: bool, log,
+            test_subset: int | None = None, val_limit: int | None = None) -> dict:
     model, cfg = load_run(name)
     t_max = cfg["max_timesteps"]
     ref_t = min(reference_t or t_max, t_max)
-    test = load_dataset(cfg["dataset"], "test", data_dir=data_dir, limit=limit)
-    val = load_dataset(cfg["dataset"], "val", data_dir=data_dir, limit=limit,
+    test = subset(load_dataset(cfg["dataset"], "test", data_dir=data_dir, limit=limit), test_subset)
+    val = load_dataset(cfg["dataset"], "val", data_dir=data_dir, limit=val_limit or limit,
                        val_size=cfg.get("training", {}).get("val_size", 5000))
     t0 = time.perf_counter()
     ev, val_ev = Evaluation(model, test, t_max), Evaluation(model, val, t_max)
     log(f"{name}: full-T passes {time.perf_counter() - t0:.0f} s")
-    out = {"t_max": t_max, "reference_t": ref_t, "parts": {}, "rules": {}}
+    out = {"t_max": t_max, "reference_t": ref_t, "parts": {}, "rules": {}, "test_samples": len(test),
+           "val_samples": len(val)}
     for part, (logits, labels) in parts_of(cfg["dataset"], ev.step_logits, ev.labels).items():
         correct = correct_per_timestep(logits, labels)
         out["parts"][part] = {"accuracy_per_t": accuracy_per_timestep(logits, labels),
@@ -147,7 +161,12 @@ def render(args, ann, conv, direct, replaced, command) -> list[str]:
         if not r:
             continue
         shown = [t for t in (1, 2, 3, 4, 8, 16, 32, 64) if t <= r["t_max"]]
-        lines += [f"### {label} `{name}`", "", "| part | " + " | ".join(f"T={t}" for t in shown) + " | ideal |",
+        lines += [f"### {label} `{name}`", "",
+                  f"Test samples: {r['test_samples']}" + (" (the exact first 1,000 and an evenly strided sample of "
+                                                          "the JPEG-decoded rest)" if r["test_samples"] < 10000 else
+                                                          " (the whole test batch)")
+                  + f"; the rule chosen on {r['val_samples']} validation images.", "",
+                  "| part | " + " | ".join(f"T={t}" for t in shown) + " | ideal |",
                   "|---|" + "---|" * (len(shown) + 1)]
         for part, p in r["parts"].items():
             lines.append(f"| {part} | " + " | ".join(pct(p["accuracy_per_t"][t - 1]) for t in shown)
@@ -194,6 +213,10 @@ def main() -> None:
     p.add_argument("--replaced", nargs="*", default=[], help="shipped runs they replace")
     p.add_argument("--data-dir")
     p.add_argument("--limit", type=int, help="first N test and validation images only (a quick check; writes nothing)")
+    p.add_argument("--converted-test", type=int, help="the converted run on the exact 1,000 and a strided sample of "
+                                                      "the rest, N test images in all (its full-T pass is 8x the LIF's)")
+    p.add_argument("--converted-val", type=int, help="the converted run's rule chosen on the first N validation "
+                                                     "images")
     args = p.parse_args()
     log = (lambda m: print(m, file=sys.stderr, flush=True))
     ann = conv = direct = None
@@ -201,7 +224,8 @@ def main() -> None:
         ann = {"acc": ann_accuracy(args.ann, args.data_dir, args.limit), "training": training_summary(args.ann)}
         log(f"ANN {ann}")
     if args.converted:
-        conv = spiking(args.converted, args.data_dir, args.limit, 32, 0.005, False, log)
+        conv = spiking(args.converted, args.data_dir, args.limit, 32, 0.005, False, log, args.converted_test,
+                       args.converted_val)
     if args.direct:
         direct = spiking(args.direct, args.data_dir, args.limit, None, 0.003, True, log)
         try:
@@ -210,7 +234,8 @@ def main() -> None:
             pass
     replaced = [(n, spiking(n, args.data_dir, args.limit, 32, 0.005, False, log)) for n in args.replaced]
     command = "python benchmarks/fast_recipe.py" + "".join(
-        f" --{k} {getattr(args, k)}" for k in ("ann", "converted", "direct") if getattr(args, k)) + \
+        f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("ann", "converted", "direct", "converted_test",
+                                                                 "converted_val") if getattr(args, k)) + \
         (" --replaced " + " ".join(args.replaced) if args.replaced else "")
     body = render(args, ann, conv, direct, replaced, command)
     if args.limit is None:
