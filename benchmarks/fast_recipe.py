@@ -11,7 +11,7 @@
   (`seenn.recipe.time_views`: another view of the image at each step), with the rule chosen on augmented validation;
 - each replaced run's full-T accuracy and SEENN-I on the same test batch, in one table.
 
-Writes the section "fast-recipe" of docs/benchmarks.md (with `--limit`: prints only).
+Writes the section "fast-recipe-PARTS" of docs/benchmarks.md, PARTS the paths given (with `--limit`: prints only).
 """
 
 from __future__ import annotations
@@ -238,8 +238,8 @@ def main() -> None:
                                                                  "converted_val") if getattr(args, k)) + \
         (" --replaced " + " ".join(args.replaced) if args.replaced else "")
     body = render(args, ann, conv, direct, replaced, command)
-    if args.limit is None:
-        publish("fast-recipe", body)
+    if args.limit is None:  # one section per path measured, so the paths can be measured in separate runs
+        publish("fast-recipe-" + "-".join(k for k in ("ann", "converted", "direct") if getattr(args, k)), body)
     else:
         print("\n".join(body))
 
