@@ -200,5 +200,5 @@ def test_idx_header_is_checked_before_the_data_is_read(tmp_path):
         read_idx(tmp_path / "bomb.gz")
     huge = bytes([0, 0, 8, 3]) + struct.pack(">III", 2**31, 2**31, 28)
     (tmp_path / "huge.gz").write_bytes(gzip.compress(huge))
-    with pytest.raises(SeennError, match="GiB"):
+    with pytest.raises(SeennError, match="promises"):
         read_idx(tmp_path / "huge.gz")

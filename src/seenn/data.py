@@ -188,7 +188,7 @@ def read_idx(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file() and path.suffix == ".gz":
         path = path.with_suffix("")
-    from .schema import memory_check
+    from .schema import available_memory
 
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
@@ -201,7 +201,9 @@ def read_idx(path: Path) -> np.ndarray:
                 raise DataError(f"{path} is truncated (incomplete IDX header)")
             dims = struct.unpack(">" + "I" * ndim, head)
             count = math.prod(dims)  # Python integers: a header's sizes cannot overflow
-            memory_check(count, f"{path}'s {' x '.join(map(str, dims))} bytes")
+            if count > available_memory():
+                raise DataError(f"{path}: its IDX header promises {' x '.join(map(str, dims))} bytes, more than "
+                                "this machine's free memory (a corrupt or hostile file)")
             data = f.read(count)
             extra = f.read(1)
     except (OSError, EOFError, zlib.error) as e:
