@@ -290,3 +290,39 @@ def test_timestamps_spanning_centuries_are_refused_not_wrapped():
     ev = Events(np.zeros(2, np.int64), np.zeros(2, np.int64), t, np.zeros(2, np.uint8), (4, 4))
     with pytest.raises(DataError, match="corrupt"):
         to_frames(ev, 8)
+
+
+def test_sensor_times_frames_times_recordings_is_checked_before_allocating(tiny_data, tmp_path, monkeypatch, capsys):
+    """A folder whose events.json claims a 1024 x 1024 sensor: its frames are refused against free memory in one
+    line before any array is made (the fuzz's 4.5 GB case), and a float batch of them likewise."""
+    import seenn.events.dataset as evd
+
+    out = tmp_path / "ev"
+    assert main(["events", "emulate", "--dataset", "mnist", "--out", str(out), "--train-limit", "6",
+                 "--test-limit", "4", "--data-dir", str(tiny_data), "--quiet"]) == 0
+    meta = json.loads((out / "events.json").read_text())
+    meta["sensor"] = [1024, 1024]
+    (out / "events.json").write_text(json.dumps(meta))
+    allocated = []
+    real_empty = np.empty
+    monkeypatch.setattr(evd.np, "empty", lambda *a, **k: allocated.append(a) or real_empty(*a, **k))
+    monkeypatch.setattr("seenn.schema.available_memory", lambda: 8 * 2**20)  # 4 recordings x 8 x 2 MiB > 8 MiB
+    from seenn.events.dataset import info_for, read_split
+
+    evd._PIPELINES.pop(f"events:{out}", None)
+    info = info_for(f"events:{out}", 8)
+    from seenn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"4 recordings as 8 frames of a 1024x1024 sensor needs about 0\.1 GiB"):
+        read_split(info, "test")
+    assert allocated == []
+    # the batch check: 34 x 34 frames held, a float batch of 4 over the same tiny allowance
+    monkeypatch.setattr("seenn.schema.available_memory", lambda: 2**40)
+    evd._PIPELINES.pop(f"events:{out}", None)
+    meta["sensor"] = [34, 34]
+    (out / "events.json").write_text(json.dumps(meta))
+    info = info_for(f"events:{out}", 8)
+    ds = evd.EventDataset(info, "test", *read_split(info, "test"))
+    monkeypatch.setattr("seenn.schema.available_memory", lambda: 1000)
+    with pytest.raises(ConfigError, match="a batch of 4 recordings as float frames"):
+        next(ds.batches(64))

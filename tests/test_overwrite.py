@@ -17,9 +17,11 @@ def files_of(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def refused(capsys, argv) -> str:
+def refused(capsys, argv, quiet=False) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err
+    if quiet:  # a progress bar drawn before the failure is not part of the message
+        err = err.rsplit("\r", 1)[-1]
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     return err
 
@@ -159,3 +161,31 @@ def test_train_overwrite_keeps_the_old_run_until_the_new_one_is_complete(tiny_ru
     assert main(argv) == 0
     assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]  # dropped once complete
     assert (out / "model.safetensors").is_file()
+
+
+def _disk_full(monkeypatch):
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+
+
+def test_a_full_disk_is_one_line_naming_what_was_written_and_leaves_nothing(tiny_run, tiny_data, tmp_path, capsys,
+                                                                              monkeypatch):
+    """calibrate --out and export on a full disk: one line naming the file being written (never the source read),
+    exit 2, no temporary file or half folder left, the source unchanged."""
+    src = tmp_path / "fm"
+    shutil.copytree(tiny_run, src)
+    before = files_of(src)
+    out = tmp_path / "out"
+    _disk_full(monkeypatch)
+    err = refused(capsys, ["calibrate", str(src), "--data-dir", str(tiny_data), "--out", str(out)], quiet=True)
+    assert "No space left on device" in err and str(out) in err and str(src / "model") not in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["fm"]
+    err = refused(capsys, ["export", str(src), "--out", str(tmp_path / "m.nir")])
+    assert "No space left on device" in err and "m.nir" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fm"]  # no .m.nir.tmp
+    assert files_of(src) == before

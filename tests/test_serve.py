@@ -335,3 +335,55 @@ def test_a_port_in_use_is_one_line(capsys):
         assert main(["serve", RUN, "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert "cannot listen" in err and len(err.strip().splitlines()) == 1
+
+
+def test_slow_headers_are_closed_and_a_stalled_body_is_a_408(images):
+    """Connections that never finish their request line and headers are closed after the header deadline; a body
+    that stops arriving is answered 408; the service answers the others meanwhile."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from seenn.serve import bind, header_deadline_protocol
+
+    svc = make_service(RUN, rule=_rule(), max_timesteps=4, warmup=1, body_seconds=0.5)
+    port = _free_port()
+    sock = bind("127.0.0.1", port)
+    config = uvicorn.Config(svc.app, log_level="warning", access_log=False, http=header_deadline_protocol(0.5))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        slow = []
+        for _ in range(20):
+            c = socket.create_connection(("127.0.0.1", port))
+            c.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            c.settimeout(5)
+            slow.append(c)
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        for c in slow:
+            assert c.recv(100) == b""  # closed by the server, well before the 5 s this waits
+            c.close()
+        body = _npy(images.normalize(images.images[:1])[0].numpy())
+        c = socket.create_connection(("127.0.0.1", port))
+        c.settimeout(5)
+        c.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:20])  # the rest never comes
+        answer = c.recv(4096)
+        c.close()
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in answer
+        r = httpx.post(f"{url}/v1/predict", content=body, headers=NPY, timeout=10)  # a whole request: answered
+        assert r.status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        svc.loop.stop()

@@ -278,10 +278,9 @@ def store_in_run(src, result: dict, precision: str, *, out=None, overwrite: bool
     copy of the run at ``out`` (staged, so the copy is whole or absent). Where no threshold could be certified and
     the run already has a rule, that rule is kept unless ``allow_no_early_exit`` (then 'never exit early' is
     stored). Returns (the folder written or kept, the kept rule or None)."""
-    import shutil
     from pathlib import Path
 
-    from .checkpoint import CONFIG, read_json, staged_dir, write_json
+    from .checkpoint import CONFIG, copy_folder, read_json, staged_dir, write_json
 
     src = Path(src)
     config = read_json(src / CONFIG)
@@ -296,7 +295,7 @@ def store_in_run(src, result: dict, precision: str, *, out=None, overwrite: bool
             write_json(src / CONFIG, config)
         return src, kept
     with staged_dir(out, overwrite=overwrite) as stage:  # the whole copy, or nothing
-        shutil.copytree(src, stage, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CONFIG, ".*"))
+        copy_folder(src, stage, skip=(CONFIG,))
         write_json(stage / CONFIG, config)
     return Path(out), kept
 

@@ -253,7 +253,13 @@ def staged_dir(dest, *, overwrite: bool = False):
     except OSError as e:
         raise CheckpointError(f"cannot write {dest}: {e.strerror}") from None
     try:
-        yield stage
+        try:
+            yield stage
+        except OSError as e:  # a full disk while staging: name the file as the user will know it
+            name = str(e.filename or "")
+            if name.startswith(str(stage)):
+                raise OSError(e.errno, e.strerror, str(dest) + name[len(str(stage)):]) from None
+            raise
         os.chmod(stage, 0o777 & ~_umask())
         if dest.is_dir() and not any(dest.iterdir()):
             dest.rmdir()
@@ -267,6 +273,28 @@ def staged_dir(dest, *, overwrite: bool = False):
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def copy_folder(src: Path, dest: Path, skip: tuple[str, ...] = ()) -> None:
+    """Copy the files and folders of ``src`` into the existing folder ``dest`` (names in ``skip`` and hidden ones
+    left out), each file flushed to disk. A failure (a full disk) is one OSError naming the file being *written*,
+    never the source it was read from."""
+    for item in sorted(Path(src).iterdir()):
+        if item.name in skip or item.name.startswith("."):
+            continue
+        target = Path(dest) / item.name
+        if item.is_dir():
+            target.mkdir()
+            copy_folder(item, target)
+            continue
+        with open(item, "rb") as fin:  # a source that cannot be read is named as itself
+            try:
+                with open(target, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+                    fout.flush()
+                    os.fsync(fout.fileno())
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(target)) from None
 
 
 def _umask() -> int:

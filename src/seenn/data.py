@@ -458,6 +458,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the file: a crash leaves old or new, whole
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):

@@ -26,6 +26,7 @@ flattened) and refuses a graph whose output is not one vector of class scores.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .data import atomic_write_bytes
 from .errors import CheckpointError, ConfigError
 from .fold import fold_batchnorm
 from .models import SpikingNetwork
@@ -180,14 +182,14 @@ def export_nir(model, config, path: Path, rule: dict | None = None, dt: float | 
         raise ConfigError(f"--dt must be a positive number, got {dt}")
     graph = to_nir(model, config, rule, dt, peer)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # HDF5 is written to memory and the bytes to disk by seenn: HDF5 writing straight to a nearly full disk can
+    # crash the process; a full disk is then one OSError here, the temporary file removed
+    buf = io.BytesIO()
+    nir.write(buf, graph)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        nir.write(str(tmp), graph)
-        tmp.replace(path)
+        atomic_write_bytes(path, buf.getvalue())
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path}: {e}") from None
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 # ------------------------------------------------------------------------------------------- import

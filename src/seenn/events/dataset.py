@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..schema import memory_check
 from .formats import NMNIST_SENSOR, read_events
 from .frames import to_frames
 
@@ -138,6 +139,11 @@ def read_split(info, split: str):
                                     list(info.class_names))
         sensor = tuple(rec["sensor"])
         size = (info.image_size, info.image_size)
+        # sensor x frames x recordings, checked before allocating (a sensor of 1024 x 1024 in 8 frames is 16 MiB a
+        # recording)
+        memory_check(float(len(files)) * rec["frames"] * 2 * size[0] * size[1],
+                     f"{len(files)} recordings as {rec['frames']} frames of a {size[1]}x{size[0]} sensor",
+                     "use fewer frames or fewer recordings")
         frames = np.empty((len(files), rec["frames"], 2, *size), dtype=np.uint8)
         ends = np.empty((len(files), rec["frames"]), dtype=np.float32)
         for i, f in enumerate(files):
@@ -190,6 +196,9 @@ class EventDataset:
         """Yield ``(x float [B, T, 2, S, S], y [B])`` (``augment``, ``jpeg`` and the other image augmentations of
         :meth:`seenn.data.Dataset.batches`: not for event data, ignored)."""
         n = len(self)
+        per_sample = 4.0 * self.images[0].numel() if n else 0.0  # a float batch: frames x 2 x S x S x 4 bytes
+        memory_check(per_sample * min(batch_size, n), f"a batch of {min(batch_size, n)} recordings as float frames",
+                     "use a smaller --batch-size")
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]

@@ -25,6 +25,8 @@ __all__ = ["Audit", "QueueFull", "ServingLoop", "Service", "audit_bound", "audit
 DRAIN_SECONDS = 10  # SIGTERM: requests still unanswered this long after it are dropped (a stalled upload)
 MAX_CONNECTIONS = 1024  # open connections at once; more are answered 503 at once
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers (the h11 parser; httptools has its own 80 KiB bound)
+HEADER_SECONDS = 10.0  # a connection that has not sent a whole request line and headers this long after it opened
+# (or after its last answer) is closed: clients that never finish their headers do not hold connections
 
 
 def bind(host: str, port: int):
@@ -61,8 +63,35 @@ def run_server(app, host: str, port: int, sock=None) -> None:
     gc.freeze()  # the model and all loaded so far leave the collector's scans: shorter pauses under load
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=DRAIN_SECONDS, limit_concurrency=MAX_CONNECTIONS,
-                            h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+                            h11_max_incomplete_event_size=MAX_HEADER_BYTES, http=header_deadline_protocol())
     _Server(config).run(sockets=[sock])
+
+
+def header_deadline_protocol(seconds: float | None = None):
+    """uvicorn's HTTP protocol (httptools where installed, else h11) with a deadline on the request line and
+    headers: a connection that has not started a request ``seconds`` (default ``HEADER_SECONDS``) after it opened,
+    or after its last answer, is closed. A request whose body is slow is the app's to time out (408)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    limit = HEADER_SECONDS if seconds is None else seconds
+
+    class HeaderDeadline(AutoHTTPProtocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm_header_deadline()
+
+        def _arm_header_deadline(self):
+            self.loop.call_later(limit, self._headers_late, self.cycle)
+
+        def _headers_late(self, cycle):
+            if self.cycle is cycle and not self.transport.is_closing():  # no request began since it was armed
+                self.transport.close()
+
+    return HeaderDeadline
 
 
 class _forgetting:
@@ -105,14 +134,14 @@ def audit_bound(config: dict, override: float | None = None) -> float:
 def make_service(run, *, rule, max_timesteps: int, precision: str = "fp32", max_batch: int = 64,
                  max_queue: int = 256, audit_fraction: float = 0.0, bound: float | None = None,
                  audit_alpha: float = 0.01, on_alarm: str = "report", max_body: int | None = None,
-                 seed: int = 0, warmup: int = 8) -> Service:
+                 seed: int = 0, warmup: int = 8, body_seconds: float | None = None) -> Service:
     """The service for a run folder (or shipped run name) with an exit rule; nothing is started."""
     import torch
 
     from ..checkpoint import load_run
     from ..data import dataset_info
     from ..fold import inference_model
-    from .app import MAX_BODY, Metrics, build_app
+    from .app import BODY_SECONDS, MAX_BODY, Metrics, build_app
 
     model, config = load_run(run)
     if config.get("kind") == "ann":
@@ -142,5 +171,5 @@ def make_service(run, *, rule, max_timesteps: int, precision: str = "fp32", max_
     warm = [torch.randn(shape, generator=gen) for _ in range(warmup)]
     desc = rule.describe()
     app = build_app(loop, shape=shape, info=info, rule_desc=desc, metrics=Metrics(max_timesteps), warmup=warm,
-                    max_body=max_body or MAX_BODY)
+                    max_body=max_body or MAX_BODY, body_seconds=body_seconds or BODY_SECONDS)
     return Service(app, loop, desc, audit, getattr(net, "precision", "fp32"))

@@ -27,6 +27,7 @@ from ..errors import DataError
 from .loop import QueueFull, ServingLoop
 
 MAX_BODY = 8 * 1024 * 1024  # bytes of one request body
+BODY_SECONDS = 30.0  # a request body must arrive whole this long after its headers (a stalled upload gets 408)
 
 
 class Metrics:
@@ -165,7 +166,7 @@ def _loopback(host: str) -> bool:
 
 
 def build_app(loop: ServingLoop, *, shape: tuple, info, rule_desc: dict, metrics: Metrics, warmup=None,
-              max_body: int = MAX_BODY):
+              max_body: int = MAX_BODY, body_seconds: float = BODY_SECONDS):
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -185,8 +186,12 @@ def build_app(loop: ServingLoop, *, shape: tuple, info, rule_desc: dict, metrics
         if size is not None and (not size.isdigit() or int(size) > max_body):
             return error(413, f"the body is over {max_body} bytes")
         body = bytearray()
+        deadline = asyncio.get_running_loop().time() + body_seconds
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except asyncio.TimeoutError:
+                return error(408, f"the body did not arrive within {body_seconds:g} s", Connection="close")
             if message["type"] == "http.disconnect":
                 return 499, {}, {}  # the client left: nothing to answer
             body += message.get("body", b"")
