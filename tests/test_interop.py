@@ -320,3 +320,167 @@ def test_a_network_file_imports_its_siblings_and_the_hash_covers_them(tmp_path, 
     (tmp_path / "layers.py").write_text((tmp_path / "layers.py").read_text() + "\n# edited\n")
     assert main(["energy", str(run), "--limit", "2"]) == 2
     assert "changed" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- users' own networks
+
+WINDOW_PY = '''
+import torch
+from torch import nn
+
+
+class Window(nn.Module):
+    """Trained on [0, 1] pixels: class k is a bright bar in row band k; counts pixels in (0.8, 1] per band."""
+
+    def forward(self, x, state=None):
+        bright = ((x > 0.8) & (x <= 1.0)).float()[:, 0]
+        scores = torch.stack([bright[:, 2 + 2 * k:5 + 2 * k, 4:24].mean((1, 2)) for k in range(10)], 1)
+        return scores, state
+
+
+def build():
+    return Window()
+'''
+
+
+def test_the_input_scale_is_explicit_recorded_and_checked(tiny_data, tmp_path, capsys):
+    """A network trained on [0, 1] pixels, adapted with seenn's default normalised input, is near chance: adapt says
+    so and names the fix; with --input-scale unit it is right, the run records it and eval prints it."""
+    from seenn.cli import main
+
+    src = tmp_path / "window.py"
+    src.write_text(WINDOW_PY)
+    base = ["adapt", str(src), "--framework", "explicit", "--output", "0", "--dataset", "mnist", "--timesteps", "2",
+            "--data-dir", str(tiny_data), "--check-images", "100"]
+    assert main([*base, "--out", str(tmp_path / "wrong")]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "--input-scale unit" in err
+    assert main([*base, "--input-scale", "unit", "--out", str(tmp_path / "right")]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err and "input: unit" in err
+    cfg = json.loads((tmp_path / "right" / "config.json").read_text())
+    assert cfg["model"]["input"]["scale"] == "unit" and cfg["model"]["input"]["mean"] == [0.0]
+    accuracy = {}
+    for name in ("wrong", "right"):
+        c = json.loads((tmp_path / name / "config.json").read_text())
+        c["training"] = {"val_size": 100}
+        (tmp_path / name / "config.json").write_text(json.dumps(c))
+        assert main(["eval", str(tmp_path / name), "--data-dir", str(tiny_data), "--threshold", "0.9"]) == 0
+        out = capsys.readouterr().out
+        assert ("input: unit: x / 255" in out) == (name == "right")
+        assert main(["eval", str(tmp_path / name), "--data-dir", str(tiny_data), "--json"]) == 0
+        accuracy[name] = json.loads(capsys.readouterr().out)["accuracy_per_timestep"][-1]
+    assert accuracy["right"] > 0.95 and accuracy["wrong"] < 0.3
+    # custom constants, one per channel
+    assert main([*base, "--mean", "0.5", "--std", "0.25", "--out", str(tmp_path / "custom")]) == 0
+    capsys.readouterr()
+    cfg = json.loads((tmp_path / "custom" / "config.json").read_text())
+    assert cfg["model"]["input"] == {**cfg["model"]["input"], "scale": "custom", "mean": [0.5], "std": [0.25]}
+    assert main([*base, "--mean", "0.5", "--out", str(tmp_path / "bad")]) == 2
+
+
+class _Wavy(nn.Module):
+    """Explicit-state net whose per-step outputs rise and fall: the readouts differ."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.fc = nn.Linear(64, 5)
+
+    def forward(self, x, state=None):
+        t = torch.zeros(x.shape[0], 1) if state is None else state
+        out = self.fc(x.flatten(1)) * torch.cos(t * 1.3 + torch.arange(5) * 0.7)
+        return out, t + 1
+
+
+@pytest.mark.parametrize("readout", ["max", "last", "mean"])
+def test_readouts_are_exact_under_compaction_and_newcomers(readout):
+    """The runner's summed scores are the readout of the steps so far, per sample, as samples leave and join."""
+    x = _x()
+    with torch.no_grad():
+        raw = adapt(_Wavy(), "explicit")(x, T)  # [T, B, K] the per-step outputs
+        want = {"max": raw.cummax(0).values, "last": raw,
+                "mean": raw.cumsum(0) / torch.arange(1, T + 1).view(-1, 1, 1)}[readout]
+        peer = adapt(_Wavy(), "explicit", readout=readout)
+        got = peer(x, T).cumsum(0)
+    assert torch.allclose(got, want, atol=1e-5)
+    logits = want.transpose(0, 1)  # [B, T, K] the readout after each step
+    increments = torch.cat([logits[:, :1], logits.diff(dim=1)], 1)
+    scores = score_matrix(increments, Confidence(0.5))
+    rule = Confidence(mid_threshold(scores[:, 1]))
+    expected = posthoc_exits(increments, rule)
+    assert len(set(expected.exit_timestep.tolist())) > 1
+    runner = EarlyExitRunner(peer, rule, T)
+    for result in (runner.predict(x), runner.stream([x[:7], x[7:13], x[13:]], slots=5)):
+        assert torch.equal(result.exit_timestep, expected.exit_timestep)
+        assert torch.equal(result.prediction, expected.prediction)
+
+
+def test_a_tuple_output_is_never_guessed():
+    snn = pytest.importorskip("snntorch")
+    from seenn.errors import ConfigError
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 5), snn.Leaky(beta=0.5, init_hidden=True, output=True))
+    with pytest.raises(ConfigError, match=r"returns 2 outputs \(0: \[20, 5\], 1: \[20, 5\]\).*--output"):
+        adapt(net)(_x(), T)
+    with torch.no_grad():
+        assert adapt(net, output=1)(_x(), T).shape == (T, 20, 5)
+
+
+def test_spikingjelly_multistep_nets_run_as_written_and_are_given_back_unchanged():
+    """A multi-step net with a SeqToANNContainer head and a v_seq readout, in training mode: stepped in its own
+    step mode ([1, B, ...] a step), equal to its own T-step run, and left in multi-step and training mode."""
+    pytest.importorskip("spikingjelly")
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = layer.SeqToANNContainer(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6))
+            self.lif = neuron.LIFNode(tau=2.0, step_mode="m")
+            self.fc = layer.SeqToANNContainer(nn.Flatten(), nn.Linear(6 * 64, 5))
+            self.out = neuron.LIFNode(tau=2.0, step_mode="m", store_v_seq=True, v_threshold=1e9)
+
+        def forward(self, x):
+            self.out(self.fc(self.lif(self.conv(x))))
+            return self.out.v_seq  # the membrane of a non-firing readout, [T, B, K]
+
+    net = Net()
+    with torch.no_grad():
+        net.conv[1].running_var.uniform_(0.5, 1.5)
+    net.train()
+    x = _x()
+    with torch.no_grad():
+        ref = copy.deepcopy(net).eval()
+        functional.reset_net(ref)
+        want = ref(x.unsqueeze(0).repeat(T, 1, 1, 1, 1))
+        peer = adapt(net, readout="last")
+        got = peer(x, T).cumsum(0)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert net.training and all(m.training for m in net.modules())  # the user's mode, given back
+    assert net.lif.step_mode == "m" and net.out.step_mode == "m"
+    functional.reset_net(net)
+    net.eval()
+    with torch.no_grad():
+        assert net(x.unsqueeze(0).repeat(T, 1, 1, 1, 1)).shape == (T, 20, 5)  # the user's next multi-step call
+
+
+def test_snntorch_state_buffers_in_a_checkpoint_load_either_way(tmp_path):
+    """A state_dict that holds snnTorch's membrane buffers (as init_hidden=True nets saved them) loads into the same
+    network built either way: state at rest is not a weight."""
+    pytest.importorskip("snntorch")
+    from seenn.interop import load_peer
+
+    (tmp_path / "net.py").write_text(NETWORK_PY)
+    ns = {}
+    exec(NETWORK_PY, ns)
+    torch.manual_seed(0)
+    net = ns["build"]()
+    state = dict(net.state_dict())
+    state["1.mem"] = torch.zeros(1, 4, 12, 12)
+    state["5.mem"] = torch.zeros(1, 10)
+    torch.save(state, tmp_path / "w.pt")
+    peer = load_peer(tmp_path / "net.py", weights=tmp_path / "w.pt", output=1)
+    assert torch.equal(peer.body.peer[0].weight, net[0].weight)

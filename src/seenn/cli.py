@@ -270,6 +270,11 @@ def _eval(args, rank: int) -> int:
     result = ev.oracle() if rule is None else ev.run(rule)
     desc = {"rule": "oracle", "threshold": None} if rule is None else rule.describe()
     report = {**ev.header(), "exit": ev.summarize(desc, result)}
+    if config["model"]["name"] == "peer":  # what the user's network is fed, and how its steps are read
+        from .interop.load import describe_input
+
+        report["input"] = describe_input(config["model"].get("input"))
+        report["readout"] = config["model"].get("readout") or "sum"
     if args.sweep:
         report["sweep"] = ev.sweep(args.exit if args.exit in ("confidence", "entropy") else "confidence")
     if args.audit_fraction:
@@ -350,6 +355,8 @@ def _eval_ann(args, model, data, rank: int) -> int:
 def _print_report(r: dict) -> None:
     kind = " (emulated event recordings)" if r.get("emulated") else ""
     print(f"{r['dataset']}{kind} / {r['split']}: {r['samples']} samples, max {r['max_timesteps']} timesteps")
+    if "input" in r:
+        print(f"input: {r['input']}; readout: {r['readout']}")
     print("accuracy per timestep: " + "  ".join(f"t={i + 1}: {a:.2%}" for i, a in enumerate(r["accuracy_per_timestep"])))
     print(f"oracle: {r['oracle_accuracy']:.2%} at {r['oracle_avg_timesteps']:.3f} avg timesteps; "
           f"ideal exit keeping the full-T accuracy: {r['ideal_avg_timesteps']:.3f}")
@@ -631,9 +638,12 @@ def cmd_adapt(args) -> int:
     from .data import dataset_info
     from .interop import load_peer, peer_run_config
 
+    from .interop.load import describe_input, input_record
+
     info = dataset_info(args.dataset)
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.network, args.weights])
-    net = load_peer(args.network, args.factory, args.weights, args.framework, args.output)
+    record = input_record(args.input_scale, info, args.mean, args.std)
+    net = load_peer(args.network, args.factory, args.weights, args.framework, args.output, args.readout, record)
     with torch.no_grad():
         try:
             probe = torch.randn(2, info.channels, info.image_size, info.image_size,
@@ -649,18 +659,44 @@ def cmd_adapt(args) -> int:
     if not torch.isfinite(out).all():
         raise ConfigError("the network's scores hold NaN or Inf on a test input: seenn would rank them as "
                           "nonsense; fix the network (or its weights) first")
+    _check_input_scale(net, record, info, args)
     config = peer_run_config(args.network, args.factory, net.framework, args.output, dataset=args.dataset,
-                             max_timesteps=args.timesteps, info=info)
+                             max_timesteps=args.timesteps, info=info, readout=args.readout, input=record)
     _record_pipeline(config, info)
     with staged_dir(args.out, overwrite=args.overwrite) as stage:
         save_run(stage, net, config)
     from .interop.trust import trust
 
     path, digest = trust(args.network)  # the user asked for this file to be run: its runs may run it, as it is now
+    _log(f"input: {describe_input(record)}; readout: {args.readout}")
     _log(f"{net.framework} network from {args.network} ({args.factory}()), {args.timesteps} timesteps; every seenn "
          f"command takes {args.out} now (it runs {path}, trusted as it is now, SHA-256 {digest[:16]}...)")
     print(args.out)
     return 0
+
+
+def _check_input_scale(net, record: dict, info, args) -> None:
+    """The peer's full-T accuracy on a few hundred validation images under the chosen input scale and the other one
+    (normalized / unit): a warning when the other scores far better (a net trained on [0, 1] pixels fed normalised
+    ones loses most of its accuracy, silently)."""
+    if not args.check_images or info.name.startswith("events:"):
+        return
+    from .data import load_dataset
+    from .interop.load import describe_input, input_record, scale_accuracy
+
+    try:
+        data = load_dataset(args.dataset, "val", data_dir=args.data_dir, val_size=args.check_images)
+    except SeennError as e:
+        _log(f"note: the input-scale check did not run ({e})")
+        return
+    other = input_record("unit" if record["scale"] != "unit" else "normalized", info)
+    mine, theirs = (scale_accuracy(net, r, data, args.timesteps) for r in (record, other))
+    _log(f"input-scale check on {len(data)} validation images at T = {args.timesteps}: {mine:.2%} as "
+         f"{record['scale']}, {theirs:.2%} as {other['scale']}")
+    if theirs >= mine + 0.2:
+        print(f"seenn: warning: the network scores {theirs:.1%} with input {describe_input(other)} and {mine:.1%} "
+              f"with {describe_input(record)}: it was probably trained on the former; pass --input-scale "
+              f"{other['scale']} (the run keeps what you chose)", file=sys.stderr)
 
 
 def cmd_policy_train(args) -> int:
@@ -1204,10 +1240,26 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(read with weights_only=True)")
     ad.add_argument("--framework", choices=["spikingjelly", "snntorch", "norse", "explicit"],
                     help="default: detected from the network's neurons; explicit: forward(x, state) -> (out, state)")
-    ad.add_argument("--output", type=int, default=0, choices=range(-8, 8), metavar="K",
-                    help="which element of a tuple the network returns holds the class scores (default 0)")
+    ad.add_argument("--output", type=int, default=None, choices=range(-8, 8), metavar="K",
+                    help="which element of a tuple the network returns holds the class scores (required when it "
+                         "returns a tuple: snnTorch's (spk, mem) is 0 for spike counts, 1 for the membrane)")
+    ad.add_argument("--readout", default="sum", choices=["sum", "max", "last", "mean"],
+                    help="how the steps' outputs become class scores: sum (default; SEENN-I's summed logits), max "
+                         "(running maximum over steps, Norse's usual decoder), last (the latest step's output), mean "
+                         "(the sum over t: same ranking as sum, a flatter softmax); the runner still sums, each step "
+                         "giving the readout's change")
     ad.add_argument("--dataset", required=True, type=_dataset_name,
-                    help="the data pipeline (normalisation) the network was trained with")
+                    help="the images the network classifies (their classes, size and channels)")
+    ad.add_argument("--input-scale", default="normalized", choices=["normalized", "unit"],
+                    help="what the network was trained on: normalized (default), (x / 255 - mean) / std with the "
+                         "dataset's constants (seenn's pipeline: `seenn datasets` lists them); unit, x / 255 in [0, 1] "
+                         "(SpikingJelly's and snnTorch's tutorials: ToTensor without Normalize). Recorded in the run "
+                         "and printed by eval; adapt warns when the other scale scores far better")
+    ad.add_argument("--mean", type=float, nargs="+", help="custom input: (x / 255 - mean) / std, one per channel")
+    ad.add_argument("--std", type=float, nargs="+", help="custom input: with --mean")
+    ad.add_argument("--check-images", type=_n("samples", 0), default=256,
+                    help="validation images the input-scale check runs at full T (0: no check; default 256)")
+    ad.add_argument("--data-dir", help="where the dataset is (for the input-scale check)")
     ad.add_argument("--timesteps", type=_n("timesteps"), default=8, help="max timesteps (default 8)")
     ad.add_argument("--out", required=True, help="run directory to write")
     ad.add_argument("--overwrite", action="store_true", help="replace what --out holds")

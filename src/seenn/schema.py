@@ -216,7 +216,15 @@ def _model_schema():
                 "layers": Opt(List(_Layer(), 1, L["layers"])),
                 # a peer run (seenn adapt): another framework's network built by the user's own Python file
                 "framework": Opt(Str(("spikingjelly", "snntorch", "norse", "explicit"))), "source": Opt(Str()),
-                "sha256": Opt(Str()), "factory": Opt(Str()), "output": Opt(Int(-8, 8))})
+                "sha256": Opt(Str()), "factory": Opt(Str()), "output": Opt(Int(-8, 8)),
+                "readout": Opt(Str(("sum", "max", "last", "mean"))),
+                # the input the peer was trained on, (x / 255 - mean) / std, and seenn's pipeline it is made from
+                "input": Opt(Obj({"scale": Str(("normalized", "unit", "custom")), "mean": _CHANNELS,
+                                  "std": _POSITIVE, "data_mean": _CHANNELS, "data_std": _POSITIVE}))})
+
+
+_CHANNELS = List(Float(-1e3, 1e3), 1, L["in_channels"])
+_POSITIVE = List(Float(0, 1e3, True), 1, L["in_channels"])
 
 
 _EXIT = Obj({"threshold": Opt(Float(0.0, 1.0)), "thresholds": Opt(List(Float(0.0, 1.0), 1, L["timesteps"])),

@@ -9,6 +9,8 @@ from ..errors import ConfigError, DataError
 from ..models.base import SpikingNetwork
 
 FRAMEWORKS = ("spikingjelly", "snntorch", "norse", "explicit")
+READOUTS = ("sum", "max", "last", "mean")
+INPUT_SCALES = ("normalized", "unit", "custom")
 
 
 class PeerState:
@@ -16,8 +18,24 @@ class PeerState:
     :meth:`reset` before and after a run and :meth:`select` when samples leave; the step calls :meth:`grow` before
     each peer step (rows past the state's are newcomers that start at rest) and :meth:`run` to step the peer."""
 
+    time_major = False  # the peer takes [1, B, ...] per step (SpikingJelly multi-step) and returns [1, B, K]
+
     def __init__(self, module: nn.Module):
         self.module = module
+        self._modes: list | None = None  # each submodule's training flag while a run holds the module in eval
+
+    def begin(self) -> None:
+        """Before a run's first step: the module in eval mode, its own flags kept to give back."""
+        if self._modes is None:
+            self._modes = [(m, m.training) for m in self.module.modules()]
+            self.module.eval()
+
+    def restore(self) -> None:
+        """After a run (every reset): the module's training flags as the user had them."""
+        if self._modes is not None:
+            for m, flag in self._modes:
+                m.training = flag
+            self._modes = None
 
     def reset(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -36,25 +54,114 @@ def rows_of(t) -> int | None:
     return t.shape[0] if isinstance(t, torch.Tensor) and t.dim() >= 1 else None
 
 
+def _shape(t) -> str:
+    return str(list(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
 class _PeerStep(nn.Module):
-    def __init__(self, module: nn.Module, output: int):
+    def __init__(self, module: nn.Module, output: int | None):
         super().__init__()
         self.peer = module
         self.output = output
         self.state: PeerState | None = None  # set by PeerNetwork (shared with it, not a submodule)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.state.begin()
         self.state.grow(x.shape[0])
         out = self.state.run(x)
         if isinstance(out, (tuple, list)):
+            if self.output is None:  # (spikes, membrane) and the like: which one holds the scores is the user's
+                # call, never a guess
+                raise ConfigError(f"the network's step returns {len(out)} outputs ("
+                                  f"{', '.join(f'{i}: {_shape(o)}' for i, o in enumerate(out))}); say which holds "
+                                  "the class scores with --output N (snnTorch's (spk, mem): 0 counts spikes, 1 reads "
+                                  "the membrane)")
             if not -len(out) <= self.output < len(out):
-                raise ConfigError(f"the network's step returns {len(out)} outputs; --peer-output {self.output} "
+                raise ConfigError(f"the network's step returns {len(out)} outputs; --output {self.output} "
                                   "does not exist")
             out = out[self.output]
+        if isinstance(out, torch.Tensor) and self.state.time_major and out.dim() >= 2 and out.shape[0] == 1:
+            out = out[0]  # a multi-step network's [1, B, K] (a v_seq readout, a SeqToANNContainer head)
         if not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[0] != x.shape[0]:
-            raise DataError(f"the network's step must return [B, K] class scores, got "
-                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+            raise DataError(f"the network's step must return [B, K] class scores, got {_shape(out)}")
         return out.reshape(out.shape[0], -1)
+
+
+class Readout:
+    """How a peer's per-step outputs become its class scores, as *increments*: the runner sums what a step returns
+    (SEENN-I thresholds the softmax of the summed scores), so for a readout other than ``sum`` a step returns the
+    change of the readout, and the running sum after t steps is the readout of steps 1..t exactly (to rounding):
+    ``max`` the running maximum (Norse's usual decoder), ``last`` the latest output (a membrane read at the end),
+    ``mean`` the running mean (the sum divided by t: the same ranking, a flatter softmax). Per sample, so samples
+    that join later or leave early keep their own count; compacted with the batch like a neuron's state."""
+
+    def __init__(self, kind: str = "sum"):
+        if kind not in READOUTS:
+            raise ConfigError(f"--readout must be one of {', '.join(READOUTS)}, got {kind!r}")
+        self.kind = kind
+        self.value: torch.Tensor | None = None  # [rows, K]: the readout so far
+        self.count: torch.Tensor | None = None  # [rows]: steps seen
+
+    def reset(self) -> None:
+        self.value = self.count = None
+
+    def select(self, index: torch.Tensor) -> None:
+        if self.value is not None:
+            self.value, self.count = self.value[index], self.count[index]
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        if self.kind == "sum":
+            return out
+        rows = out.shape[0]
+        if self.value is None:
+            self.value, self.count = out.new_zeros(0, out.shape[1]), torch.zeros(0, dtype=torch.long)
+        if rows > len(self.value):  # newcomers: nothing read yet
+            extra = rows - len(self.value)
+            self.value = torch.cat([self.value, out.new_zeros(extra, out.shape[1])])
+            self.count = torch.cat([self.count, torch.zeros(extra, dtype=torch.long)])
+        fresh = (self.count == 0).unsqueeze(1)
+        if self.kind == "max":
+            new = torch.where(fresh, out, torch.maximum(self.value, out))
+        elif self.kind == "last":
+            new = out
+        else:  # mean
+            c = self.count.unsqueeze(1).to(out.dtype)
+            new = (self.value * c + out) / (c + 1)
+        step, self.value, self.count = new - self.value, new, self.count + 1
+        return step
+
+
+class InputMap(nn.Module):
+    """The peer's own input scaling from seenn's normalised input ``(x / 255 - mean) / std`` (the dataset's
+    constants): ``normalized`` passes it as it is; ``unit`` gives ``x / 255`` in [0, 1] (SpikingJelly's and
+    snnTorch's tutorials); ``custom`` gives ``(x / 255 - peer_mean) / peer_std``. Per channel, from the run's
+    config (not stored as weights)."""
+
+    def __init__(self, scale: str, data_mean, data_std, peer_mean=None, peer_std=None):
+        super().__init__()
+        if scale not in INPUT_SCALES:
+            raise ConfigError(f"--input-scale must be one of {', '.join(INPUT_SCALES[:2])}, got {scale!r}")
+        m, s = torch.tensor(data_mean, dtype=torch.float32), torch.tensor(data_std, dtype=torch.float32)
+        if scale == "normalized":
+            pm, ps = m, s
+        elif scale == "unit":
+            pm, ps = torch.zeros_like(m), torch.ones_like(s)
+        else:
+            pm, ps = torch.tensor(peer_mean, dtype=torch.float32), torch.tensor(peer_std, dtype=torch.float32)
+            if pm.shape != m.shape or ps.shape != s.shape or not (ps > 0).all():
+                raise ConfigError(f"--mean and --std need {len(m)} value(s) each (one per channel), --std > 0")
+        self.scale = scale
+        self.identity = scale == "normalized"
+        # x_peer = (x_norm * s + m - pm) / ps
+        self.register_buffer("gain", (s / ps).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", ((m - pm) / ps).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.identity:
+            return x
+        if x.dim() == 5:  # frames [B, T, C, H, W]
+            return x * self.gain.unsqueeze(1) + self.shift.unsqueeze(1)
+        return x * self.gain + self.shift
 
 
 class PeerNetwork(SpikingNetwork):
@@ -63,23 +170,39 @@ class PeerNetwork(SpikingNetwork):
 
     foldable = False  # the inference copy is a plain copy: the peer's own layers, as its framework runs them
 
-    def __init__(self, module: nn.Module, state_cls, output: int = 0, framework: str = ""):
+    def __init__(self, module: nn.Module, state_cls, output: int | None = None, framework: str = "",
+                 readout: str = "sum", input_map: InputMap | None = None):
         super().__init__()
-        self.stem = nn.Identity()
+        self.stem = input_map if input_map is not None else nn.Identity()
         self.body = _PeerStep(module, output)
         self.framework = framework
         self._state_cls = state_cls
         self.body.state = state_cls(module)
+        self.readout = Readout(readout)
 
     @property
     def state(self) -> PeerState:
         return self.body.state
 
+    @property
+    def input_scale(self) -> str:
+        return getattr(self.stem, "scale", "normalized")
+
     def neurons(self):
-        return [self.body.state]
+        return [self.body.state, self.readout]
 
     def reset(self) -> None:
         self.body.state.reset()
+        self.readout.reset()
+
+    def step(self, encoded: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.body(encoded))
+
+    def train(self, mode: bool = True):
+        """seenn's own flag only: the peer's module is put in eval mode for each run and given back as it was
+        (:meth:`PeerState.begin` / :meth:`PeerState.reset`), never left changed."""
+        self.training = mode
+        return self
 
     def __deepcopy__(self, memo):  # the state object follows its module into the copy
         import copy
@@ -88,13 +211,15 @@ class PeerNetwork(SpikingNetwork):
         memo[id(self)] = new
         new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
         new.body.state = new._state_cls(new.body.peer)
+        new.readout = Readout(self.readout.kind)
         return new
 
     def forward(self, x: torch.Tensor, timesteps: int, multistep: bool | None = None) -> torch.Tensor:
         """All ``timesteps`` steps from rest, ``[T, B, K]`` (inference only: train in the peer's own framework)."""
         self.reset()
         try:
-            return torch.stack([self.step(x) for _ in range(timesteps)])
+            e = self.encode(x)
+            return torch.stack([self.step(e) for _ in range(timesteps)])
         finally:
             self.reset()
 
@@ -114,10 +239,14 @@ def detect_framework(module: nn.Module) -> str:
     raise ConfigError(f"the network mixes neurons of {sorted(found)}; give --framework")
 
 
-def adapt(module: nn.Module, framework: str | None = None, *, output: int = 0) -> PeerNetwork:
-    """``module`` (in eval mode) as a seenn network. ``framework``: spikingjelly, snntorch, norse or explicit
-    (``forward(x, state) -> (output, state)``, state ``None`` at rest); detected from the modules when omitted.
-    ``output``: which element of a tuple the step returns holds the class scores (snnTorch's ``(spk, mem)``)."""
+def adapt(module: nn.Module, framework: str | None = None, *, output: int | None = None, readout: str = "sum",
+          input_map: InputMap | None = None) -> PeerNetwork:
+    """``module`` as a seenn network, stepped in eval mode (the module's own mode, step mode and state are given
+    back after each run: the user's live module is never left changed). ``framework``: spikingjelly, snntorch,
+    norse or explicit (``forward(x, state) -> (output, state)``, state ``None`` at rest); detected from the
+    modules when omitted. ``output``: which element of a tuple the step returns holds the class scores (snnTorch's
+    ``(spk, mem)``); a tuple without it is refused, never guessed. ``readout``: how steps combine into scores
+    (:class:`Readout`). ``input_map``: the peer's input scaling (:class:`InputMap`; default seenn's normalised)."""
     framework = framework or detect_framework(module)
     if framework == "spikingjelly":
         from .spikingjelly import SpikingJellyState as cls
@@ -128,4 +257,4 @@ def adapt(module: nn.Module, framework: str | None = None, *, output: int = 0) -
         from .explicit import ExplicitState as cls
     else:
         raise ConfigError(f"unknown framework {framework!r}; choose one of {list(FRAMEWORKS)}")
-    return PeerNetwork(module.eval(), cls, output, framework).eval()
+    return PeerNetwork(module, cls, output, framework, readout, input_map)

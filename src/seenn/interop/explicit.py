@@ -46,6 +46,7 @@ class ExplicitState(PeerState):
 
     def reset(self) -> None:
         self.state, self.rows = None, 0
+        self.restore()
 
     def select(self, index: torch.Tensor) -> None:
         rows = self.rows

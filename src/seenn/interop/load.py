@@ -92,9 +92,64 @@ def read_weights(path) -> dict:
     return state
 
 
+def input_record(scale: str, info, mean=None, std=None) -> dict:
+    """The run's record of the input the peer takes (``model.input``): ``(x / 255 - mean) / std`` per channel, and
+    the dataset pipeline's constants it is made from."""
+    from .base import INPUT_SCALES
+
+    c = info.channels
+    if mean is not None or std is not None:
+        scale = "custom"
+        if mean is None or std is None or len(mean) != c or len(std) != c or not all(v > 0 for v in std):
+            raise ConfigError(f"--mean and --std need {c} value(s) each for {info.name} (one per channel), --std > 0")
+    elif scale not in INPUT_SCALES[:2]:
+        raise ConfigError(f"--input-scale must be one of {', '.join(INPUT_SCALES[:2])}, got {scale!r}")
+    data_mean, data_std = [float(v) for v in info.mean], [float(v) for v in info.std]
+    if scale == "normalized":
+        mean, std = data_mean, data_std
+    elif scale == "unit":
+        mean, std = [0.0] * c, [1.0] * c
+    return {"scale": scale, "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+            "data_mean": data_mean, "data_std": data_std}
+
+
+def input_map(record: dict | None):
+    from .base import InputMap
+
+    if record is None:
+        return None
+    return InputMap(record["scale"], record["data_mean"], record["data_std"], record["mean"], record["std"])
+
+
+def describe_input(record: dict | None) -> str:
+    """One line for reports: what the peer network is fed."""
+    if record is None or record["scale"] == "normalized":
+        m, s = (record or {}).get("mean"), (record or {}).get("std")
+        return "normalized: (x / 255 - mean) / std" + (f", mean {m}, std {s}" if m else " (the dataset's constants)")
+    if record["scale"] == "unit":
+        return "unit: x / 255, in [0, 1]"
+    return f"custom: (x / 255 - mean) / std, mean {record['mean']}, std {record['std']}"
+
+
+def scale_accuracy(net: PeerNetwork, record: dict, data, timesteps: int, batch: int = 64) -> float:
+    """``net``'s full-T accuracy on ``data`` fed the input ``record`` describes (its own input map restored)."""
+    own = net.stem
+    net.stem = input_map(record)
+    correct = 0
+    try:
+        with torch.no_grad():
+            for x, y in data.batches(batch):
+                correct += int((net(x, timesteps).sum(0).argmax(1) == y).sum())
+    finally:
+        net.stem = own
+    return correct / max(len(data), 1)
+
+
 def load_peer(source, factory: str = "build", weights=None, framework: str | None = None,
-              output: int = 0) -> PeerNetwork:
-    """The user's network as a seenn network: ``factory()`` from ``source``, ``weights`` loaded (strictly)."""
+              output: int | None = None, readout: str = "sum", input: dict | None = None) -> PeerNetwork:
+    """The user's network as a seenn network: ``factory()`` from ``source``, ``weights`` loaded (strictly; state
+    buffers snnTorch keeps with ``init_hidden=True`` may be present or absent on either side). ``input``: a
+    :func:`input_record` (default: seenn's normalised input)."""
     net = build_from_file(source, factory)
     if weights is not None:
         state = read_weights(weights)
@@ -103,19 +158,33 @@ def load_peer(source, factory: str = "build", weights=None, framework: str | Non
             if k in own and own[k].is_floating_point() and not v.is_floating_point():
                 raise CheckpointError(f"{weights}: {k} is stored as {str(v.dtype).replace('torch.', '')}, the network "
                                       f"holds {str(own[k].dtype).replace('torch.', '')}: save float weights")
+        from .snntorch import STATE_NAMES
+
+        neurons = {name for name, m in net.named_modules()
+                   if type(m).__module__.startswith("snntorch") and hasattr(m, "init_hidden")}
+
+        def is_state(k):  # an snnTorch neuron's state (mem, syn, ...): saved by some versions and forms, not others
+            owner, _, leaf = k.rpartition(".")
+            return leaf in STATE_NAMES and owner in neurons
+
+        state = {k: v for k, v in state.items() if not is_state(k) or k in own}
         try:
-            net.load_state_dict(state)
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not is_state(k)]  # state at rest: not weights
+            if missing or unexpected:
+                raise RuntimeError("\n\t" + (f"missing: {', '.join(missing[:5])}" if missing else
+                                             f"unexpected: {', '.join(unexpected[:5])}"))
         except RuntimeError as e:
             raise CheckpointError(f"{weights} does not fit the network {factory}() builds: "
                                   f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
         for k, v in state.items():
             if v.is_floating_point() and not torch.isfinite(v).all():
                 raise CheckpointError(f"{weights}: {k} holds NaN or Inf")
-    return adapt(net, framework, output=output)
+    return adapt(net, framework, output=output, readout=readout, input_map=input_map(input))
 
 
-def peer_run_config(source, factory: str, framework: str, output: int, *, dataset: str, max_timesteps: int,
-                    info) -> dict:
+def peer_run_config(source, factory: str, framework: str, output: int | None, *, dataset: str, max_timesteps: int,
+                    info, readout: str = "sum", input: dict | None = None) -> dict:
     """The ``config.json`` of a peer run folder."""
     from .. import __version__
 
@@ -124,7 +193,8 @@ def peer_run_config(source, factory: str, framework: str, output: int, *, datase
     source = Path(source).resolve()
     return {"seenn_version": __version__, "dataset": dataset, "max_timesteps": max_timesteps,
             "model": {"name": "peer", "framework": framework, "source": str(source), "sha256": file_digest(source),
-                      "factory": factory, "output": output, "in_channels": info.channels,
+                      "factory": factory, "output": output, "readout": readout,
+                      "input": input or input_record("normalized", info), "in_channels": info.channels,
                       "image_size": info.image_size, "num_classes": info.num_classes}}
 
 
@@ -137,4 +207,5 @@ def peer_from_config(m: dict) -> PeerNetwork:
         raise CheckpointError(f"{source} changed since the run was made (its SHA-256 differs); make the run again "
                               "with seenn adapt")
     check_trusted(source, m["sha256"])  # a run folder never runs code the user has not trusted
-    return adapt(build_from_file(source, m["factory"]), m["framework"], output=m["output"])
+    return adapt(build_from_file(source, m["factory"]), m["framework"], output=m.get("output"),
+                 readout=m.get("readout") or "sum", input_map=input_map(m.get("input")))

@@ -47,6 +47,7 @@ class SnnTorchState(PeerState):
         for m, k, v in list(self._slots()):
             setattr(m, k, v.new_zeros(0))  # an empty buffer: the next step starts from zeros of its input's shape
         self.rows = 0
+        self.restore()
 
     def select(self, index: torch.Tensor) -> None:
         for m, k, v in list(self._slots()):

@@ -1,10 +1,12 @@
 """SpikingJelly (``activation_based``): every stateful node is a ``MemoryModule`` whose registered memories
 (``v``, and others such as ``v_seq``) hold one row per sample, with a reset value per memory.
 
-The adapter puts the network in single-step mode (``functional.set_step_mode(net, "s")``: multi-step nodes and
-layers compute the same thing one step at a time), resets it with each module's own ``reset()`` (what
-``functional.reset_net`` does), keeps survivors' rows of every tensor memory, and gives newcomers rows filled with
-the memory's reset value."""
+The adapter runs the network in the step mode it is in, never switching it: a single-step network gets ``[B, ...]``
+each step; a multi-step one (any module in step mode ``"m"``, a ``SeqToANNContainer``) gets ``[1, B, ...]`` (a
+sequence of one step: its nodes carry their memories from call to call, so T calls of one step compute what one
+call of T steps does) and its ``[1, B, K]`` output (a ``v_seq`` readout too) is read as ``[B, K]``. It resets the
+network with each module's own ``reset()`` (what ``functional.reset_net`` does), keeps survivors' rows of every
+tensor memory, and gives newcomers rows filled with the memory's reset value."""
 
 from __future__ import annotations
 
@@ -25,14 +27,19 @@ class SpikingJellyState(PeerState):
             from spikingjelly.activation_based import functional
         except ImportError:
             raise ConfigError("this network needs SpikingJelly: pip install --no-deps spikingjelly") from None
-        functional.set_step_mode(module, "s")
+        del functional  # imported to say what is missing; the network is run as it is
         self.nodes = _memory_modules(module)
+        self.time_major = any(getattr(m, "step_mode", "s") == "m" for m in module.modules())
         self.rows = 0
+
+    def run(self, x: torch.Tensor):
+        return self.module(x.unsqueeze(0)) if self.time_major else self.module(x)
 
     def reset(self) -> None:
         for m in self.nodes:
             m.reset()
         self.rows = 0
+        self.restore()
 
     def select(self, index: torch.Tensor) -> None:
         for m in self.nodes:
