@@ -77,3 +77,30 @@ def test_energy_cli(tiny_run, tiny_data, capsys):
     assert ps["early_exit"]["macs"] == ps["full"]["macs"] < ps["ann"]["macs"]
     assert 0 < r["early_exit_vs_full"] <= 1
     assert main(["energy", str(tiny_run), "--data-dir", str(tiny_data), "--pj-per-ac", "-1"]) == 2
+
+
+def test_an_adapted_networks_analog_first_layer_is_macs_once():
+    """An snnTorch MLP (no stem of seenn's): its first Linear reads the image, so it costs MACs once, not
+    accumulates every step; the layer after its neurons costs one AC per spike per synapse."""
+    snn = pytest.importorskip("snntorch")
+    from seenn.interop import adapt
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 6, bias=False), snn.Leaky(beta=0.5, init_hidden=True),
+                        nn.Linear(6, 3, bias=False), snn.Leaky(beta=0.5, init_hidden=True, output=True))
+    with torch.no_grad():
+        net[1].weight.mul_(3)
+    peer = adapt(net, output=1)
+    x = torch.rand(4, 1, 4, 4)
+    c = count_operations(peer, Batches(x), 3)
+    assert c.stem_macs == 16 * 6 and c.ann_macs == 16 * 6 + 6 * 3
+    spikes = []
+    from snntorch import utils
+
+    utils.reset(net)
+    with torch.no_grad():
+        h = net[1](net[0](x))
+        for _ in range(3):
+            spikes.append(net[2](h))
+    want = torch.stack([s.sum(1) * 3 for s in spikes], 1)  # each spike of layer 1 reaches 3 outputs
+    assert want.sum() > 0 and torch.equal(c.step_acs, want.double())

@@ -643,7 +643,8 @@ def cmd_adapt(args) -> int:
     info = dataset_info(args.dataset)
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.network, args.weights])
     record = input_record(args.input_scale, info, args.mean, args.std)
-    net = load_peer(args.network, args.factory, args.weights, args.framework, args.output, args.readout, record)
+    net = load_peer(args.network, args.factory, args.weights, args.framework, args.output, args.readout, record,
+                    step=args.step)
     with torch.no_grad():
         try:
             probe = torch.randn(2, info.channels, info.image_size, info.image_size,
@@ -661,7 +662,8 @@ def cmd_adapt(args) -> int:
                           "nonsense; fix the network (or its weights) first")
     _check_input_scale(net, record, info, args)
     config = peer_run_config(args.network, args.factory, net.framework, args.output, dataset=args.dataset,
-                             max_timesteps=args.timesteps, info=info, readout=args.readout, input=record)
+                             max_timesteps=args.timesteps, info=info, readout=args.readout, input=record,
+                             step=args.step)
     _record_pipeline(config, info)
     with staged_dir(args.out, overwrite=args.overwrite) as stage:
         save_run(stage, net, config)
@@ -1238,6 +1240,10 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--factory", default="build", help="the function in that file that returns the network")
     ad.add_argument("--weights", help="its trained weights: .safetensors, or a state_dict saved with torch.save "
                                       "(read with weights_only=True)")
+    ad.add_argument("--step", metavar="NAME",
+                    help="for a network whose forward is not one step (an snnTorch tutorial's forward loops over "
+                         "num_steps): a method of the network, or a function step(net, x, state) -> (out, state) in "
+                         "the file, that takes one step (state None at rest); implies the explicit adapter")
     ad.add_argument("--framework", choices=["spikingjelly", "snntorch", "norse", "explicit"],
                     help="default: detected from the network's neurons; explicit: forward(x, state) -> (out, state)")
     ad.add_argument("--output", type=int, default=None, choices=range(-8, 8), metavar="K",

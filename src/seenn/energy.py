@@ -8,6 +8,9 @@
   the borders with a ones-kernel convolution of the nonzero mask), plus one AC per output for the bias.
 - Energy = MACs x pJ/MAC + ACs x pJ/AC (defaults 4.6 pJ and 0.9 pJ, 45 nm CMOS, Horowitz 2014).
 - The equivalent ANN runs every layer once with MACs.
+- A network without a stem of its own (another framework's, ``seenn adapt``): the first synaptic layer a step
+  calls reads the analog image and is priced as the stem (MACs once; with frames, accumulates per event), as a
+  chip would run it, although the peer's own forward recomputes it every step.
 
 Event streams (frames ``[B, T, 2, H, W]`` of event counts) have no analog image: the first layer is driven by
 the sensor's events, each costing one accumulate per synapse it reaches (an event count of 3 costs three), at
@@ -84,17 +87,25 @@ def count_operations(model: SpikingNetwork, data, max_timesteps: int, batch_size
     stem_macs, ann_macs, step_macs = 0, 0, 0
     shapes = {}
 
+    order = []  # synaptic layers in the order a step calls them
+
     def shape_hook(mod, inp, out):
         shapes[mod] = tuple(inp[0].shape[1:])
+        order.append(mod)
 
     syn = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     stem_ids = {id(m) for m in model.stem.modules()}
     hooks = [m.register_forward_hook(shape_hook) for _, m in syn]
     model.reset()
-    model.step(model.encode(x0))
+    with torch.no_grad():
+        model.step(model.encode(x0))
     model.reset()
     for h in hooks:
         h.remove()
+    if order and not any(id(m) in stem_ids for _, m in syn):
+        # a network with no stem of its own (another framework's, seenn adapt): the first layer a step calls reads
+        # the analog input, a stem layer (MACs once for a static image; event-driven with frames)
+        stem_ids.add(id(order[0]))
     stem_syn = [m for _, m in syn if id(m) in stem_ids]
     for _, m in syn:
         macs = conv_macs(m, shapes[m]) if isinstance(m, nn.Conv2d) else m.in_features * m.out_features

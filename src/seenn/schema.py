@@ -216,7 +216,7 @@ def _model_schema():
                 "layers": Opt(List(_Layer(), 1, L["layers"])),
                 # a peer run (seenn adapt): another framework's network built by the user's own Python file
                 "framework": Opt(Str(("spikingjelly", "snntorch", "norse", "explicit"))), "source": Opt(Str()),
-                "sha256": Opt(Str()), "factory": Opt(Str()), "output": Opt(Int(-8, 8)),
+                "sha256": Opt(Str()), "factory": Opt(Str()), "step": Opt(Str()), "output": Opt(Int(-8, 8)),
                 "readout": Opt(Str(("sum", "max", "last", "mean"))),
                 # the input the peer was trained on, (x / 255 - mean) / std, and seenn's pipeline it is made from
                 "input": Opt(Obj({"scale": Str(("normalized", "unit", "custom")), "mean": _CHANNELS,

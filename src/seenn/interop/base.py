@@ -224,6 +224,18 @@ class PeerNetwork(SpikingNetwork):
             self.reset()
 
 
+def _threads_state(module: nn.Module) -> bool:
+    """``module.forward`` takes a second argument (``forward(x, state)``)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
 def detect_framework(module: nn.Module) -> str:
     """The framework whose neurons ``module`` holds (by the modules' packages)."""
     found = set()
@@ -231,6 +243,10 @@ def detect_framework(module: nn.Module) -> str:
         root = type(m).__module__.split(".")[0]
         if root in ("spikingjelly", "snntorch", "norse"):
             found.add(root)
+    if found == {"snntorch"} and _threads_state(module) and any(
+            getattr(m, "init_hidden", True) is False for m in module.modules()
+            if type(m).__module__.startswith("snntorch")):
+        return "explicit"  # snnTorch neurons with init_hidden=False in a forward(x, state): it threads its state
     if len(found) == 1:
         return found.pop()
     if not found:
@@ -240,13 +256,19 @@ def detect_framework(module: nn.Module) -> str:
 
 
 def adapt(module: nn.Module, framework: str | None = None, *, output: int | None = None, readout: str = "sum",
-          input_map: InputMap | None = None) -> PeerNetwork:
+          input_map: InputMap | None = None, step=None) -> PeerNetwork:
     """``module`` as a seenn network, stepped in eval mode (the module's own mode, step mode and state are given
     back after each run: the user's live module is never left changed). ``framework``: spikingjelly, snntorch,
     norse or explicit (``forward(x, state) -> (output, state)``, state ``None`` at rest); detected from the
     modules when omitted. ``output``: which element of a tuple the step returns holds the class scores (snnTorch's
     ``(spk, mem)``); a tuple without it is refused, never guessed. ``readout``: how steps combine into scores
-    (:class:`Readout`). ``input_map``: the peer's input scaling (:class:`InputMap`; default seenn's normalised)."""
+    (:class:`Readout`). ``input_map``: the peer's input scaling (:class:`InputMap`; default seenn's normalised).
+    ``step``: for a network whose forward is not one step, the method name or ``fn(module, x, state)`` that is
+    (``-> (out, state)``, state ``None`` at rest): the explicit adapter."""
+    if step is not None:
+        if framework not in (None, "explicit", "norse"):
+            raise ConfigError(f"a step function threads its state explicitly: --framework {framework} does not take one")
+        framework = "explicit"
     framework = framework or detect_framework(module)
     if framework == "spikingjelly":
         from .spikingjelly import SpikingJellyState as cls
@@ -254,7 +276,11 @@ def adapt(module: nn.Module, framework: str | None = None, *, output: int | None
         from .snntorch import SnnTorchState as cls
         cls.check(module)
     elif framework in ("norse", "explicit"):
-        from .explicit import ExplicitState as cls
+        from functools import partial
+
+        from .explicit import ExplicitState
+
+        cls = partial(ExplicitState, call=step) if step is not None else ExplicitState
     else:
         raise ConfigError(f"unknown framework {framework!r}; choose one of {list(FRAMEWORKS)}")
     return PeerNetwork(module, cls, output, framework, readout, input_map)

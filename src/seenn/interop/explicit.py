@@ -39,8 +39,17 @@ def tree_cat(a, b):
 
 
 class ExplicitState(PeerState):
-    def __init__(self, module):
+    """``call(x, state) -> (out, state)``: the module itself by default; a method name of it, or a function
+    ``fn(module, x, state)`` (``seenn adapt --step``) for a network whose forward is not one step."""
+
+    def __init__(self, module, call=None):
         super().__init__(module)
+        if call is None:
+            self.call = module
+        elif isinstance(call, str):
+            self.call = getattr(module, call)
+        else:
+            self.call = lambda x, state: call(module, x, state)
         self.state = None
         self.rows = 0
 
@@ -56,11 +65,11 @@ class ExplicitState(PeerState):
     def run(self, x: torch.Tensor):
         old = self.rows if self.state is not None else 0
         if old and x.shape[0] > old:  # newcomers: their first step from rest, in a call of their own
-            out_a, st_a = self.module(x[:old], self.state)
-            out_b, st_b = self.module(x[old:], None)
+            out_a, st_a = self.call(x[:old], self.state)
+            out_b, st_b = self.call(x[old:], None)
             out = tree_cat(out_a, out_b)
             self.state = tree_cat(st_a, st_b)
         else:
-            out, self.state = self.module(x, self.state)
+            out, self.state = self.call(x, self.state)
         self.rows = x.shape[0]
         return out

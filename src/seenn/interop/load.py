@@ -21,8 +21,10 @@ from .trust import check_trusted, file_digest
 
 
 
-def build_from_file(source, factory: str):
-    """Run ``source`` (a Python file) and call its ``factory()``: the untrained network."""
+def build_from_file(source, factory: str, step: str | None = None):
+    """Run ``source`` (a Python file) and call its ``factory()``: the untrained network. With ``step``, also the
+    one-step function: a method of the network of that name, or a function ``step(net, x, state) -> (out, state)``
+    of the file (returned bound to the network). Returns ``(net, step or None)``."""
     source = Path(source)
     if not source.is_file():
         raise ConfigError(f"{source} is missing (the Python file that builds the network)")
@@ -62,7 +64,16 @@ def build_from_file(source, factory: str):
         raise ConfigError(f"{source}: {factory}() failed: {type(e).__name__}: {e}") from None
     if not isinstance(net, torch.nn.Module):
         raise ConfigError(f"{source}: {factory}() returned a {type(net).__name__}, not a torch.nn.Module")
-    return net
+    if step is None:
+        return net, None
+    method = getattr(net, step, None)
+    if callable(method):
+        return net, step
+    fn = getattr(module, step, None)
+    if not callable(fn):
+        raise ConfigError(f"{source}: neither the network nor the file has a function {step!r} (--step) that takes "
+                          "one step: step(x, state) -> (out, state)")
+    return net, fn
 
 
 def read_weights(path) -> dict:
@@ -146,11 +157,12 @@ def scale_accuracy(net: PeerNetwork, record: dict, data, timesteps: int, batch: 
 
 
 def load_peer(source, factory: str = "build", weights=None, framework: str | None = None,
-              output: int | None = None, readout: str = "sum", input: dict | None = None) -> PeerNetwork:
+              output: int | None = None, readout: str = "sum", input: dict | None = None,
+              step: str | None = None) -> PeerNetwork:
     """The user's network as a seenn network: ``factory()`` from ``source``, ``weights`` loaded (strictly; state
     buffers snnTorch keeps with ``init_hidden=True`` may be present or absent on either side). ``input``: a
     :func:`input_record` (default: seenn's normalised input)."""
-    net = build_from_file(source, factory)
+    net, step_fn = build_from_file(source, factory, step)
     if weights is not None:
         state = read_weights(weights)
         own = net.state_dict()
@@ -180,11 +192,11 @@ def load_peer(source, factory: str = "build", weights=None, framework: str | Non
         for k, v in state.items():
             if v.is_floating_point() and not torch.isfinite(v).all():
                 raise CheckpointError(f"{weights}: {k} holds NaN or Inf")
-    return adapt(net, framework, output=output, readout=readout, input_map=input_map(input))
+    return adapt(net, framework, output=output, readout=readout, input_map=input_map(input), step=step_fn)
 
 
 def peer_run_config(source, factory: str, framework: str, output: int | None, *, dataset: str, max_timesteps: int,
-                    info, readout: str = "sum", input: dict | None = None) -> dict:
+                    info, readout: str = "sum", input: dict | None = None, step: str | None = None) -> dict:
     """The ``config.json`` of a peer run folder."""
     from .. import __version__
 
@@ -193,7 +205,7 @@ def peer_run_config(source, factory: str, framework: str, output: int | None, *,
     source = Path(source).resolve()
     return {"seenn_version": __version__, "dataset": dataset, "max_timesteps": max_timesteps,
             "model": {"name": "peer", "framework": framework, "source": str(source), "sha256": file_digest(source),
-                      "factory": factory, "output": output, "readout": readout,
+                      "factory": factory, "step": step, "output": output, "readout": readout,
                       "input": input or input_record("normalized", info), "in_channels": info.channels,
                       "image_size": info.image_size, "num_classes": info.num_classes}}
 
@@ -207,5 +219,6 @@ def peer_from_config(m: dict) -> PeerNetwork:
         raise CheckpointError(f"{source} changed since the run was made (its SHA-256 differs); make the run again "
                               "with seenn adapt")
     check_trusted(source, m["sha256"])  # a run folder never runs code the user has not trusted
-    return adapt(build_from_file(source, m["factory"]), m["framework"], output=m.get("output"),
-                 readout=m.get("readout") or "sum", input_map=input_map(m.get("input")))
+    net, step = build_from_file(source, m["factory"], m.get("step"))
+    return adapt(net, m["framework"], output=m.get("output"), readout=m.get("readout") or "sum",
+                 input_map=input_map(m.get("input")), step=step)

@@ -27,9 +27,10 @@ class SnnTorchState(PeerState):
     def check(module) -> None:
         explicit = [type(m).__name__ for m in _neurons(module) if not m.init_hidden]
         if explicit:
-            raise ConfigError(f"snnTorch neurons {sorted(set(explicit))} have init_hidden=False: give a module "
-                              "whose forward(x, state) returns (output, state) with --framework explicit, or build "
-                              "the neurons with init_hidden=True")
+            raise ConfigError(f"snnTorch neurons {sorted(set(explicit))} have init_hidden=False and the network's "
+                              "forward does not take a state: name a one-step function with --step (a method, or "
+                              "step(net, x, state) -> (out, state) in the file), or build the neurons with "
+                              "init_hidden=True")
 
     def __init__(self, module):
         super().__init__(module)
