@@ -475,3 +475,30 @@ def test_export_for_norse_takes_identity_shortcuts_and_refuses_shortcut_layers()
     cfg["model"]["image_size"] = 32
     with pytest.raises(ConfigError, match="one step late"):
         to_nir(r19, cfg, peer="norse")
+
+
+def test_a_membrane_readout_exports_as_li_and_round_trips(tmp_path):
+    """An imported graph with a leaky-integrator readout exports it as nir.LI (not a spiking LIF) and reads back to
+    the same outputs."""
+    from seenn.nir_io import export_nir
+
+    rng = np.random.default_rng(5)
+    n = 8
+    g = _chain({"input": nir.Input(input_type={"input": np.array([1, 3, 3])}),
+                "flat": nir.Flatten(input_type={"input": np.array([1, 3, 3])}, start_dim=0),
+                "fc": nir.Affine(weight=rng.normal(size=(n, 9)).astype(np.float32) * 2, bias=np.zeros(n, np.float32)),
+                "lif": nir.LIF(tau=np.full(n, 2.0), r=np.full(n, 2.0), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5),
+                               v_reset=np.zeros(n)),
+                "fc2": nir.Affine(weight=rng.normal(size=(4, n)).astype(np.float32), bias=np.zeros(4, np.float32)),
+                "li": nir.LI(tau=np.full(4, 3.0), r=np.full(4, 3.0), v_leak=np.zeros(4)),
+                "output": nir.Output(output_type={"output": np.array([4])})})
+    model, config = import_nir(_write(g, tmp_path / "li.nir"), dataset="mnist", max_timesteps=6)
+    export_nir(model, config, tmp_path / "again.nir")
+    again = nir.read(str(tmp_path / "again.nir"))
+    kinds = sorted(type(v).__name__ for v in again.nodes.values())
+    assert "LI" in kinds and kinds.count("LIF") == 1
+    model2, _ = import_nir(tmp_path / "again.nir", dataset="mnist", max_timesteps=6)
+    x = torch.from_numpy((rng.random((10, 1, 3, 3)) * 2).astype(np.float32))
+    with torch.no_grad():
+        a, b = model(x, 6), model2(x, 6)
+    assert a.abs().sum() > 0 and torch.allclose(a, b, atol=1e-5)

@@ -74,19 +74,26 @@ def test_snntorch_export_imports_spike_for_spike(tmp_path):
     from snntorch import utils
     from snntorch.export_nir import export_to_nir
 
-    # snnTorch's exporter writes a neuron's beta and threshold as they are stored and nir.LIF wants every parameter
-    # of one shape: give them per neuron. It writes v_reset = 0 whatever the reset: use reset_mechanism="zero".
-    leaky = lambda shape: snn.Leaky(beta=torch.full(shape, 0.8), threshold=torch.ones(shape),  # noqa: E731
-                                    init_hidden=True, reset_mechanism="zero")
+    from seenn.errors import ConfigError
+    from seenn.nir_compat import snntorch_for_export
+
+    # the user's network as written: scalar beta and threshold (snntorch_for_export makes them per neuron, as
+    # nir.LIF wants); its exporter writes v_reset = 0 whatever the reset, so the net resets to zero
+    leaky = lambda: snn.Leaky(beta=0.8, threshold=1.0, init_hidden=True, reset_mechanism="zero")  # noqa: E731
     net = _weights(torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 5, stride=4, padding=2), leaky((4, 7, 7)), torch.nn.Flatten(),
-        torch.nn.Linear(4 * 7 * 7, 10), leaky((10,))), CG2, LG2)
+        torch.nn.Conv2d(1, 4, 5, stride=4, padding=2), leaky(), torch.nn.Flatten(),
+        torch.nn.Linear(4 * 7 * 7, 10), leaky()), CG2, LG2)
     utils.reset(net)
     with torch.no_grad():
         own = torch.stack([net(_inputs()) for _ in range(T)])
+    ready = snntorch_for_export(net, torch.zeros(1, 1, 28, 28))
+    assert net[1].beta.dim() == 0 and ready[1].beta.shape == (4, 7, 7)  # the user's net unchanged
     # ignore_dims=[0]: without it the batch dimension enters the graph's types and type inference fails
-    graph = export_to_nir(net, torch.zeros(1, 1, 28, 28), ignore_dims=[0])  # its dt: 1e-4
+    graph = export_to_nir(ready, torch.zeros(1, 1, 28, 28), ignore_dims=[0])  # its dt: 1e-4
     _check(own, _seenn_run(graph, tmp_path, 1e-4))
+    with pytest.raises(ConfigError, match="reset_mechanism='zero'"):
+        snntorch_for_export(torch.nn.Sequential(torch.nn.Linear(3, 2), snn.Leaky(beta=0.5, init_hidden=True)),
+                            torch.zeros(1, 3))
 
 
 def test_norse_export_imports_spike_for_spike(tmp_path):

@@ -89,3 +89,50 @@ def for_peer(graph, peer: str, shapes: dict[str, tuple]):
     graph = unit_gain(pools_as_convs(graph, shapes))
     graph.metadata["written_for"] = peer
     return graph
+
+
+def snntorch_for_export(net, example):
+    """A copy of an snnTorch network that snnTorch 1.0's own ``export_to_nir`` writes as a valid NIR graph for
+    seenn to import (``seenn import``): every ``Leaky``'s ``beta`` and ``threshold`` as per-neuron tensors of its
+    output shape (its exporter writes them as stored, and ``nir.LIF`` wants every parameter of one shape). Export
+    the copy with ``export_to_nir(copy, example, ignore_dims=[0])`` (without ``ignore_dims`` the batch enters the
+    graph's types). Only ``reset_mechanism="zero"`` is exported faithfully (the exporter writes ``v_reset = 0``
+    whatever the reset), so other resets are refused. The network given is not changed.
+
+    What NIR cannot carry: snnTorch applies a reset to zero one step *late* (the step after a spike it adds that
+    step's input, then clears the whole membrane), where NIR and seenn clear it at the spike and keep the next
+    input. The imported network therefore follows snnTorch exactly only where the step after each spike does not
+    matter: a sparsely firing network matches spike for spike (tested), one that fires often drifts."""
+    import copy
+
+    import torch
+
+    try:
+        import snntorch as snn
+        from snntorch import utils
+    except ImportError:
+        raise ConfigError("snntorch_for_export needs snnTorch: pip install snntorch") from None
+    net = copy.deepcopy(net)
+    leaky = [m for m in net.modules() if isinstance(m, snn.Leaky)]
+    for m in leaky:
+        if m.reset_mechanism != "zero":
+            raise ConfigError(f"a Leaky neuron resets by {m.reset_mechanism!r}; snnTorch's exporter writes a reset to "
+                              "zero whatever the neuron does, so only reset_mechanism='zero' exports faithfully")
+    shapes = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o: shapes.__setitem__(
+        mod, tuple((o[0] if isinstance(o, tuple) else o).shape[1:]))) for m in leaky]
+    try:
+        utils.reset(net)
+        with torch.no_grad():
+            net(example)
+        utils.reset(net)
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for m in leaky:
+            for name in ("beta", "threshold"):
+                value = getattr(m, name)
+                full = torch.as_tensor(value, dtype=torch.float32).expand(shapes[m]).clone()
+                setattr(m, name, torch.nn.Parameter(full) if isinstance(value, torch.nn.Parameter) else full)
+    return net

@@ -40,6 +40,7 @@ from .errors import CheckpointError, ConfigError
 from .fold import fold_batchnorm
 from .models import SpikingNetwork
 from .models.sequential import SequentialSNN, SumPool2d
+from .models.stateful import LeakyIntegrator
 from .neuron import SpikingNeuron
 
 
@@ -88,6 +89,12 @@ def _leaf_node(nir, name: str, mod: nn.Module, ish, osh, dt: float = 1.0):
             return nir.IF(r=full(1.0 / dt), v_threshold=full(th), v_reset=full(0.0))
         tau = dt / (1.0 - mod.decay)
         return nir.LIF(tau=full(tau), r=full(tau / dt), v_leak=full(0.0), v_threshold=full(th), v_reset=full(0.0))
+    if isinstance(mod, LeakyIntegrator):  # a membrane readout: NIR's LI, never a spiking LIF
+        if not 0.0 < mod.decay < 1.0:
+            raise ConfigError(f"{name}: a leaky integrator with decay {mod.decay:g} has no NIR LI time constant")
+        full = lambda v: np.full(osh, v, dtype=np.float32)  # noqa: E731
+        tau = dt / (1.0 - mod.decay)  # Euler: v <- (1 - dt / tau) v + (dt / tau) r x, with (dt / tau) r = 1
+        return nir.LI(tau=full(tau), r=full(tau / dt), v_leak=full(0.0))
     if isinstance(mod, (SumPool2d, nn.AvgPool2d)):
         cls = nir.SumPool2d if isinstance(mod, SumPool2d) else nir.AvgPool2d
         return cls(kernel_size=np.array(_pair(mod.kernel_size)), stride=np.array(_pair(mod.stride)),
