@@ -189,3 +189,75 @@ def test_one_hidden_layer_is_exact_at_t_equals_l(lam):
     with torch.no_grad():
         assert torch.allclose(snn(x, 4).mean(0), ann(x), atol=1e-5)
 
+
+
+OWN_ANN_PY = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """A user's ANN with attributes named as seenn's own: stem, body and head (the head must not be lost)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4), nn.Flatten(),
+                                  nn.Linear(8 * 7 * 7, 32), nn.ReLU())
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)))
+
+
+def build():
+    torch.manual_seed(0)
+    return Net()
+'''
+
+
+def test_a_users_own_ann_converts_from_its_file_by_its_traced_graph(tiny_data, tmp_path, capsys):
+    """An ANN whose attributes are called stem / body / head is traced through its forward (its head kept: a
+    10-class SNN); `seenn convert --network FILE --weights W` makes a run whose SNN agrees with the ANN; an ANN
+    trained on [0, 1] pixels goes in with --input-scale unit."""
+    import json
+
+    from seenn.checkpoint import load_run
+    from seenn.cli import main
+    from seenn.data import load_dataset
+
+    ns = {}
+    exec(OWN_ANN_PY, ns)
+    ann = ns["build"]()
+    train = load_dataset("mnist", "train", data_dir=tiny_data, val_size=50)
+    opt = torch.optim.SGD(ann.parameters(), lr=0.05, momentum=0.9)
+    for epoch in range(3):  # trained on unit inputs, x / 255
+        for x, y in train.batches(32, shuffle=True, generator=torch.Generator().manual_seed(epoch)):
+            loss = F.cross_entropy(ann(x * train.info.std[0] + train.info.mean[0]), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    ann.eval()
+    snn, cfg = convert(ann, input_shape=(1, 28, 28), calibration=torch.rand(16, 1, 28, 28))
+    assert cfg["num_classes"] == 10 and cfg["layers"][-1]["type"] == "linear"
+    (tmp_path / "ann.py").write_text(OWN_ANN_PY)
+    torch.save(ann.state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "snn"
+    assert main(["convert", "--network", str(tmp_path / "ann.py"), "--weights", str(tmp_path / "w.pt"), "--dataset",
+                 "mnist", "--input-scale", "unit", "--data-dir", str(tiny_data), "--timesteps", "32",
+                 "--calibration-samples", "64", "--val-size", "50", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "input: unit" in err
+    config = json.loads((out / "config.json").read_text())
+    assert config["converted_from"]["input"]["scale"] == "unit" and len(config["converted_from"]["sha256"]) == 64
+    model, _ = load_run(out)
+    test = load_dataset("mnist", "test", data_dir=tiny_data)
+    x = test.normalize(test.images)
+    with torch.no_grad():
+        want = ann(x * test.info.std[0] + test.info.mean[0]).argmax(1)
+        got = model(x, 32).sum(0).argmax(1)
+    assert (want == test.labels).float().mean() > 0.9
+    assert (got == want).float().mean() > 0.9
+    # one of run / --network; --weights only with --network
+    assert main(["convert", "--out", str(tmp_path / "x")]) == 2
+    assert main(["convert", str(out), "--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "y")]) == 2

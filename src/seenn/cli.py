@@ -611,6 +611,13 @@ def cmd_convert(args) -> int:
     from .schema import bounded
 
     bounded("timesteps", args.timesteps, "--timesteps")
+    if (args.run is None) == (args.network is None):
+        raise ConfigError("seenn convert takes an ANN run directory or --network FILE (one of them)")
+    if args.network is not None:
+        return _convert_file(args)
+    for flag in ("weights", "dataset", "mean", "std"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag} goes with --network (an ANN run knows its own)")
     src = resolve_run(args.run)
     check_out_dir(args.out, overwrite=args.overwrite, source=src,  # never onto its own source or its data
                   inputs=[_dataset_folder(read_config(src)["dataset"], args.data_dir)])
@@ -626,6 +633,32 @@ def cmd_convert(args) -> int:
              + (f", {bc['skipped']} without a weighted input skipped" if bc["skipped"] else "")
              + (f"; initial potentials of {len(bc['mean_offset_over_threshold'])} neuron layers corrected per channel"
                 if bc.get("potential") else ""))
+    print(args.out)
+    return 0
+
+
+def _convert_file(args) -> int:
+    """seenn convert --network FILE: the user's own ANN."""
+    from .checkpoint import check_out_dir, staged_dir
+    from .convert import convert_file
+    from .data import dataset_info
+    from .interop.load import describe_input, input_record
+
+    if args.dataset is None:
+        raise ConfigError("--network needs --dataset (the images it classifies; calibration images come from them)")
+    info = dataset_info(args.dataset)
+    check_out_dir(args.out, overwrite=args.overwrite,
+                  inputs=[args.network, args.weights, _dataset_folder(args.dataset, args.data_dir)])
+    record = input_record(args.input_scale, info, args.mean, args.std)
+    with staged_dir(args.out, overwrite=args.overwrite) as stage:
+        config = convert_file(args.network, stage, dataset=args.dataset, factory=args.factory, weights=args.weights,
+                              timesteps=args.timesteps, input=record, calibration_samples=args.calibration_samples,
+                              percentile=args.percentile, bias_correction=args.bias_correction,
+                              potential_correction=args.potential_correction, data_dir=args.data_dir, seed=args.seed,
+                              val_size=args.val_size)
+    th = config["converted_from"]["thresholds"]
+    _log(f"input: {describe_input(record)}; {len(th)} IF layers, thresholds {' '.join(f'{t:.3g}' for t in th)}; "
+         f"max timesteps {args.timesteps}")
     print(args.out)
     return 0
 
@@ -1216,8 +1249,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="forward Euler (snnTorch, SpikingJelly) or exact exponential decay (sinabs, Norse-style)")
     im.set_defaults(func=cmd_import)
 
-    cv = sub.add_parser("convert", help="turn a QCFS ANN run (seenn train --ann) into an SNN run (IF neurons)")
-    cv.add_argument("run", help="the ANN run directory")
+    cv = sub.add_parser("convert", help="turn an ANN into an SNN run (IF neurons): a QCFS ANN run (seenn train "
+                                        "--ann), or your own ANN (--network FILE)")
+    cv.add_argument("run", nargs="?", help="the ANN run directory (or give --network)")
+    cv.add_argument("--network", metavar="FILE",
+                    help="your own ANN instead of a run: a Python file whose factory function builds it (ReLU or "
+                         "QCFS activations, average pooling, residual adds: traced from its forward), run once here")
+    cv.add_argument("--factory", default="build", help="with --network: the function that returns the ANN")
+    cv.add_argument("--weights", help="with --network: its trained weights (.safetensors, or a state_dict saved "
+                                      "with torch.save, read with weights_only=True)")
+    cv.add_argument("--dataset", type=_dataset_name,
+                    help="with --network: the images it classifies (calibration images come from its training "
+                         "split)")
+    cv.add_argument("--input-scale", default="normalized", choices=["normalized", "unit"],
+                    help="with --network: what the ANN was trained on (see seenn adapt --help); recorded in the run")
+    cv.add_argument("--mean", type=float, nargs="+", help="with --network: custom input (x / 255 - mean) / std")
+    cv.add_argument("--std", type=float, nargs="+", help="with --network: with --mean")
+    cv.add_argument("--val-size", type=_n("samples", 0), default=5000,
+                    help="with --network: the last training images held out as the run's validation split (for "
+                         "calibrate; calibration images for the conversion come from the rest; default 5000)")
+    cv.add_argument("--percentile", type=_x(0, 100, open_lo=True), default=99.9,
+                    help="with --network: a ReLU's threshold is this percentile of its activations on the "
+                         "calibration images (default 99.9)")
     cv.add_argument("--out", required=True, help="SNN run directory to write")
     cv.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     cv.add_argument("--timesteps", type=_n("timesteps"), default=64, help="max timesteps of the SNN run")

@@ -80,6 +80,15 @@ class _SeennANN(nn.Module):
         return self.body(self.stem(x))
 
 
+def _root(ann: nn.Module) -> nn.Module:
+    """What to trace: a seenn network's ANN pass (its forward takes timesteps), any other module as it is. By type,
+    never by attribute names: a user's ANN with a ``stem`` / ``body`` / ``head`` is traced through its own
+    forward, every layer it calls included."""
+    from .models.base import SpikingNetwork
+
+    return _SeennANN(ann) if isinstance(ann, SpikingNetwork) else ann
+
+
 def _tracer():
     import torch.fx as fx
 
@@ -110,8 +119,7 @@ def read_graph(ann: nn.Module, input_shape) -> list[dict]:
     import torch.fx as fx
     from torch.fx.passes.shape_prop import ShapeProp
 
-    root = _SeennANN(ann) if isinstance(getattr(ann, "stem", None), nn.Module) and \
-        isinstance(getattr(ann, "body", None), nn.Module) else ann
+    root = _root(ann)
     try:
         graph = _tracer().trace(root)
         gm = fx.GraphModule(root, graph)
@@ -321,7 +329,7 @@ def _record(ann, names: set, calibration, input_shape, reduce) -> dict[str, list
     """``reduce(output)`` of each named operation (``read_graph``'s names) on the ``calibration`` inputs."""
     import torch.fx as fx
 
-    root = _SeennANN(ann) if isinstance(getattr(ann, "stem", None), nn.Module) else ann
+    root = _root(ann)
     gm = fx.GraphModule(root, _tracer().trace(root))
     seen: dict[str, list] = {}
 
@@ -530,6 +538,90 @@ def convert_run(ann_run, out_dir, *, timesteps: int = 64, bias_correction: int |
     if "data" in config:  # a prefixed dataset's recorded pipeline travels with the run
         out["data"] = config["data"]
     save_run(Path(out_dir), snn, out, {"ann_val_accuracy": ann_metrics.get("best_val_accuracy")})
+    return out
+
+
+def input_layer(record: dict) -> nn.Conv2d:
+    """The user's input scaling as a first layer: a per-channel affine map (a depthwise 1x1 convolution) from
+    seenn's normalised input to the ``(x / 255 - mean) / std`` the ANN was trained on (``record`` as
+    :func:`seenn.interop.load.input_record` makes it); the converter treats it as any convolution of the stem."""
+    m, s = torch.tensor(record["data_mean"]), torch.tensor(record["data_std"])
+    pm, ps = torch.tensor(record["mean"]), torch.tensor(record["std"])
+    conv = nn.Conv2d(len(m), len(m), 1, groups=len(m))
+    with torch.no_grad():
+        conv.weight.copy_((s / ps).view(-1, 1, 1, 1))
+        conv.bias.copy_((m - pm) / ps)
+    return conv
+
+
+def convert_file(source, out_dir, *, dataset: str, factory: str = "build", weights=None, timesteps: int = 64,
+                 input: dict | None = None, calibration_samples: int = 256, percentile: float = 99.9,
+                 bias_correction: int | None = None, potential_correction: bool = False, data_dir=None,
+                 seed: int = 0, val_size: int = 5000) -> dict:
+    """Convert a user's own ANN into an SNN run directory: ``factory()`` from the Python file ``source`` (run once,
+    here, because the user asked: the SNN run holds only seenn layers and never runs the file), ``weights`` from
+    safetensors or a ``weights_only`` state dict, the layers found by tracing its forward (never by attribute
+    names). ``input``: the input it was trained on (default seenn's normalised images of ``dataset``); ReLU
+    thresholds (and ``bias_correction``) from ``calibration_samples`` training images of ``dataset``. Returns the
+    new run's config."""
+    from pathlib import Path
+
+    from . import __version__
+    from .checkpoint import save_run
+    from .data import dataset_info
+    from .interop.load import build_from_file, input_record, read_weights
+    from .interop.trust import file_digest
+    from .schema import bounded
+
+    bounded("timesteps", timesteps, "--timesteps")
+    bounded("samples", calibration_samples, "--calibration-samples")
+    info = dataset_info(dataset)
+    record = input or input_record("normalized", info)
+    ann, _ = build_from_file(source, factory)
+    if weights is not None:
+        state = read_weights(weights)
+        own = ann.state_dict()
+        for k, v in state.items():
+            if k in own and own[k].is_floating_point() and not v.is_floating_point():
+                raise ConversionError(f"{weights}: {k} is stored as {str(v.dtype).replace('torch.', '')}: save "
+                                      "float weights")
+        try:
+            ann.load_state_dict(state)
+        except RuntimeError as e:
+            lines = str(e).splitlines()
+            raise ConversionError(f"{weights} does not fit the network {factory}() builds: "
+                                  f"{lines[1].strip() if len(lines) > 1 else e}") from None
+    if record["scale"] != "normalized":
+        ann = nn.Sequential(input_layer(record), ann)
+    config = {"dataset": dataset, "training": {"val_size": val_size}}
+    images = calibration_images(config, calibration_samples, data_dir, seed)
+    snn, model_cfg = convert(ann, input_shape=(info.channels, info.image_size, info.image_size),
+                             calibration=images, percentile=percentile)
+    corrected = None
+    if bias_correction is not None:
+        bounded("timesteps", bias_correction, "--bias-correction")
+        if bias_correction > timesteps:
+            raise ConversionError(f"--bias-correction {bias_correction} is more than the run's {timesteps} timesteps")
+        from .bias_correction import correct_biases
+
+        corrected = correct_biases(ann, snn, model_cfg, images, bias_correction, potential=potential_correction)
+        corrected.update(split="train", seed=seed)
+    elif potential_correction:
+        raise ConversionError("--potential-correction goes with --bias-correction STEPS (the steps it fits)")
+    source = Path(source).resolve()
+    out = {"seenn_version": __version__, "dataset": dataset, "max_timesteps": timesteps, "model": model_cfg,
+           "training": {"val_size": val_size},
+           "converted_from": {"source": str(source), "sha256": file_digest(source), "factory": factory,
+                              "weights": str(Path(weights).resolve()) if weights is not None else None,
+                              "input": record, "calibration_samples": calibration_samples, "percentile": percentile,
+                              "neuron": "IF, reset by subtraction, v0 = theta/2",
+                              "thresholds": [s["threshold"] for s in model_cfg["layers"] if s["type"] == "neuron"]}}
+    if corrected is not None:
+        out["converted_from"]["bias_correction"] = corrected
+    from .sources import record_pipeline
+
+    record_pipeline(out, info)  # an imagefolder: dataset's pipeline travels with the run
+    save_run(Path(out_dir), snn, out)
     return out
 
 
