@@ -22,7 +22,7 @@ from conversion import REFERENCE_T, accuracy_at, choose_on_validation
 
 from seenn.bias_correction import correct_biases
 from seenn.checkpoint import load_run
-from seenn.convert import calibration_images, convert
+from seenn.conversion import calibration_images, convert
 from seenn.data import load_dataset
 from seenn.engine import posthoc_exits
 from seenn.evaluate import Evaluation

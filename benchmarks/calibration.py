@@ -14,7 +14,7 @@ import sys
 
 from _common import machine, publish, today
 
-from seenn.calibrate import calibrate, ece_per_timestep
+from seenn.calibration import calibrate, ece_per_timestep
 from seenn.checkpoint import load_run
 from seenn.data import load_dataset
 from seenn.evaluate import Evaluation

@@ -10,7 +10,7 @@ from torch import nn
 
 from _resnets import randomize_bn
 from seenn.bias_correction import _step_rates, activation_layers, activation_means, correct_biases, feeders
-from seenn.convert import ConversionError, convert
+from seenn.conversion import ConversionError, convert
 from seenn.errors import ConfigError
 from seenn.models import build_model
 

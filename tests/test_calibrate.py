@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from seenn.calibrate import (binomial_cdf, calibrate, expected_calibration_error, exit_steps, fit_temperature,
+from seenn.calibration import (binomial_cdf, calibrate, expected_calibration_error, exit_steps, fit_temperature,
                              fixed_sequence_test)
 from seenn.cli import main
 from seenn.errors import ConfigError
@@ -121,7 +121,7 @@ def test_calibrated_threshold_keeps_its_promise_on_the_real_test_split():
 
 
 def test_the_disagreement_bound_a_live_audit_tests():
-    from seenn.calibrate import binomial_cdf, binomial_upper_bound, calibrate
+    from seenn.calibration import binomial_cdf, binomial_upper_bound, calibrate
 
     b = binomial_upper_bound(0, 100, 0.05)
     assert abs(b - (1 - 0.05 ** (1 / 100))) < 1e-9  # k = 0: 1 - delta^(1/n), about 3/n

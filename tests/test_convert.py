@@ -7,7 +7,7 @@ from conftest import needs_dataset, real_data_dir
 from torch import nn
 
 from seenn.checkpoint import pretrained_runs
-from seenn.convert import ConversionError, convert, convert_run
+from seenn.conversion import ConversionError, convert, convert_run
 from seenn.neuron import IF
 from seenn.qcfs import QCFS
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from _resnets import randomize_bn, resnet18, resnet34, resnet50
-from seenn.convert import ConversionError, convert, replace_maxpool
+from seenn.conversion import ConversionError, convert, replace_maxpool
 from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.exits import Confidence
 from seenn.fold import inference_model

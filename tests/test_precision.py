@@ -10,7 +10,7 @@ from torch import nn
 
 from seenn.checkpoint import load_run, pretrained_runs
 from seenn.cli import main
-from seenn.convert import convert
+from seenn.conversion import convert
 from seenn.data import load_dataset
 from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.errors import ConfigError

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .convert import ConversionError, _record, read_graph
+from .conversion import ConversionError, _record, read_graph
 from .neuron import SpikingNeuron
 
 
@@ -120,7 +120,7 @@ def _fit(cumulative: torch.Tensor):
 @torch.no_grad()
 def correct_biases(ann: nn.Module, snn, model_cfg: dict, calibration: torch.Tensor, steps: int, *,
                    batch_size: int = 128, potential: bool = False) -> dict:
-    """Correct the biases of ``snn`` (converted from ``ann`` by :func:`seenn.convert.convert`, with its
+    """Correct the biases of ``snn`` (converted from ``ann`` by :func:`seenn.conversion.convert`, with its
     ``model_cfg``) so that each neuron's mean output over steps 1..``steps`` on ``calibration`` matches the ANN
     activation it replaces; with ``potential``, the fitted rate's error only, the offset going into per-channel
     initial potentials (module docstring). Changes ``snn`` in place (and ``model_cfg``: biases a feeding layer

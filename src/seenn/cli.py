@@ -416,7 +416,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibrate import calibrate, calibration_lines, store_in_run
+    from .calibration import calibrate, calibration_lines, store_in_run
     from .checkpoint import PRETRAINED_DIR, check_out_dir, read_config, resolve_run
     from .fold import inference_model
     from .train import step_logits
@@ -607,7 +607,7 @@ def cmd_import(args) -> int:
 
 def cmd_convert(args) -> int:
     from .checkpoint import check_out_dir, read_config, resolve_run, staged_dir
-    from .convert import convert_run
+    from .conversion import convert_run
     from .schema import bounded
 
     bounded("timesteps", args.timesteps, "--timesteps")
@@ -640,7 +640,7 @@ def cmd_convert(args) -> int:
 def _convert_file(args) -> int:
     """seenn convert --network FILE: the user's own ANN."""
     from .checkpoint import check_out_dir, staged_dir
-    from .convert import convert_file
+    from .conversion import convert_file
     from .data import dataset_info
     from .interop.load import describe_input, input_record
 

@@ -40,3 +40,8 @@ def build_model(name: str, *, in_channels: int, image_size: int, num_classes: in
 
 
 __all__ = ["MODELS", "SpikingNetwork", "build_model"]
+
+
+def list_models() -> list[str]:
+    """The registry's model names (``build_model``'s first argument)."""
+    return sorted(MODELS)

@@ -1,5 +1,5 @@
 """A network of layers wired as a graph, described by a JSON-serialisable list: the form of converted residual
-networks (``seenn.convert`` on a ResNet).
+networks (``seenn.conversion`` on a ResNet).
 
 The specs are those of ``sequential`` models plus ``{"type": "add"}`` (the sum of its inputs, a residual
 connection) and ``{"type": "scale", "factor"}`` (a constant gain: the spike amplitude a skip connection carries).

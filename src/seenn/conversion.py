@@ -41,7 +41,7 @@ from .qcfs import QCFS
 SUPPORTED_NAMES = ("Conv2d, Linear, BatchNorm1d/2d, ReLU, ReLU6, QCFS, AvgPool2d, AdaptiveAvgPool2d, Flatten, "
                    "Dropout, Identity and residual additions")
 _MAXPOOL_HINT = ("a rate-coded spiking layer has no exact max of rates; train the ANN with AvgPool2d instead, or "
-                 "replace it by the average pool of the same window (seenn.convert.replace_maxpool) and fine-tune "
+                 "replace it by the average pool of the same window (seenn.conversion.replace_maxpool) and fine-tune "
                  "the ANN for a few epochs before converting")
 
 

@@ -22,6 +22,7 @@ certified on the other half.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -318,3 +319,56 @@ def calibration_lines(result: dict, dest, precision: str) -> list[str]:
     if "note" in result:
         lines.append(result["note"])
     return lines
+
+
+# ------------------------------------------------------------------------------------------- the typed result
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What :func:`calibrate_network` (``seenn.calibrate``) chose and certified: one confidence ``threshold`` or
+    per-step ``thresholds``, the ``temperature`` the scores are read at, and the certificate (``report``: the dict
+    :func:`calibrate` returns, what ``seenn calibrate`` stores in a run). :meth:`rule` is the exit rule to run."""
+
+    threshold: float | None
+    thresholds: list | None
+    temperature: float
+    certified: bool
+    report: dict
+
+    def rule(self):
+        """The certified rule: ``Confidence`` at the chosen threshold(s) and temperature."""
+        from .exits import Confidence
+
+        return Confidence(self.thresholds if self.thresholds is not None else self.threshold, self.temperature)
+
+    @classmethod
+    def from_report(cls, report: dict) -> "Calibration":
+        return cls(report.get("threshold"), report.get("thresholds"), float(report.get("temperature", 1.0)),
+                   "note" not in report, report)
+
+
+def calibrate_network(model, data, timesteps: int, *, max_accuracy_drop: float = 0.01, confidence_level: float = 0.95,
+                      per_step: bool = False, temperature: bool = False, seed: int = 0,
+                      batch_size: int = 256) -> Calibration:
+    """Certify a confidence threshold for ``model`` at ``timesteps`` on held-out ``data`` (a seenn dataset, or any
+    iterable of ``(x, y)`` batches such as a DataLoader; never the data it was trained on): with probability
+    ``confidence_level`` its early exits lose at most ``max_accuracy_drop`` of accuracy against full T (see the
+    module docstring)."""
+    from .train import step_logits as dataset_step_logits
+
+    if hasattr(data, "batches") and hasattr(data, "labels"):
+        logits, labels = dataset_step_logits(model, data, timesteps, batch_size), data.labels
+    else:
+        model.eval()
+        outs, ys = [], []
+        with torch.no_grad():
+            for x, y in data:
+                outs.append(model(x, timesteps).transpose(0, 1).float())
+                ys.append(torch.as_tensor(y))
+        if not outs:
+            raise ConfigError("calibrate: the data held no batches")
+        logits, labels = torch.cat(outs), torch.cat(ys)
+    report = calibrate(logits, labels, max_accuracy_drop=max_accuracy_drop, confidence_level=confidence_level,
+                       per_step=per_step, temperature=temperature, seed=seed)
+    return Calibration.from_report(report)
