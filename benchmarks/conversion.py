@@ -72,7 +72,7 @@ def choose_on_validation(val: Evaluation) -> Confidence:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--ann", required=True, help="the QCFS ANN run the SNN was converted from")
-    p.add_argument("--snn", default="cifar10-vgg-w05-qcfs4-t64", help="the converted run (default: the shipped one)")
+    p.add_argument("--snn", default="cifar10-airbench-qcfs4-t32", help="the converted run (default: the shipped one)")
     p.add_argument("--data-dir")
     p.add_argument("--limit", type=int, help="first N test and validation images only (a quick check; writes nothing)")
     args = p.parse_args()

@@ -142,8 +142,7 @@ def test_converted_mnist_snn_approaches_the_ann(tmp_path):
     assert acc[0] < acc[2] and abs(acc[2] - ann_acc) <= 0.01, (ann_acc, acc)
 
 
-SHIPPED = {"cifar10-vgg-w05-qcfs4-t64": ("sequential", 200, 16), "cifar10-resnet20-qcfs4-t64": ("graph", 100, 32),
-           "cifar10-resnet20-qcfs4-ft4-t64": ("graph", 100, 24), "cifar10-airbench-qcfs4-t32": ("sequential", 60, 12)}
+SHIPPED = {"cifar10-resnet20-qcfs4-t64": ("graph", 100, 32), "cifar10-airbench-qcfs4-t32": ("sequential", 60, 12)}
 
 
 @needs_dataset("cifar10")

@@ -551,3 +551,18 @@ def test_a_tutorial_snntorch_net_goes_in_with_a_step_function(tmp_path):
         want = ns["build"]()(x)[1]  # [T, B, K] the membrane record
         got = peer(x, T)
     assert want.abs().sum() > 0 and torch.equal(got, want)
+
+
+def test_a_time_major_tensor_is_refused_not_read_as_frames():
+    """[T, B, C, H, W] given to the runner for an image network would be read as frames [B, T, ...] (4 answers for
+    8 images): refused in one line; frames=True takes the documented batch-first frame layout."""
+    from seenn.errors import DataError
+
+    x = _x(8)
+    peer = adapt(_Wavy(), "explicit")
+    runner = EarlyExitRunner(peer, Confidence(0.99), 4)
+    with pytest.raises(DataError, match="takes images"):
+        runner.predict(x.unsqueeze(0).repeat(4, 1, 1, 1, 1))
+    assert runner.predict(x).prediction.shape == (8,)
+    frames = EarlyExitRunner(adapt(_Wavy(), "explicit", frames=True), Confidence(0.99), 4)
+    assert frames.predict(x.unsqueeze(1).repeat(1, 4, 1, 1, 1)).prediction.shape == (8,)

@@ -127,7 +127,7 @@ def model_from_config(config: dict) -> SpikingNetwork:
     if m["name"] == "peer":  # another framework's network (seenn adapt), built by the user's own file
         from .interop.load import peer_from_config
 
-        return peer_from_config(m)
+        return peer_from_config(m, frames=config["dataset"].startswith("events:"))
     options = {k: m[k] for k in ("layers", "neuron", "quant_levels") if m.get(k) is not None}
     kw = dict(in_channels=m["in_channels"], image_size=m["image_size"], num_classes=m["num_classes"],
               width=m.get("width") or 1.0, surrogate=m.get("surrogate") or "tanh", **options)

@@ -677,7 +677,7 @@ def cmd_adapt(args) -> int:
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.network, args.weights])
     record = input_record(args.input_scale, info, args.mean, args.std)
     net = load_peer(args.network, args.factory, args.weights, args.framework, args.output, args.readout, record,
-                    step=args.step)
+                    step=args.step, frames=args.dataset.startswith("events:"))
     with torch.no_grad():
         try:
             probe = torch.randn(2, info.channels, info.image_size, info.image_size,

@@ -86,7 +86,7 @@ class EarlyExitRunner:
         bookkeeping (at batch 1 that bookkeeping costs about as much as a small network's step)."""
         check_input(x)
         model, rule, t_max = self.model, self.rule, self.max_timesteps
-        frames = _check_frames(x, t_max)
+        frames = _check_frames(x, t_max, model)
         for nrn in self.neurons:
             nrn.reset()
         step = self._single_step
@@ -135,7 +135,7 @@ class EarlyExitRunner:
             nrn.reset()
         try:
             x, index = feed.take(slots)
-            frames = index is not None and _check_frames(x, t_max)
+            frames = index is not None and _check_frames(x, t_max, model)
             # direct encoding: computed once per input; frames (a time-varying input) are kept and each step
             # encodes the frame each sample is at
             encoded = (x if frames else _encode(model, x)) if index is not None else None
@@ -166,7 +166,7 @@ class EarlyExitRunner:
                 index, encoded, summed, steps, budget = retain(neurons, ~done, index, encoded, summed, steps, budget)
                 if k:  # continuous batching: new inputs join at the end, their membranes at rest (each neuron
                     # holds state for the rows before them only; see SpikingNeuron.forward)
-                    if frames != _check_frames(x, t_max):
+                    if frames != _check_frames(x, t_max, model):
                         raise DataError("a stream mixes images [B, C, H, W] and frames [B, T, C, H, W]")
                     fresh = x if frames else _encode(model, x)
                     plan = None if planner is None else planner(x).clamp(1, t_max)
@@ -230,10 +230,16 @@ class CompiledStep:
         return _step(self.model, encoded)
 
 
-def _check_frames(x: torch.Tensor, t_max: int) -> bool:
-    """Whether ``x`` is frames ``[B, T, C, H, W]`` (then with at least ``t_max`` of them)."""
+def _check_frames(x: torch.Tensor, t_max: int, model=None) -> bool:
+    """Whether ``x`` is frames ``[B, T, C, H, W]`` (then with at least ``t_max`` of them). A network that says it
+    takes images (``takes_frames = False``: another framework's image network) refuses a 5-D input rather than read
+    a time-major ``[T, B, ...]`` tensor as ``[B, T, ...]``."""
     if x.dim() != 5:
         return False
+    if getattr(model, "takes_frames", True) is False:
+        raise DataError(f"this network takes images [B, C, H, W]; a 5-D input {list(x.shape)} would be read as frames "
+                        "[B, T, C, H, W] (batch first). Give the image itself (every step sees it), or adapt the "
+                        "network with frames=True for a time-varying input in that layout")
     if x.shape[1] < t_max:
         raise DataError(f"{t_max} timesteps need as many frames; the input has {x.shape[1]}")
     return True

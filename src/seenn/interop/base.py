@@ -256,7 +256,7 @@ def detect_framework(module: nn.Module) -> str:
 
 
 def adapt(module: nn.Module, framework: str | None = None, *, output: int | None = None, readout: str = "sum",
-          input_map: InputMap | None = None, step=None) -> PeerNetwork:
+          input_map: InputMap | None = None, step=None, frames: bool = False) -> PeerNetwork:
     """``module`` as a seenn network, stepped in eval mode (the module's own mode, step mode and state are given
     back after each run: the user's live module is never left changed). ``framework``: spikingjelly, snntorch,
     norse or explicit (``forward(x, state) -> (output, state)``, state ``None`` at rest); detected from the
@@ -264,7 +264,9 @@ def adapt(module: nn.Module, framework: str | None = None, *, output: int | None
     ``(spk, mem)``); a tuple without it is refused, never guessed. ``readout``: how steps combine into scores
     (:class:`Readout`). ``input_map``: the peer's input scaling (:class:`InputMap`; default seenn's normalised).
     ``step``: for a network whose forward is not one step, the method name or ``fn(module, x, state)`` that is
-    (``-> (out, state)``, state ``None`` at rest): the explicit adapter."""
+    (``-> (out, state)``, state ``None`` at rest): the explicit adapter. ``frames``: the network reads a
+    time-varying input, given to the runner as frames ``[B, T, C, H, W]`` (batch first); without it a 5-D input is
+    refused (a time-major ``[T, B, C, H, W]`` tensor would otherwise be read as frames, silently)."""
     if step is not None:
         if framework not in (None, "explicit", "norse"):
             raise ConfigError(f"a step function threads its state explicitly: --framework {framework} does not take one")
@@ -283,4 +285,6 @@ def adapt(module: nn.Module, framework: str | None = None, *, output: int | None
         cls = partial(ExplicitState, call=step) if step is not None else ExplicitState
     else:
         raise ConfigError(f"unknown framework {framework!r}; choose one of {list(FRAMEWORKS)}")
-    return PeerNetwork(module, cls, output, framework, readout, input_map)
+    net = PeerNetwork(module, cls, output, framework, readout, input_map)
+    net.takes_frames = bool(frames)
+    return net

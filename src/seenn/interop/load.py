@@ -158,7 +158,7 @@ def scale_accuracy(net: PeerNetwork, record: dict, data, timesteps: int, batch: 
 
 def load_peer(source, factory: str = "build", weights=None, framework: str | None = None,
               output: int | None = None, readout: str = "sum", input: dict | None = None,
-              step: str | None = None) -> PeerNetwork:
+              step: str | None = None, frames: bool = False) -> PeerNetwork:
     """The user's network as a seenn network: ``factory()`` from ``source``, ``weights`` loaded (strictly; state
     buffers snnTorch keeps with ``init_hidden=True`` may be present or absent on either side). ``input``: a
     :func:`input_record` (default: seenn's normalised input)."""
@@ -192,7 +192,8 @@ def load_peer(source, factory: str = "build", weights=None, framework: str | Non
         for k, v in state.items():
             if v.is_floating_point() and not torch.isfinite(v).all():
                 raise CheckpointError(f"{weights}: {k} holds NaN or Inf")
-    return adapt(net, framework, output=output, readout=readout, input_map=input_map(input), step=step_fn)
+    return adapt(net, framework, output=output, readout=readout, input_map=input_map(input), step=step_fn,
+                 frames=frames)
 
 
 def peer_run_config(source, factory: str, framework: str, output: int | None, *, dataset: str, max_timesteps: int,
@@ -210,7 +211,7 @@ def peer_run_config(source, factory: str, framework: str, output: int | None, *,
                       "image_size": info.image_size, "num_classes": info.num_classes}}
 
 
-def peer_from_config(m: dict) -> PeerNetwork:
+def peer_from_config(m: dict, frames: bool = False) -> PeerNetwork:
     """The network of a peer run's (checked) model config, untrained weights; refuses a changed source file."""
     source = Path(m["source"])
     if not source.is_file():
@@ -221,4 +222,4 @@ def peer_from_config(m: dict) -> PeerNetwork:
     check_trusted(source, m["sha256"])  # a run folder never runs code the user has not trusted
     net, step = build_from_file(source, m["factory"], m.get("step"))
     return adapt(net, m["framework"], output=m.get("output"), readout=m.get("readout") or "sum",
-                 input_map=input_map(m.get("input")), step=step)
+                 input_map=input_map(m.get("input")), step=step, frames=frames)
