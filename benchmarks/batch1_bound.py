@@ -22,7 +22,7 @@ from torch import nn
 
 from seenn.checkpoint import load_run
 from seenn.data import load_dataset
-from seenn.fold import inference_model
+from seenn.inference import inference_model
 
 
 def _median_us(fn, calls: int) -> float:

@@ -20,7 +20,7 @@ import time
 from _common import machine, publish, today
 from conversion import REFERENCE_T, accuracy_at, choose_on_validation
 
-from seenn.bias_correction import correct_biases
+from seenn.conversion.bias import correct_biases
 from seenn.checkpoint import load_run
 from seenn.conversion import calibration_images, convert
 from seenn.data import load_dataset

@@ -219,7 +219,7 @@ def infer_fn(lib: str, batch: int):
         return lambda: runner.predict(x)
     net = build(lib.split("-")[0]).eval()
     if lib.startswith("seenn"):  # seenn's inference paths (runner, eval) run the BN-folded model
-        from seenn.fold import inference_model
+        from seenn.inference import inference_model
 
         net = inference_model(net, lib.split("-")[1] if "-" in lib else "fp32")
     x, _ = real_batch(batch)

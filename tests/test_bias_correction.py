@@ -1,4 +1,4 @@
-"""Bias correction of converted SNNs (seenn.bias_correction): it closes the gap between each neuron's mean output
+"""Bias correction of converted SNNs (seenn.conversion.bias): it closes the gap between each neuron's mean output
 over the first steps and the ANN activation it replaces, through residual sums and in chains, and is refused with
 a clear message where it cannot apply."""
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from _resnets import randomize_bn
-from seenn.bias_correction import _step_rates, activation_layers, activation_means, correct_biases, feeders
+from seenn.conversion.bias import _step_rates, activation_layers, activation_means, correct_biases, feeders
 from seenn.conversion import ConversionError, convert
 from seenn.errors import ConfigError
 from seenn.models import build_model

@@ -155,7 +155,7 @@ def test_shipped_converted_run(name):
     from seenn.data import load_dataset
     from seenn.engine import EarlyExitRunner, posthoc_exits
     from seenn.exits import Confidence
-    from seenn.fold import inference_model
+    from seenn.inference import inference_model
     from seenn.train import step_logits
 
     if not any(r["name"] == name for r in pretrained_runs()):

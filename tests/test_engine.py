@@ -6,7 +6,8 @@ from seenn.data import load_dataset
 from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.errors import DataError
 from seenn.exits import Confidence, Entropy, Fixed
-from seenn.fold import fold_batchnorm, inference_model
+from seenn.fold import fold_batchnorm
+from seenn.inference import inference_model
 from seenn.models import build_model
 from seenn.train import step_logits
 
@@ -182,7 +183,8 @@ def test_fast_pool_backward_equals_avg_pool_backward(size):
 
 
 def test_fast_pool_equals_avg_pool():
-    from seenn.fold import FastAvgPool2d, inference_model
+    from seenn.fold import FastAvgPool2d
+    from seenn.inference import inference_model
 
     torch.manual_seed(0)
     pool, ref = FastAvgPool2d(2), torch.nn.AvgPool2d(2)

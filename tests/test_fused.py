@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from seenn.fold import FastAvgPool2d, PackedConv2d, inference_model
+from seenn.fold import FastAvgPool2d, PackedConv2d
+from seenn.inference import inference_model
 from seenn.models import build_model
 
 

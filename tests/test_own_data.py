@@ -126,7 +126,7 @@ def test_cifar100_binary(tmp_path):
 def test_more_class_folders_than_the_bound_are_refused(tmp_path):
     from seenn.errors import DataError
     from seenn.schema import LIMITS
-    from seenn.sources import class_folders
+    from seenn.datainfo import class_folders
 
     for i in range(LIMITS["num_classes"] + 1):
         (tmp_path / f"c{i}").mkdir()

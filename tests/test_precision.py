@@ -15,7 +15,7 @@ from seenn.data import load_dataset
 from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.errors import ConfigError
 from seenn.exits import Confidence
-from seenn.fold import inference_model
+from seenn.inference import inference_model
 from seenn.models import build_model
 from seenn.precision import Bf16Conv2d, Int8Conv2d, apply_precision, quantize_weight, spike_grids
 

@@ -200,7 +200,7 @@ def test_calibrate_keeps_a_working_threshold_and_copies_everything(tiny_run, tin
 
 
 def test_a_killed_calibrate_leaves_no_partial_folder(tiny_run, tiny_data, tmp_path, monkeypatch, capsys):
-    import seenn.cli as cli
+    import seenn.cli.analysis as cli  # where seenn calibrate writes its JSON
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device", "x")

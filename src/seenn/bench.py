@@ -14,7 +14,8 @@ import torch
 
 from .engine import EarlyExitRunner
 from .exits import ExitRule, Fixed
-from .fold import for_compiler, inference_model
+from .fold import for_compiler
+from .inference import inference_model
 
 
 def _timed(fn) -> float:

@@ -4,7 +4,6 @@ the model and its data pipeline), ``metrics.json``. Nothing is ever unpickled.""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -14,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .data import atomic_write_bytes
+from .files import atomic_write_bytes, read_json, write_json  # noqa: F401 (also seenn.checkpoint's)
 from .errors import CheckpointError
 from .models import SpikingNetwork, build_model
 
@@ -22,37 +21,6 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 METRICS = "metrics.json"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
-
-
-def read_json(path: Path) -> dict:
-    """A JSON file of seenn's (config, metrics, policy, events metadata): a regular file (not a device, FIFO or
-    socket, also behind a symlink) of at most ``LIMITS["json_bytes"]``, checked before it is read."""
-    import stat
-
-    from .schema import LIMITS
-
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise CheckpointError(f"{path} is not a regular file")
-        if st.st_size > LIMITS["json_bytes"]:
-            raise CheckpointError(f"{path} is {st.st_size} bytes, more than the {LIMITS['json_bytes']} a seenn JSON "
-                                  "file may have")
-        with open(path, "rb") as f:
-            raw = f.read(LIMITS["json_bytes"] + 1)
-        if len(raw) > LIMITS["json_bytes"]:
-            raise CheckpointError(f"{path} grew past {LIMITS['json_bytes']} bytes while read")
-        return json.loads(raw.decode())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
-    except RecursionError:
-        raise CheckpointError(f"{path} is nested too deeply to be a seenn file") from None
 
 
 def read_config(run_dir: Path) -> dict:

@@ -21,28 +21,14 @@ import tarfile
 import tempfile
 import urllib.request
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    folder: str
-    channels: int
-    image_size: int
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    files: tuple[str, ...]
-    urls: tuple[str, ...]  # where to download from when online (each base + file name)
-    how_to_get: str
-    class_names: tuple[str, ...] = ()
+from .datainfo import DatasetInfo
+from .files import atomic_write_bytes  # noqa: F401 (also seenn.data's)
 
 
 _IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -442,31 +428,6 @@ def cifar_lossless_mask(data_dir=None) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` then rename it over: readers never see half a file."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:  # name the user's path, not a temporary file
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename makes it the file: a crash leaves old or new, whole
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise OSError(e.errno, e.strerror, str(path)) from None
-        raise
 
 
 # ------------------------------------------------------------------------------------------- download

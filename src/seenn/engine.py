@@ -14,7 +14,8 @@ import torch
 
 from .errors import ConfigError, DataError
 from .exits import ExitRule
-from .fold import for_compiler, inference_model
+from .fold import for_compiler
+from .inference import inference_model
 from .models import SpikingNetwork
 
 

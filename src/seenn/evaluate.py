@@ -13,7 +13,7 @@ from .data import Dataset, atomic_write_bytes
 from .engine import EarlyExitRunner, ExitResult, posthoc_exits, score_matrix
 from .exits import Confidence, ExitRule, make_rule
 from .distributed import world
-from .fold import inference_model
+from .inference import inference_model
 from .metrics import (accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps,
                       oracle_timesteps)
 from .models import SpikingNetwork

@@ -198,35 +198,6 @@ def for_compiler(model: nn.Module) -> nn.Module:
     return model
 
 
-def inference_model(model: nn.Module, precision: str = "fp32") -> nn.Module:
-    """The copy of ``model`` that the runner, evaluation and bench run: BN folded (:func:`fold_batchnorm`),
-    convolutions as :class:`PackedConv2d` (when oneDNN is there), 2x2 average pools as :class:`FastAvgPool2d`,
-    neuron thresholds read once (``SpikingNeuron.freeze``); with ``precision`` bf16 or int8 the convolutions that
-    read spikes in that precision (``seenn.precision``). Always a copy: ``model`` itself is left as it is.
-    A model with ``foldable = False`` (another framework's network, ``seenn.interop``) is copied as it is."""
-    from .precision import apply_precision, check_precision
-
-    check_precision(precision)
-    if not getattr(model, "foldable", True):
-        if precision != "fp32":
-            apply_precision(model, precision)  # raises: a peer's network runs in fp32
-        peer = copy.deepcopy(model).eval()
-        peer.__dict__["precision"] = "fp32"
-        return peer
-    folded = fold_batchnorm(model)
-    if folded is model:
-        folded = copy.deepcopy(model).eval()
-    _replace(folded, _is_plain_2x2, lambda m: FastAvgPool2d(2))
-    if torch.backends.mkldnn.is_available():
-        _replace(folded, lambda m: type(m) is nn.Conv2d, PackedConv2d.from_conv)
-    for m in folded.modules():
-        if hasattr(m, "freeze") and hasattr(m, "threshold"):  # spiking neurons
-            m.freeze()
-    apply_precision(folded, precision)
-    folded.__dict__["precision"] = precision if precision != "fp32" else getattr(model, "precision", "fp32")
-    return folded
-
-
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with every conv directly followed by a BN (in registration order, as in
     ``nn.Sequential`` and the ResNet blocks' ``conv1, bn1`` / ``conv2, bn2``) folded into one convolution.

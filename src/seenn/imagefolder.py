@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .datainfo import DatasetInfo, class_folders
 from .errors import DataError
+from .schema import LIMITS
 
 PREFIX = "imagefolder:"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -66,8 +68,6 @@ def _split_dir(root: Path, split: str) -> Path:
 
 
 def _listing(folder: Path, classes=None):
-    from .sources import class_folders
-
     return class_folders(folder, EXTENSIONS, classes, "images")
 
 
@@ -89,8 +89,6 @@ def _read(files, size: int, channels: int | None):
 
 
 def _info(name, channels, size, mean, std, classes):
-    from .data import DatasetInfo
-
     return DatasetInfo(name, "", channels, size, len(classes), tuple(mean), tuple(std), (), (),
                        f"make {name[len(PREFIX):]}/train/CLASS/ image folders", tuple(classes))
 
@@ -114,8 +112,6 @@ def info_for(name: str, image_size: int | None = None):
     """The dataset's pipeline: the one recorded by a run, else measured on the training images."""
     if name in _PIPELINES and image_size in (None, _PIPELINES[name].image_size):
         return _PIPELINES[name]
-    from .schema import LIMITS
-
     size = image_size or DEFAULT_IMAGE_SIZE
     if not 1 <= size <= LIMITS["image_size"]:
         raise DataError(f"--image-size must be in [1, {LIMITS['image_size']}], got {size}")

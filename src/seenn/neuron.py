@@ -471,7 +471,7 @@ class SpikingNeuron(nn.Module):
         # the threshold is a buffer so conversion can set it per layer and checkpoints carry it
         self.register_buffer("threshold", torch.tensor(float(params.threshold)))
         # ``channels``: one initial potential per channel (a fraction of the threshold, as ``v_init``), set by a
-        # converted network's potential correction (seenn.bias_correction) and carried by checkpoints
+        # converted network's potential correction (seenn.conversion.bias) and carried by checkpoints
         self.register_buffer("v_init_map", None if channels is None else torch.full((int(channels),),
                                                                                      float(params.v_init)))
         self.surrogate_name = surrogate

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..schema import memory_check
+from ..datainfo import DatasetInfo, class_folders
+from ..errors import CheckpointError, DataError
+from ..files import read_json
+from ..schema import check_events_meta, memory_check
 from .formats import NMNIST_SENSOR, read_events
 from .frames import to_frames
 
@@ -51,14 +53,9 @@ def root(name: str) -> Path:
 
 def read_meta(folder: Path) -> dict:
     """``events.json`` checked against the schema, or N-MNIST's defaults where the folder has none."""
-    from ..schema import check_events_meta
-
     path = folder / META
     if not path.exists():
         return {"format": "nmnist", "sensor": list(NMNIST_SENSOR), "emulated": False, "class_names": None}
-    from ..checkpoint import read_json
-    from ..errors import CheckpointError
-
     try:
         meta = read_json(path)  # a regular file of bounded size, checked before reading
     except CheckpointError as e:
@@ -67,8 +64,6 @@ def read_meta(folder: Path) -> dict:
 
 
 def _listing(folder: Path, suffixes, classes=None):
-    from ..sources import class_folders
-
     if not folder.is_dir():
         raise DataError(f"{folder} is missing (events:PATH needs Train/CLASS/ and Test/CLASS/ folders)")
     classes, files, labels = class_folders(folder, suffixes, classes, "recordings", numeric=True)
@@ -97,8 +92,6 @@ def info_for(name: str, frames: int | None = None, split_by: str = "time"):
 
 
 def _register(name, record, classes):
-    from ..data import DatasetInfo
-
     size = max(record["sensor"])
     how = f"make {name[len(PREFIX):]}/Train/CLASS/ and Test/CLASS/ recordings (or `seenn events emulate`)"
     info = DatasetInfo(name, "", 2, size, len(classes), (0.0, 0.0), (1.0, 1.0), (), (), how, tuple(classes))

@@ -7,51 +7,14 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from ..models.base import SpikingNetwork
+from .explicit import ExplicitState
+from .snntorch import SnnTorchState
+from .spikingjelly import SpikingJellyState
+from .state import PeerState
 
 FRAMEWORKS = ("spikingjelly", "snntorch", "norse", "explicit")
 READOUTS = ("sum", "max", "last", "mean")
 INPUT_SCALES = ("normalized", "unit", "custom")
-
-
-class PeerState:
-    """Where a peer network keeps its state between timesteps, seen as rows of samples. The runner calls
-    :meth:`reset` before and after a run and :meth:`select` when samples leave; the step calls :meth:`grow` before
-    each peer step (rows past the state's are newcomers that start at rest) and :meth:`run` to step the peer."""
-
-    time_major = False  # the peer takes [1, B, ...] per step (SpikingJelly multi-step) and returns [1, B, K]
-
-    def __init__(self, module: nn.Module):
-        self.module = module
-        self._modes: list | None = None  # each submodule's training flag while a run holds the module in eval
-
-    def begin(self) -> None:
-        """Before a run's first step: the module in eval mode, its own flags kept to give back."""
-        if self._modes is None:
-            self._modes = [(m, m.training) for m in self.module.modules()]
-            self.module.eval()
-
-    def restore(self) -> None:
-        """After a run (every reset): the module's training flags as the user had them."""
-        if self._modes is not None:
-            for m, flag in self._modes:
-                m.training = flag
-            self._modes = None
-
-    def reset(self) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def select(self, index: torch.Tensor) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def grow(self, rows: int) -> None:
-        """Make room for ``rows`` samples: rows past the current state start at rest."""
-
-    def run(self, x: torch.Tensor):
-        return self.module(x)
-
-
-def rows_of(t) -> int | None:
-    return t.shape[0] if isinstance(t, torch.Tensor) and t.dim() >= 1 else None
 
 
 def _shape(t) -> str:
@@ -273,14 +236,12 @@ def adapt(module: nn.Module, framework: str | None = None, *, output: int | None
         framework = "explicit"
     framework = framework or detect_framework(module)
     if framework == "spikingjelly":
-        from .spikingjelly import SpikingJellyState as cls
+        cls = SpikingJellyState
     elif framework == "snntorch":
-        from .snntorch import SnnTorchState as cls
+        cls = SnnTorchState
         cls.check(module)
     elif framework in ("norse", "explicit"):
         from functools import partial
-
-        from .explicit import ExplicitState
 
         cls = partial(ExplicitState, call=step) if step is not None else ExplicitState
     else:

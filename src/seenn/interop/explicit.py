@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import PeerState, rows_of
+from .state import PeerState, rows_of
 
 
 def tree_map(fn, tree):

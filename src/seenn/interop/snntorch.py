@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .base import PeerState, rows_of
+from .state import PeerState, rows_of
 
 STATE_NAMES = ("mem", "syn", "spk", "exc", "inh", "pre", "post")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .base import PeerState, rows_of
+from .state import PeerState, rows_of
 
 
 def _memory_modules(module):

@@ -91,7 +91,7 @@ def is_trusted(path, sha256: str) -> bool:
 
 def trust(path) -> tuple[Path, str]:
     """Add ``path`` (as it is now: its absolute path and SHA-256) to the trust list; returns (path, hash)."""
-    from ..data import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     p = Path(path).resolve()
     if not p.is_file():

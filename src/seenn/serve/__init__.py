@@ -140,7 +140,7 @@ def make_service(run, *, rule, max_timesteps: int, precision: str = "fp32", max_
 
     from ..checkpoint import load_run
     from ..data import dataset_info
-    from ..fold import inference_model
+    from ..inference import inference_model
     from .app import BODY_SECONDS, MAX_BODY, Metrics, build_app
 
     model, config = load_run(run)

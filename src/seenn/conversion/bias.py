@@ -30,8 +30,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conversion import ConversionError, _record, read_graph
-from .neuron import SpikingNeuron
+from .graph import ConversionError, _record, read_graph
+from ..neuron import SpikingNeuron
 
 
 class _Stop(Exception):

@@ -1,0 +1,253 @@
+"""The ``seenn`` command line: What the commands share: argument types and bounds, output (one JSON document on stdout, log lines on stderr), opening a run with its data, choosing the exit rule and the precision."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..errors import ConfigError, SeennError
+from ..schema import BUILTIN_DATASETS
+
+
+DEMO_RUN = "fashion-mnist-convnet-t4"
+
+
+DATASET_NAMES = list(BUILTIN_DATASETS)
+
+
+DEMO_THRESHOLDS = (0.9, 0.99, 0.999)
+
+
+def _dataset_name(text: str) -> str:
+    if text.startswith(("imagefolder:", "events:")) and not text.split(":", 1)[1].strip():
+        raise argparse.ArgumentTypeError(f"{text} needs a folder after the colon (imagefolder:PATH, events:PATH)")
+    if text in DATASET_NAMES or text.startswith(("imagefolder:", "events:")):
+        return text
+    raise argparse.ArgumentTypeError(f"must be one of {DATASET_NAMES}, imagefolder:PATH or events:PATH, got {text!r}")
+
+
+def _writable_dir(path) -> Path:
+    """Create an output folder up front, so a path that cannot be written fails before any work is done."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output folder {path}: {e.strerror}") from None
+    return path
+
+
+def _writable_file(path) -> Path:
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: {path.parent} is not a folder")
+    return path
+
+
+def _emit_json(obj) -> None:
+    print(json.dumps(obj, indent=2, allow_nan=False))
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _dataset_present(name: str, data_dir, image_size=None, frames=None, split_by="time") -> None:
+    from ..data import find_dataset
+    from ..sources import is_prefixed, prepare
+
+    if is_prefixed(name):
+        prepare(name, image_size=image_size, frames=frames, split_by=split_by)
+    else:
+        find_dataset(name, data_dir, "train")
+
+
+def _dataset_folder(name: str, data_dir, split: str | None = None):
+    """The folder a dataset is read from (for the --out checks); None where it is not found (reported later)."""
+    from ..data import find_dataset
+    from ..sources import is_prefixed
+
+    if is_prefixed(name):
+        return Path(name.split(":", 1)[1] or ".")
+    try:
+        return find_dataset(name, data_dir, split)
+    except SeennError:
+        return None
+
+
+def _record_pipeline(config: dict, info) -> None:
+    """An imagefolder: or events: run records its pipeline (size, channels, mean, std, classes; frames)."""
+    from ..sources import record_pipeline
+
+    record_pipeline(config, info)
+
+
+def _run_dir_or_none(run):
+    from ..checkpoint import resolve_run
+
+    try:
+        return resolve_run(run)
+    except SeennError:
+        return None
+
+
+def _load(args, ann_ok: bool = False):
+    from ..checkpoint import load_run
+    from ..data import load_dataset
+    from ..sources import adopt_for_run
+
+    model, config = load_run(args.run, device=args.device)
+    if config.get("kind") == "ann" and not ann_ok:
+        raise ConfigError(f"{args.run} is an ANN run: turn it into an SNN first (seenn convert {args.run} --out DIR)")
+    if getattr(args, "exit", None) in ("policy", "learned") and getattr(args, "policy", None):
+        _rule(args, config)  # a policy that does not fit the run is refused before the data is read
+    dataset = args.dataset or config["dataset"]
+    adopt_for_run(config, dataset)
+    data = load_dataset(dataset, args.split, data_dir=args.data_dir, limit=args.limit,
+                        val_size=config.get("training", {}).get("val_size", 5000))
+    m = config["model"]
+    want = (m["in_channels"], m["image_size"], m["image_size"])
+    frames = getattr(data, "time_varying", False)
+    have = tuple(data.images.shape[2 if frames else 1:])
+    if want != have:
+        raise ConfigError(f"the run expects {'frames' if frames else 'images'} of shape {want}, {dataset} has {have}")
+    if config.get("kind") == "ann":
+        return model, config, data, None
+    max_t = config["max_timesteps"] if args.max_timesteps is None else args.max_timesteps
+    if max_t < 1:
+        raise ConfigError(f"--max-timesteps must be >= 1, got {max_t}")
+    if frames and max_t > data.images.shape[1]:
+        raise ConfigError(f"--max-timesteps {max_t} is more than the {data.images.shape[1]} frames each recording "
+                          "of this run is cut into")
+    return model, config, data, max_t
+
+
+DEFAULT_THRESHOLD = 0.9
+
+
+def _load_with_rule(args, purpose: str):
+    """_load plus the exit rule, for commands that run the rule without labels (not the oracle)."""
+    model, config, data, max_t = _load(args)
+    rule = _rule(args, config)
+    if rule is None:
+        raise ConfigError(f"{purpose} needs an exit rule that runs without labels (not the oracle)")
+    return model, config, data, max_t, rule
+
+
+def _rule(args, config):
+    """The exit rule asked for; without --threshold, the run's calibrated setting (seenn calibrate), else 0.9."""
+    from ..exits import make_rule
+
+    if args.exit == "oracle":
+        return None
+    if args.exit in ("policy", "learned"):
+        from ..policy import LearnedExitRule, PolicyRule, load_policy
+
+        if not getattr(args, "policy", None):
+            raise ConfigError(f"--exit {args.exit} needs --policy POLICY_DIR (seenn policy train makes one)")
+        rule = load_policy(args.policy, config["max_timesteps"], config)
+        want = PolicyRule if args.exit == "policy" else LearnedExitRule
+        if not isinstance(rule, want):
+            raise ConfigError(f"{args.policy} is a {rule.name!r} policy; use --exit {rule.name}")
+        return rule
+    if args.exit in ("confidence", "entropy") and args.threshold is None:
+        stored = config.get("exit", {}).get(args.exit)
+        if stored:
+            threshold = stored["thresholds"] if stored.get("thresholds") else stored["threshold"]
+            return make_rule(args.exit, threshold=threshold, temperature=stored.get("temperature", 1.0))
+        return make_rule(args.exit, threshold=DEFAULT_THRESHOLD)
+    return make_rule(args.exit, threshold=args.threshold, timesteps=args.timesteps)
+
+
+def _precision(args, config) -> str:
+    """--precision, else the precision the run's calibrated threshold was certified for, else fp32. A precision
+    other than the certified one is run as asked, with a note (the guarantee was made for the other)."""
+    stored = (config.get("exit") or {}).get("confidence") or {}
+    certified = stored.get("precision", "fp32") if stored.get("calibration") else None
+    chosen = args.precision or certified or "fp32"
+    uses_stored = getattr(args, "exit", None) == "confidence" and getattr(args, "threshold", None) is None
+    if certified and chosen != certified and uses_stored and not getattr(args, "json", False):
+        _log(f"note: the run's threshold was certified for {certified}; running {chosen} (seenn calibrate "
+             f"--precision {chosen} certifies one for it)")
+    return chosen
+
+
+def _parse_betas(spec: str) -> list[float]:
+    """'2', or 'auto' (a grid), or '1,2,5'."""
+    text = "0.5,1,2,5,10,20" if spec == "auto" else spec
+    try:
+        betas = [float(b) for b in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--beta must be a number, a list like 1,2,5 or auto; got {spec!r}") from None
+    if not betas or any(not (b >= 0) or b == float("inf") for b in betas):
+        raise ConfigError(f"--beta values must be >= 0, got {spec!r}")
+    return betas
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _data_args(p) -> None:
+    p.add_argument("--data-dir", help="folder holding the datasets (default: $SEENN_DATA, the user cache, "
+                                      "/usr/share/datasets)")
+
+
+def _n(name: str, lo: int = 1):
+    """An argparse type: an integer in ``[lo, LIMITS[name]]`` (the documented bound on that size)."""
+    from ..schema import LIMITS
+
+    hi = LIMITS[name]
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {value}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _x(lo: float, hi: float, open_lo: bool = False, open_hi: bool = False):
+    """An argparse type: a finite number in the given range."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        ok = math.isfinite(value) and (value > lo if open_lo else value >= lo) and (value < hi if open_hi else
+                                                                                     value <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be a number in {'(' if open_lo else '['}{lo:g}, {hi:g}"
+                                             f"{')' if open_hi else ']'}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+ALL_RULES = ["confidence", "entropy", "fixed", "policy", "learned", "oracle"]
+
+
+REAL_RULES = ALL_RULES[:5]  # the rules that run without labels
+
+
+def _audit_args(p, default: float = 0.0) -> None:
+    p.add_argument("--audit-fraction", type=_x(0, 1), default=default, metavar="F",
+                   help="run this share of the samples to full T as well and test, without labels, whether the "
+                        "early exits' disagreement with full T stays within the certified false-exit bound"
+                        + (f" (default {default:g})" if default else ""))
+    p.add_argument("--audit-bound", type=_x(0, 1, open_lo=True, open_hi=True),
+                   help="the false-exit rate the audit holds the exits to (default: the run's calibrated bound)")
+    p.add_argument("--audit-alpha", type=_x(0, 1, open_lo=True, open_hi=True), default=0.01,
+                   help="the audit's false-alarm probability over the whole run (default 0.01)")
