@@ -80,7 +80,8 @@ def test_compiled_fused_training_pass_with_batchnorm_equals_module_by_module():
 def test_bn_neuron_handles_eval_mode_and_no_affine():
     """A norm in eval mode is not fused (it normalises with its running statistics); one without affine weights
     is, with weight 1 and bias 0."""
-    from seenn.neuron import LIF_PARAMS, bn_neuron_multistep, make_surrogate
+    from seenn.neuron import LIF_PARAMS, bn_neuron_multistep
+    from seenn.surrogate import make_surrogate
 
     torch.manual_seed(3)
     bn = nn.BatchNorm2d(4, affine=False)

@@ -80,3 +80,8 @@ def test_no_import_cycles():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_over_500_lines():
+    long = {name: len(p.read_text().splitlines()) for name, p in _modules().items()}
+    assert {n: k for n, k in long.items() if k > 500} == {}

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from seenn.neuron import (IF, IF_PARAMS, LIF, LIF_PARAMS, SURROGATES, NeuronParams, make_surrogate,
-                          neuron_multistep, neuron_multistep_reference, neuron_step)
+from seenn.neuron import (IF, IF_PARAMS, LIF, LIF_PARAMS, NeuronParams, neuron_multistep, neuron_multistep_reference,
+                          neuron_step)
+from seenn.surrogate import SURROGATES, make_surrogate
 from seenn.errors import ConfigError
 
 

@@ -355,7 +355,7 @@ def calibrate_network(model, data, timesteps: int, *, max_accuracy_drop: float =
     iterable of ``(x, y)`` batches such as a DataLoader; never the data it was trained on): with probability
     ``confidence_level`` its early exits lose at most ``max_accuracy_drop`` of accuracy against full T (see the
     module docstring)."""
-    from .train import step_logits as dataset_step_logits
+    from .engine import step_logits as dataset_step_logits
 
     if hasattr(data, "batches") and hasattr(data, "labels"):
         logits, labels = dataset_step_logits(model, data, timesteps, batch_size), data.labels

@@ -7,10 +7,12 @@ threshold sweep, the per-sample dump and the oracle, and the tests hold the runn
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from .errors import ConfigError, DataError
 from .exits import ExitRule
@@ -308,3 +310,17 @@ def posthoc_exits(step_logits: torch.Tensor, rule: ExitRule, scores: torch.Tenso
     rows = torch.arange(n)
     summed = step_logits.cumsum(dim=1)[rows, exit_t]
     return ExitResult(summed.argmax(dim=1), exit_t + 1, scores[rows, exit_t], summed)
+
+
+@torch.no_grad()
+def step_logits(model: SpikingNetwork, data, timesteps: int, batch_size: int = 500,
+                device: str = "cpu", progress: bool = False) -> torch.Tensor:
+    """Each step's own logits for every sample, ``[N, T, K]``, all steps run (multi-step mode)."""
+    model.eval()
+    outs = []
+    it = data.batches(batch_size)
+    if progress:
+        it = tqdm(it, total=math.ceil(len(data) / batch_size), desc="full-T pass", leave=False)
+    for x, _ in it:
+        outs.append(model(x.to(device), timesteps).transpose(0, 1).float().cpu())
+    return torch.cat(outs)

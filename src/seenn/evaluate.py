@@ -17,7 +17,7 @@ from .inference import inference_model
 from .metrics import (accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps,
                       oracle_timesteps)
 from .models import SpikingNetwork
-from .train import step_logits as full_step_logits
+from .engine import step_logits as full_step_logits
 
 SWEEP_THRESHOLDS = {
     "confidence": (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999),

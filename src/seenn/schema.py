@@ -207,7 +207,7 @@ class _Layer(_Spec):
 
 def _model_schema():
     from .models import MODELS
-    from .neuron import SURROGATES
+    from .surrogate import SURROGATES
 
     return Obj({"name": Str(tuple(MODELS) + ("peer",)), "in_channels": Int(1, L["in_channels"]),
                 "image_size": Int(1, L["image_size"]), "num_classes": Int(2, L["num_classes"]),

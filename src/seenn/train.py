@@ -14,189 +14,27 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as save_tensors
 
 from . import __version__, recipe
 from .checkpoint import save_run
-from .data import DEFAULT_VAL_SIZE, Dataset, atomic_write_bytes, load_dataset
+from .data import Dataset, load_dataset
+from .engine import step_logits  # noqa: F401 (also seenn.train's)
 from .distributed import all_sum, init_from_env, plain_batchnorm, sync_batchnorm, world
 from .errors import CheckpointError, ConfigError
 from .metrics import accuracy_per_timestep
-from .models import MODELS, SpikingNetwork, build_model
+from .models import SpikingNetwork, build_model
 from .neuron import SpikingNeuron
 from .qcfs import QCFS
-
-LOSSES = ("tet", "mean-ce")
-
-
-ANN_MODELS = ("convnet", "vgg", "resnet19", "resnet20", "airbench")  # layouts with a QCFS form
-LAYERED = ("sequential", "graph")  # networks given as layer lists (converted, imported): fine-tuned as they are
-
-
-@dataclass
-class TrainConfig:
-    dataset: str = "fashion-mnist"
-    model: str = "convnet"
-    width: float = 1.0
-    timesteps: int = 4
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    loss: str = "tet"
-    tet_lambda: float = 1e-3
-    tet_phi: float = 1.0
-    surrogate: str = "tanh"
-    seed: int = 0
-    limit: int | None = None
-    val_size: int = DEFAULT_VAL_SIZE
-    augment: bool = True  # random crop + flip for 32x32 RGB; no effect on 28x28
-    jpeg: float = 0.0  # probability of re-encoding a training image as JPEG (data.jpeg_roundtrip)
-    precision: str = "fp32"  # bf16: convolutions and linear layers under bf16 autocast; membranes, BN, loss fp32
-    compile: bool = False  # torch.compile the neurons' BPTT loops (faster on CPU after a one-off compile)
-    init: str | None = None  # start from this run's weights (fine-tuning)
-    exit_aware: float = 0.0  # weight of the exit-aware term (0: plain loss)
-    ann: bool = False  # train the network as an ANN with QCFS activations, for ``seenn convert``
-    quant_levels: int = 8  # QCFS quantization levels L (with ``ann``)
-    clip_init: float = 2.0  # QCFS initial clip value lam (with ``ann``; see qcfs.py on why not the paper's 8)
-    image_size: int | None = None  # imagefolder:PATH datasets: the square size images are resized to (default 32)
-    frames_by: str = "time"  # events:PATH datasets: recordings cut into T frames by equal "time" or event "count"
-    # the pieces of a training recipe (seenn.recipe); ``recipe`` names the set the other fields started from
-    recipe: str | None = None
-    nesterov: bool = False
-    decoupled: bool = False  # lr and weight_decay per 1024 examples, decoupled (seenn.recipe.param_groups)
-    bias_lr: float = 1.0  # BN biases' learning rate, times lr (decoupled form)
-    head_scale: float = 1.0  # the readout trained as if multiplied by this (decoupled form)
-    frozen_bn_scale: bool = False  # batch norm's scale stays 1
-    bn_momentum: float = 0.1  # PyTorch's convention: the new batch's weight in the running statistics
-    schedule: str = "cosine"  # or "linear": warm-up from 0.2 over ``warmup`` of the steps, then linear decay
-    warmup: float = 0.0
-    final_lr: float = 0.0  # the schedule's last factor
-    label_smoothing: float = 0.0
-    whiten: bool = False  # first layer set from training-image patches and frozen (the airbench network)
-    whiten_bias_epochs: int = 3  # epochs the whitening layer's bias trains
-    dirac: bool = False  # 3x3 convolutions start as identities
-    lookahead: bool = False  # lookahead weight averaging
-    bn_reestimate: int = 0  # batches: BN statistics re-estimated on this many training batches before validation
-    translate: int = 4  # augmentation: shift of up to this many pixels
-    translate_padding: str = "zeros"  # or "reflect"
-    flip: str = "random"  # or "alternate": every image mirrored in alternate epochs
-    extra: dict = field(default_factory=dict)
-
-    def validate(self) -> None:
-        from .schema import LIMITS, bounded
-
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
-        bounded("timesteps", self.timesteps, "--timesteps")
-        bounded("epochs", self.epochs, "--epochs")
-        bounded("batch_size", self.batch_size, "--batch-size")
-        bounded("seed", self.seed, "--seed", lo=0)
-        bounded("samples", self.val_size, "--val-size", lo=0)
-        if self.limit is not None:
-            bounded("samples", self.limit, "--limit")
-        if not (self.width > 0 and self.width <= LIMITS["width"]):
-            raise ConfigError(f"--width must be in (0, {LIMITS['width']:g}], got {self.width}")
-        if not (0.0 <= self.weight_decay <= 1.0):
-            raise ConfigError(f"--weight-decay must be in [0, 1], got {self.weight_decay}")
-        if not (0.0 <= self.momentum < 1.0):
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not math.isfinite(self.tet_phi):
-            raise ConfigError(f"--tet-phi must be a finite number, got {self.tet_phi}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
-        if not 0.0 <= self.exit_aware <= 1.0:
-            raise ConfigError(f"--exit-aware must be in [0, 1], got {self.exit_aware}")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"--loss must be one of {list(LOSSES)}, got {self.loss!r}")
-        if self.ann and self.model not in ANN_MODELS:
-            raise ConfigError(f"--ann trains {', '.join(ANN_MODELS)} (layouts that convert); {self.model!r} is "
-                              "not one of them")
-        if self.model in LAYERED and not self.init:
-            raise ConfigError(f"--model {self.model} is a network given as layers: it comes from a converted or "
-                              "imported run, fine-tuned with --init RUN")
-        if self.ann and self.exit_aware:
-            raise ConfigError("--exit-aware is for spiking runs; an --ann run has no timesteps")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"--precision for training must be fp32 or bf16, got {self.precision!r}")
-        if not 0.0 <= self.jpeg <= 1.0:
-            raise ConfigError(f"--jpeg must be in [0, 1], got {self.jpeg}")
-        if not (self.clip_init > 0 and math.isfinite(self.clip_init)):
-            raise ConfigError(f"--clip-init must be a positive number, got {self.clip_init}")
-        bounded("quant_levels", self.quant_levels, "--quant-levels")
-        if self.frames_by not in ("time", "count"):
-            raise ConfigError(f"--frames-by must be time or count, got {self.frames_by!r}")
-        if self.dataset.startswith("events:") and (self.ann or self.jpeg or self.init):
-            raise ConfigError("an events: dataset trains spiking runs directly (no --ann, --jpeg or --init: "
-                              "recordings are not images)")
-        if not 0.0 <= self.tet_lambda <= 1.0:
-            raise ConfigError(f"--tet-lambda must be in [0, 1], got {self.tet_lambda}")
-        self._validate_recipe()
-
-    def _validate_recipe(self) -> None:
-        from .recipe import RECIPES
-        from .schema import bounded
-
-        if self.recipe is not None and self.recipe not in RECIPES:
-            raise ConfigError(f"--recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}")
-        for name, lo, hi in (("bias_lr", 0.0, 1e6), ("head_scale", 0.0, 1e3), ("bn_momentum", 0.0, 1.0)):
-            v = getattr(self, name)
-            if not (lo < v <= hi):
-                raise ConfigError(f"--{name.replace('_', '-')} must be in ({lo:g}, {hi:g}], got {v}")
-        for name in ("warmup", "final_lr", "label_smoothing"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
-        if not self.decoupled and (self.bias_lr != 1.0 or self.head_scale != 1.0):
-            raise ConfigError("--bias-lr and --head-scale are settings of the decoupled optimiser (--decoupled)")
-        if self.schedule not in ("cosine", "linear"):
-            raise ConfigError(f"--schedule must be cosine or linear, got {self.schedule!r}")
-        if self.translate_padding not in ("zeros", "reflect"):
-            raise ConfigError(f"--translate-padding must be zeros or reflect, got {self.translate_padding!r}")
-        if self.flip not in ("random", "alternate"):
-            raise ConfigError(f"--flip must be random or alternate, got {self.flip!r}")
-        if not 0 <= self.translate <= 8:
-            raise ConfigError(f"--translate must be in [0, 8] pixels, got {self.translate}")
-        bounded("epochs", self.whiten_bias_epochs, "--whiten-bias-epochs", lo=0)
-        bounded("repeats", self.bn_reestimate, "--bn-reestimate", lo=0)
-        if self.whiten and self.model not in ("airbench",) and self.model not in LAYERED:
-            raise ConfigError(f"--whiten needs a network with a whitening layer (airbench), not {self.model!r}")
-
-
-def tet_loss(step_logits: torch.Tensor, labels: torch.Tensor, lam: float = 1e-3, phi: float = 1.0,
-             label_smoothing: float = 0.0) -> torch.Tensor:
-    """``step_logits`` ``[T, B, K]``: (1 - lam) * mean over t of CE(O_t, y) + lam * mean (O - phi)^2."""
-    t, b, k = step_logits.shape
-    ce = F.cross_entropy(step_logits.reshape(t * b, k), labels.repeat(t),  # mean over t and b
-                         label_smoothing=label_smoothing)
-    if lam == 0.0:
-        return ce
-    mse = F.mse_loss(step_logits, torch.full_like(step_logits, phi))
-    return (1.0 - lam) * ce + lam * mse
-
-
-def exit_aware_loss(step_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the *accumulated* logits after each step (what SEENN-I's confidence reads), weighted
-    2^-(t-1) toward early steps: makes early steps confident where they are right, and unconfident where wrong."""
-    t = step_logits.shape[0]
-    summed = step_logits.cumsum(0)
-    w = 2.0 ** -torch.arange(t, dtype=step_logits.dtype, device=step_logits.device)
-    ce = torch.stack([F.cross_entropy(summed[i], labels) for i in range(t)])
-    return (w * ce).sum() / w.sum()
-
-
-def mean_ce_loss(step_logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    return F.cross_entropy(step_logits.mean(0), labels, label_smoothing=label_smoothing)
-
+from .training.config import LAYERED, TrainConfig
+from .training.losses import exit_aware_loss, mean_ce_loss, tet_loss  # noqa: F401 (also seenn.train's)
+from .training.state import TRAIN_STATE, _check_new_length, _save_state, read_train_state
 
 def model_config(cfg: TrainConfig, data: Dataset) -> dict:
     info = data.info
@@ -205,20 +43,6 @@ def model_config(cfg: TrainConfig, data: Dataset) -> dict:
     if cfg.ann:
         spec.update(neuron="qcfs", quant_levels=cfg.quant_levels)
     return spec
-
-
-@torch.no_grad()
-def step_logits(model: SpikingNetwork, data: Dataset, timesteps: int, batch_size: int = 500,
-                device: str = "cpu", progress: bool = False) -> torch.Tensor:
-    """Each step's own logits for every sample, ``[N, T, K]``, all steps run (multi-step mode)."""
-    model.eval()
-    outs = []
-    it = data.batches(batch_size)
-    if progress:
-        it = tqdm(it, total=math.ceil(len(data) / batch_size), desc="full-T pass", leave=False)
-    for x, _ in it:
-        outs.append(model(x.to(device), timesteps).transpose(0, 1).float().cpu())
-    return torch.cat(outs)
 
 
 @torch.no_grad()
@@ -241,80 +65,6 @@ def reestimate_batchnorm(model: SpikingNetwork, data: Dataset, timesteps: int, b
     finally:
         for m, mom in zip(bns, momenta):
             m.momentum = mom
-
-
-TRAIN_STATE = "train_state.safetensors"
-
-
-def _save_state(path: Path, model, best, opt, sched, gen, epoch: int, history: list, cfg: TrainConfig,
-                lookahead=None) -> None:
-    """Everything needed to continue exactly: weights, best weights, momentum, schedule, random states. One file,
-    written atomically, so a kill at any moment leaves the previous epoch's state intact."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best[1].items()})
-    names = {id(p): n for n, p in model.named_parameters()}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            buf = opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                tensors[f"optim.{names[id(p)]}"] = buf.detach().cpu().contiguous()
-    if lookahead is not None:
-        tensors.update(lookahead.tensors())
-    tensors["rng.generator"] = gen.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"epoch": str(epoch), "best_score": repr(best[0]), "history": json.dumps(history),
-            "scheduler": json.dumps(sched.state_dict()), "lrs": json.dumps([g["lr"] for g in opt.param_groups]),
-            "config": json.dumps(asdict(cfg))}
-    atomic_write_bytes(path, save_tensors(tensors, metadata=meta))
-
-
-def read_train_state(run_dir: str | Path):
-    """(config, tensors, metadata) of an interrupted run, for ``--resume``, checked before anything is written:
-    a valid config, an epoch counter in [1, epochs], finite weights, momenta and scores."""
-    path = Path(run_dir) / TRAIN_STATE
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing: nothing to resume (runs write it at the end of every epoch)")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        raw = json.loads(meta["config"])
-        if not isinstance(raw, dict):
-            raise TypeError("config is not an object")
-        cfg = TrainConfig(**raw)
-        epoch = json.loads(meta["epoch"])
-        best = float(meta["best_score"])
-        history = json.loads(meta["history"])
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path} is not a valid training state ({e})") from None
-    try:
-        cfg.validate()
-    except ConfigError as e:
-        raise CheckpointError(f"{path} holds an impossible setting: {e}") from None
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= cfg.epochs:
-        raise CheckpointError(f"{path}: its epoch counter {meta['epoch']!r} is not in [1, {cfg.epochs}] (corrupt)")
-    if not isinstance(history, list) or len(history) != epoch or not (math.isfinite(best) or best == -1.0):
-        raise CheckpointError(f"{path}: its history does not match its epoch counter (corrupt)")
-    for k, v in tensors.items():
-        if v.is_floating_point() and not torch.isfinite(v).all():
-            raise CheckpointError(f"{path}: {k} holds NaN or Inf; this state cannot be resumed")
-    if not any(k.startswith("best.") for k in tensors) or "rng.generator" not in tensors:
-        raise CheckpointError(f"{path} lacks its best weights or random state (corrupt)")
-    return cfg, tensors, meta
-
-
-def resume_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
-    """Whether a run's training state says every epoch ran (of ``epochs``, a new length, if given) and its weights
-    were written (nothing to resume)."""
-    cfg, _, meta = read_train_state(run_dir)
-    done = int(meta["epoch"])
-    _check_new_length(run_dir, done, epochs)
-    return done == (epochs or cfg.epochs) and (Path(run_dir) / "model.safetensors").is_file()
-
-
-def _check_new_length(run_dir, done: int, epochs: int | None) -> None:
-    if epochs is not None and epochs < done:
-        raise ConfigError(f"--epochs {epochs} is below the {done} epochs {run_dir} has already run")
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: bool = True,

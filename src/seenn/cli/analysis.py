@@ -12,7 +12,7 @@ def cmd_calibrate(args) -> int:
     from ..calibration import calibrate, calibration_lines, store_in_run
     from ..checkpoint import PRETRAINED_DIR, check_out_dir, read_config, resolve_run
     from ..inference import inference_model
-    from ..train import step_logits
+    from ..engine import step_logits
 
     if args.split != "val":
         raise ConfigError(f"calibration certifies on held-out data: use --split val, not {args.split} (the training "

@@ -103,7 +103,7 @@ def cmd_serve(args) -> int:
 
 def _eval_ann(args, model, data, rank: int) -> int:
     """An ANN run (before conversion): its accuracy, one pass per image."""
-    from ..train import step_logits
+    from ..engine import step_logits
 
     t0 = time.perf_counter()
     logits = step_logits(model.to(args.device), data, 1, batch_size=args.batch_size, device=args.device)[:, 0]

@@ -33,7 +33,8 @@ def _train_config(args):
 def cmd_train(args) -> int:
     from ..checkpoint import check_out_dir, drop_aside, set_aside
     from ..distributed import finish, world
-    from ..train import resume_finished, train
+    from ..train import train
+    from ..training.state import resume_finished
 
     if args.resume is not None:
         if args.out is not None:

@@ -47,7 +47,7 @@ def fit(model: SpikingNetwork, train_data, *, timesteps: int = 4, epochs: int = 
     batch. ``val_data`` (same form): full-T accuracy after each epoch. ``log``: a function taking one line per
     epoch. The model is left in eval mode."""
     from ..schema import bounded
-    from ..train import mean_ce_loss, tet_loss
+    from .losses import mean_ce_loss, tet_loss
 
     if not isinstance(model, SpikingNetwork):
         raise ConfigError(f"fit trains a seenn SpikingNetwork, got {type(model).__name__} (seenn.adapt runs another "

@@ -1,0 +1,149 @@
+"""``TrainConfig``: every setting of a ``seenn train`` run, recorded in the run and checked in one place
+(:meth:`TrainConfig.validate`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..data import DEFAULT_VAL_SIZE
+from ..errors import ConfigError
+from ..models import MODELS
+
+
+LOSSES = ("tet", "mean-ce")
+
+
+ANN_MODELS = ("convnet", "vgg", "resnet19", "resnet20", "airbench")  # layouts with a QCFS form
+LAYERED = ("sequential", "graph")  # networks given as layer lists (converted, imported): fine-tuned as they are
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "fashion-mnist"
+    model: str = "convnet"
+    width: float = 1.0
+    timesteps: int = 4
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    loss: str = "tet"
+    tet_lambda: float = 1e-3
+    tet_phi: float = 1.0
+    surrogate: str = "tanh"
+    seed: int = 0
+    limit: int | None = None
+    val_size: int = DEFAULT_VAL_SIZE
+    augment: bool = True  # random crop + flip for 32x32 RGB; no effect on 28x28
+    jpeg: float = 0.0  # probability of re-encoding a training image as JPEG (data.jpeg_roundtrip)
+    precision: str = "fp32"  # bf16: convolutions and linear layers under bf16 autocast; membranes, BN, loss fp32
+    compile: bool = False  # torch.compile the neurons' BPTT loops (faster on CPU after a one-off compile)
+    init: str | None = None  # start from this run's weights (fine-tuning)
+    exit_aware: float = 0.0  # weight of the exit-aware term (0: plain loss)
+    ann: bool = False  # train the network as an ANN with QCFS activations, for ``seenn convert``
+    quant_levels: int = 8  # QCFS quantization levels L (with ``ann``)
+    clip_init: float = 2.0  # QCFS initial clip value lam (with ``ann``; see qcfs.py on why not the paper's 8)
+    image_size: int | None = None  # imagefolder:PATH datasets: the square size images are resized to (default 32)
+    frames_by: str = "time"  # events:PATH datasets: recordings cut into T frames by equal "time" or event "count"
+    # the pieces of a training recipe (seenn.recipe); ``recipe`` names the set the other fields started from
+    recipe: str | None = None
+    nesterov: bool = False
+    decoupled: bool = False  # lr and weight_decay per 1024 examples, decoupled (seenn.recipe.param_groups)
+    bias_lr: float = 1.0  # BN biases' learning rate, times lr (decoupled form)
+    head_scale: float = 1.0  # the readout trained as if multiplied by this (decoupled form)
+    frozen_bn_scale: bool = False  # batch norm's scale stays 1
+    bn_momentum: float = 0.1  # PyTorch's convention: the new batch's weight in the running statistics
+    schedule: str = "cosine"  # or "linear": warm-up from 0.2 over ``warmup`` of the steps, then linear decay
+    warmup: float = 0.0
+    final_lr: float = 0.0  # the schedule's last factor
+    label_smoothing: float = 0.0
+    whiten: bool = False  # first layer set from training-image patches and frozen (the airbench network)
+    whiten_bias_epochs: int = 3  # epochs the whitening layer's bias trains
+    dirac: bool = False  # 3x3 convolutions start as identities
+    lookahead: bool = False  # lookahead weight averaging
+    bn_reestimate: int = 0  # batches: BN statistics re-estimated on this many training batches before validation
+    translate: int = 4  # augmentation: shift of up to this many pixels
+    translate_padding: str = "zeros"  # or "reflect"
+    flip: str = "random"  # or "alternate": every image mirrored in alternate epochs
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from ..schema import LIMITS, bounded
+
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
+        bounded("timesteps", self.timesteps, "--timesteps")
+        bounded("epochs", self.epochs, "--epochs")
+        bounded("batch_size", self.batch_size, "--batch-size")
+        bounded("seed", self.seed, "--seed", lo=0)
+        bounded("samples", self.val_size, "--val-size", lo=0)
+        if self.limit is not None:
+            bounded("samples", self.limit, "--limit")
+        if not (self.width > 0 and self.width <= LIMITS["width"]):
+            raise ConfigError(f"--width must be in (0, {LIMITS['width']:g}], got {self.width}")
+        if not (0.0 <= self.weight_decay <= 1.0):
+            raise ConfigError(f"--weight-decay must be in [0, 1], got {self.weight_decay}")
+        if not (0.0 <= self.momentum < 1.0):
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not math.isfinite(self.tet_phi):
+            raise ConfigError(f"--tet-phi must be a finite number, got {self.tet_phi}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.exit_aware <= 1.0:
+            raise ConfigError(f"--exit-aware must be in [0, 1], got {self.exit_aware}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"--loss must be one of {list(LOSSES)}, got {self.loss!r}")
+        if self.ann and self.model not in ANN_MODELS:
+            raise ConfigError(f"--ann trains {', '.join(ANN_MODELS)} (layouts that convert); {self.model!r} is "
+                              "not one of them")
+        if self.model in LAYERED and not self.init:
+            raise ConfigError(f"--model {self.model} is a network given as layers: it comes from a converted or "
+                              "imported run, fine-tuned with --init RUN")
+        if self.ann and self.exit_aware:
+            raise ConfigError("--exit-aware is for spiking runs; an --ann run has no timesteps")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"--precision for training must be fp32 or bf16, got {self.precision!r}")
+        if not 0.0 <= self.jpeg <= 1.0:
+            raise ConfigError(f"--jpeg must be in [0, 1], got {self.jpeg}")
+        if not (self.clip_init > 0 and math.isfinite(self.clip_init)):
+            raise ConfigError(f"--clip-init must be a positive number, got {self.clip_init}")
+        bounded("quant_levels", self.quant_levels, "--quant-levels")
+        if self.frames_by not in ("time", "count"):
+            raise ConfigError(f"--frames-by must be time or count, got {self.frames_by!r}")
+        if self.dataset.startswith("events:") and (self.ann or self.jpeg or self.init):
+            raise ConfigError("an events: dataset trains spiking runs directly (no --ann, --jpeg or --init: "
+                              "recordings are not images)")
+        if not 0.0 <= self.tet_lambda <= 1.0:
+            raise ConfigError(f"--tet-lambda must be in [0, 1], got {self.tet_lambda}")
+        self._validate_recipe()
+
+    def _validate_recipe(self) -> None:
+        from ..recipe import RECIPES
+        from ..schema import bounded
+
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ConfigError(f"--recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}")
+        for name, lo, hi in (("bias_lr", 0.0, 1e6), ("head_scale", 0.0, 1e3), ("bn_momentum", 0.0, 1.0)):
+            v = getattr(self, name)
+            if not (lo < v <= hi):
+                raise ConfigError(f"--{name.replace('_', '-')} must be in ({lo:g}, {hi:g}], got {v}")
+        for name in ("warmup", "final_lr", "label_smoothing"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
+        if not self.decoupled and (self.bias_lr != 1.0 or self.head_scale != 1.0):
+            raise ConfigError("--bias-lr and --head-scale are settings of the decoupled optimiser (--decoupled)")
+        if self.schedule not in ("cosine", "linear"):
+            raise ConfigError(f"--schedule must be cosine or linear, got {self.schedule!r}")
+        if self.translate_padding not in ("zeros", "reflect"):
+            raise ConfigError(f"--translate-padding must be zeros or reflect, got {self.translate_padding!r}")
+        if self.flip not in ("random", "alternate"):
+            raise ConfigError(f"--flip must be random or alternate, got {self.flip!r}")
+        if not 0 <= self.translate <= 8:
+            raise ConfigError(f"--translate must be in [0, 8] pixels, got {self.translate}")
+        bounded("epochs", self.whiten_bias_epochs, "--whiten-bias-epochs", lo=0)
+        bounded("repeats", self.bn_reestimate, "--bn-reestimate", lo=0)
+        if self.whiten and self.model not in ("airbench",) and self.model not in LAYERED:
+            raise ConfigError(f"--whiten needs a network with a whitening layer (airbench), not {self.model!r}")
