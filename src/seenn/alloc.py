@@ -2,13 +2,11 @@
 
 PyTorch's CPU tensors come from ``malloc``. With glibc's defaults a freed block of more than 128 KiB goes back to
 the system (its threshold rises only as far as the largest block freed so far, up to 32 MiB), and the next tensor
-of that size is paged in again, page by page: on the 2-core machines seenn is measured on, a batch of 256
-Fashion-MNIST images through the early-exit runner took 43 ms with the defaults and 19 ms without the page faults
-(`docs/benchmarks.md`). :func:`tune_allocator` keeps freed memory for reuse: every block comes from the heap (no
+of that size is paged in again, page by page: on the 2-core machines seenn is measured on, the early-exit runner
+spent more than half its time in those page faults (`docs/benchmarks.md`, optimisation log). :func:`tune_allocator` keeps freed memory for reuse: every block comes from the heap (no
 ``mmap`` of its own, whatever its size) and the heap is not trimmed below 2 GiB free. Blocks over 32 MiB (glibc's
 largest mmap threshold) matter in training at batch 1024: with them mapped anew each time, a training step of the
-airbench network spent a third of its time in the kernel paging them in (8.4 s against 6.0 s a step, measured
-side by side; docs/benchmarks.md). The process keeps its peak footprint; the numbers do not change. The ``seenn`` command calls it at start (``SEENN_TUNE_ALLOC=0`` turns it off); library users may call it
+airbench network spent a third of its time in the kernel paging them in (docs/benchmarks.md, optimisation log). The process keeps its peak footprint; the numbers do not change. The ``seenn`` command calls it at start (``SEENN_TUNE_ALLOC=0`` turns it off); library users may call it
 once, or set ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` themselves.
 """
 

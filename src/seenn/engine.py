@@ -36,7 +36,7 @@ def check_input(x: torch.Tensor) -> None:
     if x.shape[0] == 0:
         raise DataError("the input batch is empty")
     # one sum decides for finite inputs (a NaN or Inf anywhere makes it non-finite); the exact test only runs if it
-    # does not (it costs about 10 us at batch 1, the sum 2)
+    # does not (it costs several times the sum at batch 1)
     if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise DataError("the input holds NaN or Inf values")
 
@@ -71,9 +71,8 @@ class EarlyExitRunner:
         self.max_timesteps = int(max_timesteps)
         self.device = torch.device(device)
         # compile: the single-sample path's step through torch.compile (one graph for the first step from rest, one
-        # for the others; the membranes stay on the neurons). It removes part of the per-operation overhead (on the
-        # Fashion-MNIST net about 35 of 200 us per step; most of the rest is convolution); batches keep the eager
-        # step (their sizes change as samples leave).
+        # for the others; the membranes stay on the neurons). It removes part of the per-operation overhead (most of
+        # the rest is convolution); batches keep the eager step (their sizes change as samples leave).
         self._single_step = CompiledStep(self.model) if compile else None
 
     def predict(self, x: torch.Tensor) -> ExitResult:
@@ -114,7 +113,7 @@ class EarlyExitRunner:
         """A whole dataset, batch after batch, each shrinking as its samples leave. On CPU this is the fastest way
         through it: a fresh batch's first step (the step most samples leave after) takes shortcuts that the
         mixed-age slots of continuous batching (:meth:`stream`) cannot: no charge from a resting membrane, and no
-        reset for samples that leave (15.1k against 12.4k images/s on the Fashion-MNIST net, docs/benchmarks.md)."""
+        reset for samples that leave (docs/benchmarks.md, the runner's section)."""
         parts = [self._run(iter([x]), slots=len(x), total=len(x)) for x, _ in data.batches(batch_size)]
         if not parts:
             raise DataError("the input is empty")

@@ -85,12 +85,12 @@ class _Pool2x2(torch.autograd.Function):
 
 
 class FastAvgPool2d(nn.AvgPool2d):
-    """A 2x2, stride-2 average pool (floor mode) computed as two strided additions: about 5x faster than
-    ``avg_pool2d`` on CPU for contiguous spike maps (exactly equal on spikes, whose sums are exact; within rounding
-    otherwise), with a matching backward for training. Channels-last maps (the packed convolutions' layout) take
-    ``avg_pool2d``'s channels-last kernel where that is faster: 64 or more channels, or small tensors (measured
-    at batch 1: 3-5 us against 10-12 us; at 32 channels and batch 64 and more the additions win). Other inputs
-    (not 4-d, smaller than 2x2, neither layout) take the ordinary pool."""
+    """A 2x2, stride-2 average pool (floor mode) computed as two strided additions, faster than ``avg_pool2d`` on
+    CPU for contiguous spike maps (exactly equal on spikes, whose sums are exact; within rounding otherwise), with a
+    matching backward for training. Channels-last maps (the packed convolutions' layout) take ``avg_pool2d``'s
+    channels-last kernel where that is faster: 64 or more channels, or small tensors. Other inputs (not 4-d,
+    smaller than 2x2, neither layout) take the ordinary pool. Measurements: docs/benchmarks.md, "Figures the code
+    was tuned on"."""
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[2] < 2 or x.shape[3] < 2:
@@ -113,9 +113,8 @@ def _is_plain_2x2(m: nn.Module) -> bool:
 
 class PackedConv2d(nn.Conv2d):
     """A convolution for inference whose weight is re-laid out once for oneDNN (the blocked layout its kernels
-    read) and kept, instead of on every call. Measured on the Fashion-MNIST net (2 CPU cores): the 3x3 layers alone
-    1.3-1.6x faster at batch 1-256; whole passes: all 4 steps at batch 1 12% faster, full T at batch 256 about 8%,
-    one step at batch 1 unchanged (its elementwise work dominates). The result equals ``conv2d``'s within float
+    read) and kept, instead of on every call (faster 3x3 layers and whole passes: docs/benchmarks.md, "Figures the
+    code was tuned on"). The result equals ``conv2d``'s within float
     rounding (another summation order), in channels-last layout. Everything else (gradients wanted, another device
     or dtype, no oneDNN) takes the ordinary convolution; the packed weight is redone if the weight changes."""
 
@@ -149,8 +148,7 @@ class PackedConv2d(nn.Conv2d):
                 or isinstance(self.padding, str)
                 or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
                 or (x.shape[0] == 1 and self.weight[0].numel() * self.out_channels < 1000)):
-            # (the last: at batch 1 a layer this light, a stem on 1-3 channels, is faster plain: 10 vs 23 us for
-            # 1 -> 32 channels at 28x28)
+            # (the last: at batch 1 a layer this light, a stem on 1-3 channels, is faster plain)
             return super().forward(x)
         try:
             return torch.ops.mkldnn._convolution_pointwise(

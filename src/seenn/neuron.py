@@ -201,7 +201,7 @@ def _bn_train_backward(grad_s: torch.Tensor, y: torch.Tensor, mean: torch.Tensor
 
 
 # Optional torch.compile of the two loops above: the elementwise work of all T steps fuses into a few C++ loops
-# (about 6x faster on CPU, after a one-off compile of some seconds per layer shape). Off by default; turned on by
+# (several times faster on CPU, after a one-off compile of some seconds per layer shape). Off by default; turned on by
 # set_compile(True), `seenn train --compile`, or SEENN_COMPILE=1. A failed compile (no C++ compiler) falls back.
 _compile = {"enabled": os.environ.get("SEENN_COMPILE", "0") == "1", "fwd": None, "bwd": None, "failed": False}
 
@@ -223,8 +223,8 @@ def _kernel(which: str):
     if not _compile["enabled"] or _compile["failed"]:
         return eager
     if _compile.get(which) is None:
-        # one kernel per layer shape (static shapes: vectorised loops with no size checks, measured 5-10% faster for
-        # the whole training step than shape-generic kernels), so a net has a few per function: allow them
+        # one kernel per layer shape (static shapes: vectorised loops with no size checks, faster for the whole
+        # training step than shape-generic kernels), so a net has a few per function: allow them
         import torch._dynamo.config as dynamo_config
 
         for name in ("recompile_limit", "cache_size_limit"):

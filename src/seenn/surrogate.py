@@ -38,7 +38,7 @@ class TanhSurrogate(Surrogate):
 
     def grad(self, z):
         # b (1 - tanh(b z)^2) / norm, with 1 - tanh(u)^2 = 4 e / (1 + e)^2 for e = exp(-2 |u|): one exp instead of
-        # a tanh (about 3x faster compiled, the bulk of the BPTT backward) and no cancellation; equal within rounding
+        # a tanh (faster compiled, and the bulk of the BPTT backward) and no cancellation; equal within rounding
         b = self.temperature
         a = z.abs()
         e = torch.exp(a * (-2.0 * b))

@@ -267,8 +267,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
 
 class _CompiledANN(torch.nn.Module):
     """A QCFS ANN's training pass as one ``torch.compile``d graph on channels-last tensors (BN, QCFS and the
-    residual additions fused between the convolutions): 1.7x eager on 2 CPU cores for ResNet-20 (0.33 vs 0.55 s
-    per batch of 128, docs/benchmarks.md). Same ``net(x, 1) -> [1, B, K]`` interface as the model."""
+    residual additions fused between the convolutions; its speed against eager: docs/benchmarks.md). Same ``net(x, 1) -> [1, B, K]`` interface as the model."""
 
     def __init__(self, model):
         super().__init__()

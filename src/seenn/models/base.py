@@ -54,7 +54,7 @@ class SpikingNetwork(nn.Module):
 
         Multi-step mode runs the steps at once on ``[T*B, ...]`` (fused BPTT): the default with gradients
         (training). Without gradients the default runs them one after another on ``[B, ...]``: the same numbers,
-        about 1.5x faster at large batches on CPU (smaller working set); ``multistep=True`` forces the former
+        faster at large batches on CPU (smaller working set); ``multistep=True`` forces the former
         (faster for tiny batches, where per-call overhead dominates).
 
         A time-varying input (frames of an event stream) is ``[B, T', C, H, W]`` with ``T' >= timesteps``: step t

@@ -102,8 +102,7 @@ class Int8Conv2d(nn.Module):
 class CountingNeuron(SpikingNeuron):
     """A spiking neuron of an int8 inference copy that hands the int8 convolution after it its spikes as uint8
     counts, summed over the k x k pool between them (k = 1: no pool): charge, fire, reset and pooling in one pass of
-    seenn's native kernel (``seenn.precision.native``; on these 2 cores 2.9x the eager neuron and pool on a [256, 32, 28, 28]
-    channels-last map, 7x at batch 1). The same numbers as the neuron, the average pool and the conversion to counts
+    seenn's native kernel (``seenn.precision.native``; speed: docs/benchmarks.md). The same numbers as the neuron, the average pool and the conversion to counts
     it replaces (tested); the multi-step pass and anything with gradients take that eager path."""
 
     @classmethod
