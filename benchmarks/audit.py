@@ -7,7 +7,7 @@ how many requests?
 Requests are the 10,000 test images (clean, or corrupted as `seenn robustness` corrupts them), in a random order,
 the test set drawn `--repeats` times (a long run); each is audited with probability `--fraction`. The early and the
 full-T answers come from one full-T pass (the runner's exits equal them, tested); the audit is the service's own
-(seenn.serve.audit). Writes the section "audit" of docs/benchmarks.md.
+(seenn.audit). Writes the section "audit" of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from seenn.engine import posthoc_exits
 from seenn.evaluate import Evaluation
 from seenn.exits import Confidence
 from seenn.robustness import corrupted
-from seenn.serve.audit import audit_stream
+from seenn.audit import audit_stream
 
 RUN = "fashion-mnist-convnet-t4"
 SHIFTS = [("clean", 0)] + [(k, s) for k in ("gaussian-noise", "blur", "contrast") for s in (1, 3, 5)]

@@ -45,7 +45,7 @@ def _eval(args, rank: int) -> int:
     if args.sweep:
         report["sweep"] = ev.sweep(args.exit if args.exit in ("confidence", "entropy") else "confidence")
     if args.audit_fraction:
-        from ..serve import audit_bound, audit_stream
+        from ..audit import audit_bound, audit_stream
 
         report["audit"] = audit_stream(result.prediction, ev.full_prediction, audit_bound(config, args.audit_bound),
                                        args.audit_fraction, alpha=args.audit_alpha)

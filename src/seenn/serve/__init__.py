@@ -15,7 +15,7 @@ import gc
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from .audit import Audit, audit_stream
+from ..audit import Audit, audit_bound, audit_stream
 from .loop import QueueFull, ServingLoop
 
 __all__ = ["Audit", "QueueFull", "ServingLoop", "Service", "audit_bound", "audit_stream", "make_service",
@@ -115,20 +115,6 @@ class Service:
     rule_desc: dict
     audit: Audit | None
     precision: str
-
-
-def audit_bound(config: dict, override: float | None = None) -> float:
-    """The bound the audit holds the live disagreement rate to: ``override`` (``--audit-bound``), else the run's
-    calibration's upper confidence bound on the validation disagreement rate (``disagreement_bound``), else, for
-    runs calibrated before it was recorded, the certified false-exit bound (stricter than it should be:
-    disagreements include rescues)."""
-    if override is not None:
-        return float(override)
-    calib = (config.get("exit", {}).get("confidence") or {}).get("calibration")
-    if not calib:
-        raise ConfigError("the audit tests the run's certified bound: calibrate the run first (seenn calibrate) or "
-                          "give --audit-bound")
-    return float(calib.get("disagreement_bound") or calib["max_accuracy_drop"])
 
 
 def make_service(run, *, rule, max_timesteps: int, precision: str = "fp32", max_batch: int = 64,

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import ConfigError
+
 BETS = tuple(0.5 ** k for k in range(1, 11))  # fractions of the largest bet 1 / bound: from bold to cautious
 
 
@@ -86,3 +88,17 @@ def audit_stream(early_prediction, full_prediction, bound: float, fraction: floa
     return {"fraction": fraction, "bound": bound, "alpha": alpha, "requests": len(early),
             "audited": s.observations, "disagreements": s.disagreements, "disagreement_rate": s.rate,
             "alarm": s.alarm, "alarm_after_audits": s.alarm_at, "alarm_after_requests": alarm_request}
+
+
+def audit_bound(config: dict, override: float | None = None) -> float:
+    """The bound the audit holds the live disagreement rate to: ``override`` (``--audit-bound``), else the run's
+    calibration's upper confidence bound on the validation disagreement rate (``disagreement_bound``), else, for
+    runs calibrated before it was recorded, the certified false-exit bound (stricter than it should be:
+    disagreements include rescues)."""
+    if override is not None:
+        return float(override)
+    calib = (config.get("exit", {}).get("confidence") or {}).get("calibration")
+    if not calib:
+        raise ConfigError("the audit tests the run's certified bound: calibrate the run first (seenn calibrate) or "
+                          "give --audit-bound")
+    return float(calib.get("disagreement_bound") or calib["max_accuracy_drop"])
