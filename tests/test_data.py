@@ -182,7 +182,7 @@ def test_jpeg_roundtrip_augmentation():
     assert 0 < (half != x).flatten(1).any(1).sum() < len(x)
     grey = jpeg_roundtrip(x[:, :1].contiguous(), 1.0)
     assert grey.shape == (32, 1, 32, 32)
-    with pytest.raises(ConfigError, match="--jpeg"):
+    with pytest.raises(ConfigError, match="jpeg"):
         TrainConfig(jpeg=1.5).validate()
 
 

@@ -145,7 +145,7 @@ def test_shipped_run_keeps_its_predictions_in_low_precision(precision):
 
 
 def test_precision_is_refused_where_it_cannot_apply():
-    with pytest.raises(ConfigError, match="--precision must be one of"):
+    with pytest.raises(ConfigError, match="precision must be one of"):
         inference_model(random_net("convnet"), "fp16")
     from seenn.interop import adapt
 

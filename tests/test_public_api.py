@@ -71,3 +71,18 @@ def test_adapt_a_spikingjelly_net_and_early_exit_a_batch():
     peer = seenn.adapt(net)
     result = seenn.EarlyExitRunner(peer, seenn.Confidence(0.5), 4).predict(torch.rand(6, 1, 28, 28))
     assert result.prediction.shape == (6,) and (result.exit_timestep >= 1).all()
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags(capsys):
+    """From Python an impossible argument is named as the parameter; the command line names the flag."""
+    from seenn.cli import main
+
+    with pytest.raises(seenn.SeennError, match=r"^max_accuracy_drop must be in \(0, 1\)") as e:
+        seenn.calibrate(seenn.build_model("convnet", in_channels=1, image_size=28, num_classes=10, width=0.25),
+                        _loader(8, 0), timesteps=2, max_accuracy_drop=2.0)
+    assert e.value.param == "max_accuracy_drop" and e.value.for_cli().startswith("--max-accuracy-drop must")
+    with pytest.raises(seenn.SeennError, match="^threshold must be in"):
+        seenn.Confidence(1.5)
+    assert main(["eval", "fashion-mnist-convnet-t4", "--data-dir", "embedded", "--threshold", "1.5",
+                 "--limit", "4"]) == 2
+    assert capsys.readouterr().err.strip().startswith("seenn: error: --threshold must be in [0, 1]")

@@ -172,9 +172,9 @@ def calibrate(step_logits: torch.Tensor, labels: torch.Tensor, *, max_accuracy_d
               seed: int = 0) -> dict:
     """Choose confidence threshold(s) on validation step logits ``[N, T, K]``; see the module docstring."""
     if not 0.0 < max_accuracy_drop < 1.0:
-        raise ConfigError(f"--max-accuracy-drop must be in (0, 1), got {max_accuracy_drop}")
+        raise ConfigError(f"max_accuracy_drop must be in (0, 1), got {max_accuracy_drop}", param="max_accuracy_drop")
     if not 0.0 < confidence_level < 1.0:
-        raise ConfigError(f"--confidence-level must be in (0, 1), got {confidence_level}")
+        raise ConfigError(f"confidence_level must be in (0, 1), got {confidence_level}", param="confidence_level")
     n, t_max, _ = step_logits.shape
     delta = 1.0 - confidence_level
     summed = step_logits.cumsum(dim=1)

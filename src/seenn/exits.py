@@ -47,7 +47,7 @@ def _check_threshold(threshold) -> float:
         raise ConfigError("this exit rule needs --threshold")
     threshold = float(threshold)
     if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
-        raise ConfigError(f"--threshold must be in [0, 1], got {threshold}")
+        raise ConfigError(f"threshold must be in [0, 1], got {threshold}", param="threshold")
     return threshold
 
 
@@ -119,7 +119,7 @@ class Fixed(ExitRule):
 
     def __init__(self, timesteps: int):
         if int(timesteps) < 1:
-            raise ConfigError(f"--timesteps must be >= 1, got {timesteps}")
+            raise ConfigError(f"timesteps must be >= 1, got {timesteps}", param="timesteps")
         self.timesteps = int(timesteps)
 
     def exits(self, score, t):
@@ -142,7 +142,7 @@ def make_rule(name: str, *, threshold=None, timesteps: int | None = None, temper
         return Entropy(threshold, temperature)
     if name == "fixed":
         if timesteps is None:
-            raise ConfigError("--exit fixed needs --timesteps K")
+            raise ConfigError("timesteps: the fixed rule needs a number of steps", param="timesteps")
         return Fixed(timesteps)
     if name == "oracle":
         raise ConfigError("the oracle needs the labels; it is evaluated post hoc (seenn eval --exit oracle)")

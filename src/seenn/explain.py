@@ -18,7 +18,7 @@ def explain(model, data, index: int, rule, max_timesteps: int) -> dict:
     rule's temperature), prediction, score, whether the rule fires and why; the runner's exit step and prediction
     against the full-T one. For a recording, also the events of each frame and the sensor time read by each step."""
     if not 0 <= index < len(data):
-        raise ConfigError(f"--index must be in [0, {len(data)}), got {index}")
+        raise ConfigError(f"index must be in [0, {len(data)}), got {index}", param="index")
     x, y = data.normalize(data.images[index:index + 1]), int(data.labels[index])
     with torch.inference_mode():
         logits = model(x, max_timesteps).transpose(0, 1)  # [1, T, K]

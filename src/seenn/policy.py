@@ -116,7 +116,7 @@ def sample_weights(correct: torch.Tensor, weighting: str) -> torch.Tensor:
     if weighting == "none":
         return torch.ones(correct.shape[0])
     if weighting != "authors":
-        raise ConfigError(f"--weighting must be authors or none, got {weighting!r}")
+        raise ConfigError(f"weighting must be authors or none, got {weighting!r}", param="weighting")
     r = correct[:, 0].float().mean().item()
     hard = r / (1 - r) if r < 1 else 1.0
     return torch.where(correct[:, 0], torch.ones(()), torch.full((), hard))
@@ -214,9 +214,9 @@ def check_policy_args(*, kind: str, objective: str, epochs: int, lr: float, beta
                       members: int) -> None:
     """The training arguments' ConfigError, if any (the CLI asks before its long pass over the training split)."""
     if kind not in ("policy", "learned"):
-        raise ConfigError(f"--kind must be policy or learned, got {kind!r}")
+        raise ConfigError(f"kind must be policy or learned, got {kind!r}", param="kind")
     if objective not in ("exact", "reinforce"):
-        raise ConfigError(f"--objective must be exact or reinforce, got {objective!r}")
+        raise ConfigError(f"objective must be exact or reinforce, got {objective!r}", param="objective")
     if epochs < 1 or not lr > 0 or beta < 0 or hidden < 1 or members < 1:
         raise ConfigError("--epochs, --hidden and --members must be >= 1, --lr > 0 and --beta >= 0")
 

@@ -24,7 +24,7 @@ def parse_severities(spec: str) -> list[int]:
         else:
             out = [int(s) for s in spec.split(",")]
     except ValueError:
-        raise ConfigError(f"--severity must look like 1..5, 3 or 1,3,5; got {spec!r}") from None
+        raise ConfigError(f"severity must look like 1..5, 3 or 1,3,5; got {spec!r}", param="severity") from None
     if not out or any(not 1 <= s <= 5 for s in out):
         raise ConfigError(f"severities must be in 1..5, got {spec!r}")
     return out
@@ -79,7 +79,8 @@ def robustness_report(model, data: Dataset, rule, max_timesteps: int, corruption
 
     if corruption == "jpeg":
         if data.info.name != "cifar10" or data.split != "test":
-            raise ConfigError("--corruption jpeg compares the exact and JPEG parts of the CIFAR-10 test batch")
+            raise ConfigError("corruption jpeg compares the exact and JPEG parts of the CIFAR-10 test batch",
+                              param="corruption")
         mask = cifar_lossless_mask(data_dir)[: len(data)]
         variants = [("exact", subset(data, mask, "test-exact")), ("jpeg", subset(data, ~mask, "test-jpeg"))]
     else:

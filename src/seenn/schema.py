@@ -415,9 +415,11 @@ def check_device(device: str) -> str:
     if device == "cpu":
         return device
     if not m:
-        raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {device!r}", param="device")
     if not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device is available here (or this PyTorch has no CUDA)")
+        raise ConfigError(f"device {device}: no CUDA device is available here (or this PyTorch has no CUDA)",
+                          param="device")
     if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
-        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise ConfigError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                          param="device")
     return device

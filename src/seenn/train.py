@@ -93,7 +93,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     cfg.validate()
     rank, size = init_from_env(device)
     if size > 1 and cfg.batch_size % size:
-        raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of the {size} processes")
+        raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of the {size} processes", param="batch_size")
     from .neuron import set_compile
 
     # this run's choice (or SEENN_COMPILE=1), not whatever an earlier run in the same process chose
@@ -147,7 +147,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
             weights = {k: v for k, v in weights.items() if k not in neuron_keys}
         missing = model.load_state_dict(weights, strict=not from_ann).missing_keys
         if from_ann and set(missing) - neuron_keys:
-            raise ConfigError(f"--init {cfg.init} lacks {sorted(set(missing) - neuron_keys)[:3]}")
+            raise ConfigError(f"init {cfg.init} lacks {sorted(set(missing) - neuron_keys)[:3]}", param="init")
         if from_ann:
             reestimate_batchnorm(model, train_set, cfg.timesteps, cfg.batch_size, seed=cfg.seed)
         model.train()
@@ -267,7 +267,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
 
 class _CompiledANN(torch.nn.Module):
     """A QCFS ANN's training pass as one ``torch.compile``d graph on channels-last tensors (BN, QCFS and the
-    residual additions fused between the convolutions; its speed against eager: docs/benchmarks.md). Same ``net(x, 1) -> [1, B, K]`` interface as the model."""
+    residual additions fused between the convolutions; its speed against eager: docs/benchmarks.md). Same
+    ``net(x, 1) -> [1, B, K]`` interface as the model."""
 
     def __init__(self, model):
         super().__init__()

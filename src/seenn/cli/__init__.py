@@ -37,7 +37,7 @@ def _main(argv=None) -> int:
             args.device = check_device(args.device)
         return args.func(args)
     except SeennError as e:
-        print(f"seenn: error: {e}", file=sys.stderr)
+        print(f"seenn: error: {e.for_cli()}", file=sys.stderr)
         return 2
     except OSError as e:  # the file system said no (permissions, a file where a folder should be, a full disk)
         where = f": {e.filename}" if e.filename else ""

@@ -60,7 +60,7 @@ class Readout:
 
     def __init__(self, kind: str = "sum"):
         if kind not in READOUTS:
-            raise ConfigError(f"--readout must be one of {', '.join(READOUTS)}, got {kind!r}")
+            raise ConfigError(f"readout must be one of {', '.join(READOUTS)}, got {kind!r}", param="readout")
         self.kind = kind
         self.value: torch.Tensor | None = None  # [rows, K]: the readout so far
         self.count: torch.Tensor | None = None  # [rows]: steps seen
@@ -103,7 +103,8 @@ class InputMap(nn.Module):
     def __init__(self, scale: str, data_mean, data_std, peer_mean=None, peer_std=None):
         super().__init__()
         if scale not in INPUT_SCALES:
-            raise ConfigError(f"--input-scale must be one of {', '.join(INPUT_SCALES[:2])}, got {scale!r}")
+            raise ConfigError(f"input_scale must be one of {', '.join(INPUT_SCALES[:2])}, got {scale!r}",
+                              param="input_scale")
         m, s = torch.tensor(data_mean, dtype=torch.float32), torch.tensor(data_std, dtype=torch.float32)
         if scale == "normalized":
             pm, ps = m, s
@@ -112,7 +113,7 @@ class InputMap(nn.Module):
         else:
             pm, ps = torch.tensor(peer_mean, dtype=torch.float32), torch.tensor(peer_std, dtype=torch.float32)
             if pm.shape != m.shape or ps.shape != s.shape or not (ps > 0).all():
-                raise ConfigError(f"--mean and --std need {len(m)} value(s) each (one per channel), --std > 0")
+                raise ConfigError(f"mean and std need {len(m)} value(s) each (one per channel), std > 0", param="mean")
         self.scale = scale
         self.identity = scale == "normalized"
         # x_peer = (x_norm * s + m - pm) / ps
@@ -232,7 +233,8 @@ def adapt(module: nn.Module, framework: str | None = None, *, output: int | None
     refused (a time-major ``[T, B, C, H, W]`` tensor would otherwise be read as frames, silently)."""
     if step is not None:
         if framework not in (None, "explicit", "norse"):
-            raise ConfigError(f"a step function threads its state explicitly: --framework {framework} does not take one")
+            raise ConfigError(f"a step function threads its state explicitly: --framework {framework} does not "
+                              "take one")
         framework = "explicit"
     framework = framework or detect_framework(module)
     if framework == "spikingjelly":

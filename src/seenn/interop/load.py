@@ -112,9 +112,11 @@ def input_record(scale: str, info, mean=None, std=None) -> dict:
     if mean is not None or std is not None:
         scale = "custom"
         if mean is None or std is None or len(mean) != c or len(std) != c or not all(v > 0 for v in std):
-            raise ConfigError(f"--mean and --std need {c} value(s) each for {info.name} (one per channel), --std > 0")
+            raise ConfigError(f"mean and std need {c} value(s) each for {info.name} (one per channel), std > 0",
+                              param="mean")
     elif scale not in INPUT_SCALES[:2]:
-        raise ConfigError(f"--input-scale must be one of {', '.join(INPUT_SCALES[:2])}, got {scale!r}")
+        raise ConfigError(f"input_scale must be one of {', '.join(INPUT_SCALES[:2])}, got {scale!r}",
+                          param="input_scale")
     data_mean, data_std = [float(v) for v in info.mean], [float(v) for v in info.std]
     if scale == "normalized":
         mean, std = data_mean, data_std

@@ -28,7 +28,7 @@ def build_model(name: str, *, in_channels: int, image_size: int, num_classes: in
     except KeyError:
         raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
     if not width > 0:
-        raise ConfigError(f"--width must be > 0, got {width}")
+        raise ConfigError(f"width must be > 0, got {width}", param="width")
     allowed = {"sequential": {"layers"}, "graph": {"layers"}, "convnet": {"neuron", "quant_levels"}, "vgg": {"neuron", "quant_levels"},
                "resnet19": {"neuron", "quant_levels"}, "resnet20": {"neuron", "quant_levels"},
                "airbench": {"neuron", "quant_levels"}}

@@ -40,7 +40,7 @@ PRECISIONS = ("fp32", "bf16", "int8")
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", param="precision")
     return precision
 
 
@@ -55,7 +55,8 @@ def apply_precision(model: nn.Module, precision: str) -> list[str]:
         raise ConfigError(f"--precision {precision} applies to seenn's own and converted networks; this one "
                           f"({type(model).__name__}) runs in fp32")
     if any(isinstance(m, nn.BatchNorm2d) for m in body.modules()):
-        raise ConfigError("--precision needs an inference copy with batch norm folded (seenn.fold.inference_model)")
+        raise ConfigError("precision needs an inference copy with batch norm folded (seenn.fold.inference_model)",
+                          param="precision")
     grids = spike_grids(body)
     done = []
     for name, (step, count) in grids.items():

@@ -82,19 +82,19 @@ class TrainConfig:
         if self.limit is not None:
             bounded("samples", self.limit, "--limit")
         if not (self.width > 0 and self.width <= LIMITS["width"]):
-            raise ConfigError(f"--width must be in (0, {LIMITS['width']:g}], got {self.width}")
+            raise ConfigError(f"width must be in (0, {LIMITS['width']:g}], got {self.width}", param="width")
         if not (0.0 <= self.weight_decay <= 1.0):
-            raise ConfigError(f"--weight-decay must be in [0, 1], got {self.weight_decay}")
+            raise ConfigError(f"weight_decay must be in [0, 1], got {self.weight_decay}", param="weight_decay")
         if not (0.0 <= self.momentum < 1.0):
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if not math.isfinite(self.tet_phi):
-            raise ConfigError(f"--tet-phi must be a finite number, got {self.tet_phi}")
+            raise ConfigError(f"tet_phi must be a finite number, got {self.tet_phi}", param="tet_phi")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+            raise ConfigError(f"lr must be a positive number, got {self.lr}", param="lr")
         if not 0.0 <= self.exit_aware <= 1.0:
-            raise ConfigError(f"--exit-aware must be in [0, 1], got {self.exit_aware}")
+            raise ConfigError(f"exit_aware must be in [0, 1], got {self.exit_aware}", param="exit_aware")
         if self.loss not in LOSSES:
-            raise ConfigError(f"--loss must be one of {list(LOSSES)}, got {self.loss!r}")
+            raise ConfigError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}", param="loss")
         if self.ann and self.model not in ANN_MODELS:
             raise ConfigError(f"--ann trains {', '.join(ANN_MODELS)} (layouts that convert); {self.model!r} is "
                               "not one of them")
@@ -102,21 +102,21 @@ class TrainConfig:
             raise ConfigError(f"--model {self.model} is a network given as layers: it comes from a converted or "
                               "imported run, fine-tuned with --init RUN")
         if self.ann and self.exit_aware:
-            raise ConfigError("--exit-aware is for spiking runs; an --ann run has no timesteps")
+            raise ConfigError("exit_aware is for spiking runs; an --ann run has no timesteps", param="exit_aware")
         if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"--precision for training must be fp32 or bf16, got {self.precision!r}")
+            raise ConfigError(f"precision for training must be fp32 or bf16, got {self.precision!r}", param="precision")
         if not 0.0 <= self.jpeg <= 1.0:
-            raise ConfigError(f"--jpeg must be in [0, 1], got {self.jpeg}")
+            raise ConfigError(f"jpeg must be in [0, 1], got {self.jpeg}", param="jpeg")
         if not (self.clip_init > 0 and math.isfinite(self.clip_init)):
-            raise ConfigError(f"--clip-init must be a positive number, got {self.clip_init}")
+            raise ConfigError(f"clip_init must be a positive number, got {self.clip_init}", param="clip_init")
         bounded("quant_levels", self.quant_levels, "--quant-levels")
         if self.frames_by not in ("time", "count"):
-            raise ConfigError(f"--frames-by must be time or count, got {self.frames_by!r}")
+            raise ConfigError(f"frames_by must be time or count, got {self.frames_by!r}", param="frames_by")
         if self.dataset.startswith("events:") and (self.ann or self.jpeg or self.init):
             raise ConfigError("an events: dataset trains spiking runs directly (no --ann, --jpeg or --init: "
                               "recordings are not images)")
         if not 0.0 <= self.tet_lambda <= 1.0:
-            raise ConfigError(f"--tet-lambda must be in [0, 1], got {self.tet_lambda}")
+            raise ConfigError(f"tet_lambda must be in [0, 1], got {self.tet_lambda}", param="tet_lambda")
         self._validate_recipe()
 
     def _validate_recipe(self) -> None:
@@ -124,7 +124,7 @@ class TrainConfig:
         from ..schema import bounded
 
         if self.recipe is not None and self.recipe not in RECIPES:
-            raise ConfigError(f"--recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}")
+            raise ConfigError(f"recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}", param="recipe")
         for name, lo, hi in (("bias_lr", 0.0, 1e6), ("head_scale", 0.0, 1e3), ("bn_momentum", 0.0, 1.0)):
             v = getattr(self, name)
             if not (lo < v <= hi):
@@ -134,16 +134,19 @@ class TrainConfig:
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
         if not self.decoupled and (self.bias_lr != 1.0 or self.head_scale != 1.0):
-            raise ConfigError("--bias-lr and --head-scale are settings of the decoupled optimiser (--decoupled)")
+            raise ConfigError("bias_lr and --head-scale are settings of the decoupled optimiser (--decoupled)",
+                              param="bias_lr")
         if self.schedule not in ("cosine", "linear"):
-            raise ConfigError(f"--schedule must be cosine or linear, got {self.schedule!r}")
+            raise ConfigError(f"schedule must be cosine or linear, got {self.schedule!r}", param="schedule")
         if self.translate_padding not in ("zeros", "reflect"):
-            raise ConfigError(f"--translate-padding must be zeros or reflect, got {self.translate_padding!r}")
+            raise ConfigError(f"translate_padding must be zeros or reflect, got {self.translate_padding!r}",
+                              param="translate_padding")
         if self.flip not in ("random", "alternate"):
-            raise ConfigError(f"--flip must be random or alternate, got {self.flip!r}")
+            raise ConfigError(f"flip must be random or alternate, got {self.flip!r}", param="flip")
         if not 0 <= self.translate <= 8:
-            raise ConfigError(f"--translate must be in [0, 8] pixels, got {self.translate}")
+            raise ConfigError(f"translate must be in [0, 8] pixels, got {self.translate}", param="translate")
         bounded("epochs", self.whiten_bias_epochs, "--whiten-bias-epochs", lo=0)
         bounded("repeats", self.bn_reestimate, "--bn-reestimate", lo=0)
         if self.whiten and self.model not in ("airbench",) and self.model not in LAYERED:
-            raise ConfigError(f"--whiten needs a network with a whitening layer (airbench), not {self.model!r}")
+            raise ConfigError(f"whiten needs a network with a whitening layer (airbench), not {self.model!r}",
+                              param="whiten")
