@@ -94,37 +94,15 @@ def _run_dir_or_none(run):
 
 
 def _load(args, ann_ok: bool = False):
-    from ..checkpoint import load_run
-    from ..data import load_dataset
-    from ..sources import adopt_for_run
+    """The run, its data and horizon for a command's arguments (:func:`seenn.runs.open_with_data`)."""
+    from ..runs import open_with_data
 
-    model, config = load_run(args.run, device=args.device)
-    if config.get("kind") == "ann" and not ann_ok:
-        raise ConfigError(f"{args.run} is an ANN run: turn it into an SNN first (seenn convert {args.run} --out DIR)")
     if getattr(args, "exit", None) in ("policy", "learned") and getattr(args, "policy", None):
-        _rule(args, config)  # a policy that does not fit the run is refused before the data is read
-    dataset = args.dataset or config["dataset"]
-    adopt_for_run(config, dataset)
-    data = load_dataset(dataset, args.split, data_dir=args.data_dir, limit=args.limit,
-                        val_size=config.get("training", {}).get("val_size", 5000))
-    m = config["model"]
-    want = (m["in_channels"], m["image_size"], m["image_size"])
-    frames = getattr(data, "time_varying", False)
-    have = tuple(data.images.shape[2 if frames else 1:])
-    if want != have:
-        raise ConfigError(f"the run expects {'frames' if frames else 'images'} of shape {want}, {dataset} has {have}")
-    if config.get("kind") == "ann":
-        return model, config, data, None
-    max_t = config["max_timesteps"] if args.max_timesteps is None else args.max_timesteps
-    if max_t < 1:
-        raise ConfigError(f"--max-timesteps must be >= 1, got {max_t}")
-    if frames and max_t > data.images.shape[1]:
-        raise ConfigError(f"--max-timesteps {max_t} is more than the {data.images.shape[1]} frames each recording "
-                          "of this run is cut into")
-    return model, config, data, max_t
+        from ..checkpoint import read_config, resolve_run
 
-
-DEFAULT_THRESHOLD = 0.9
+        _rule(args, read_config(resolve_run(args.run)))  # a policy that does not fit the run: refused before the data
+    return open_with_data(args.run, split=args.split, dataset=args.dataset, data_dir=args.data_dir, limit=args.limit,
+                          max_timesteps=args.max_timesteps, device=args.device, ann_ok=ann_ok)
 
 
 def _load_with_rule(args, purpose: str):
@@ -137,40 +115,21 @@ def _load_with_rule(args, purpose: str):
 
 
 def _rule(args, config):
-    """The exit rule asked for; without --threshold, the run's calibrated setting (seenn calibrate), else 0.9."""
-    from ..exits import make_rule
+    """The exit rule asked for (:func:`seenn.runs.rule_for`)."""
+    from ..runs import rule_for
 
-    if args.exit == "oracle":
-        return None
-    if args.exit in ("policy", "learned"):
-        from ..policy import LearnedExitRule, PolicyRule, load_policy
-
-        if not getattr(args, "policy", None):
-            raise ConfigError(f"--exit {args.exit} needs --policy POLICY_DIR (seenn policy train makes one)")
-        rule = load_policy(args.policy, config["max_timesteps"], config)
-        want = PolicyRule if args.exit == "policy" else LearnedExitRule
-        if not isinstance(rule, want):
-            raise ConfigError(f"{args.policy} is a {rule.name!r} policy; use --exit {rule.name}")
-        return rule
-    if args.exit in ("confidence", "entropy") and args.threshold is None:
-        stored = config.get("exit", {}).get(args.exit)
-        if stored:
-            threshold = stored["thresholds"] if stored.get("thresholds") else stored["threshold"]
-            return make_rule(args.exit, threshold=threshold, temperature=stored.get("temperature", 1.0))
-        return make_rule(args.exit, threshold=DEFAULT_THRESHOLD)
-    return make_rule(args.exit, threshold=args.threshold, timesteps=args.timesteps)
+    return rule_for(config, args.exit, threshold=args.threshold, timesteps=args.timesteps,
+                    policy=getattr(args, "policy", None))
 
 
 def _precision(args, config) -> str:
-    """--precision, else the precision the run's calibrated threshold was certified for, else fp32. A precision
-    other than the certified one is run as asked, with a note (the guarantee was made for the other)."""
-    stored = (config.get("exit") or {}).get("confidence") or {}
-    certified = stored.get("precision", "fp32") if stored.get("calibration") else None
-    chosen = args.precision or certified or "fp32"
+    """--precision, else the certified one, else fp32 (:func:`seenn.runs.precision_for`), with its note."""
+    from ..runs import precision_for
+
     uses_stored = getattr(args, "exit", None) == "confidence" and getattr(args, "threshold", None) is None
-    if certified and chosen != certified and uses_stored and not getattr(args, "json", False):
-        _log(f"note: the run's threshold was certified for {certified}; running {chosen} (seenn calibrate "
-             f"--precision {chosen} certifies one for it)")
+    chosen, note = precision_for(config, args.precision, uses_stored_rule=uses_stored)
+    if note and not getattr(args, "json", False):
+        _log(note)
     return chosen
 
 
