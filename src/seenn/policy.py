@@ -363,3 +363,33 @@ def load_policy(path: str | Path, max_timesteps: int | None = None, run_config: 
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]  # torch's mismatch report spans lines
         reason = lines[1] if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
         raise CheckpointError(f"{p} does not hold a valid policy ({reason[:200]})") from None
+
+
+def train_and_choose(train_data, train_logits, val, *, kind: str, betas, max_accuracy_drop: float, out=None,
+                     log=None, **train_kw):
+    """SEENN-II or the learned rule trained on a frozen SNN's training-split step logits, chosen on validation
+    (``val``: a :class:`seenn.evaluate.Evaluation` of the validation split): with several ``betas`` (SEENN-II),
+    the one with the fewest validation timesteps whose accuracy is within ``max_accuracy_drop`` of full T (else
+    the most accurate); the learned rule's threshold chosen on validation. Returns ``(net, info, rule)``."""
+    full_val = val.header()["accuracy_per_timestep"][-1]
+    candidates = []
+    for beta in betas if kind == "policy" else [betas[0]]:
+        net, info = train_policy(train_data, train_logits, kind=kind, beta=beta, log=log, **train_kw)
+        if len(betas) > 1 and kind == "policy":
+            e = val.summarize({}, val.run(PolicyRule(net)))
+            ok = e["accuracy"] >= full_val - max_accuracy_drop - 1e-12
+            candidates.append(((not ok, e["avg_timesteps"] if ok else -e["accuracy"]), beta, net, info))
+            if log is not None:
+                log(f"beta {beta:g}: validation accuracy {e['accuracy']:.2%} at {e['avg_timesteps']:.3f} steps")
+        else:
+            candidates.append(((False, 0.0), beta, net, info))
+    _, beta, net, info = min(candidates, key=lambda c: c[0])
+    if len(candidates) > 1:
+        info["beta_candidates"] = list(betas)
+        info["beta_rule"] = f"fewest validation timesteps within {max_accuracy_drop:g} of full T"
+    if kind == "learned":
+        info["threshold"] = choose_learned_threshold(net, val.step_logits, val.labels)
+        rule = LearnedExitRule(net, info["threshold"], val.max_timesteps, out)
+    else:
+        rule = PolicyRule(net, out)
+    return net, info, rule

@@ -156,8 +156,7 @@ def cmd_policy_train(args) -> int:
     from ..engine import EarlyExitRunner
     from ..evaluate import Evaluation
     from ..exits import Fixed
-    from ..policy import (LearnedExitRule, PolicyRule, check_policy_args, choose_learned_threshold, save_policy,
-                         train_policy)
+    from ..policy import check_policy_args, save_policy, train_and_choose
 
     betas = _parse_betas(args.beta)
     for beta in betas:  # before the SNN's long pass over the training split
@@ -178,28 +177,10 @@ def cmd_policy_train(args) -> int:
     val_data = load_dataset(train_data.info.name, "val", data_dir=args.data_dir,
                             val_size=config.get("training", {}).get("val_size", 5000))
     val = Evaluation(model, val_data, max_t)
-    full_val = val.header()["accuracy_per_timestep"][-1]
-    candidates = []
-    for beta in betas if args.kind == "policy" else [betas[0]]:
-        net, info = train_policy(train_data, train_ev.step_logits, kind=args.kind, beta=beta,
-                                 weighting=args.weighting, objective=args.objective, epochs=args.epochs, lr=args.lr,
-                                 seed=args.seed, hidden=args.hidden, members=args.members, log=_log)
-        if len(betas) > 1 and args.kind == "policy":  # pick beta on validation for the accuracy target
-            e = val.summarize({}, val.run(PolicyRule(net)))
-            ok = e["accuracy"] >= full_val - args.max_accuracy_drop - 1e-12
-            candidates.append(((not ok, e["avg_timesteps"] if ok else -e["accuracy"]), beta, net, info))
-            _log(f"beta {beta:g}: validation accuracy {e['accuracy']:.2%} at {e['avg_timesteps']:.3f} steps")
-        else:
-            candidates.append(((False, 0.0), beta, net, info))
-    _, beta, net, info = min(candidates, key=lambda c: c[0])
-    if len(candidates) > 1:
-        info["beta_candidates"] = betas
-        info["beta_rule"] = f"fewest validation timesteps within {args.max_accuracy_drop:g} of full T"
-    if args.kind == "learned":
-        info["threshold"] = choose_learned_threshold(net, val.step_logits, val.labels)
-        rule = LearnedExitRule(net, info["threshold"], max_t, args.out)
-    else:
-        rule = PolicyRule(net, args.out)
+    net, info, rule = train_and_choose(train_data, train_ev.step_logits, val, kind=args.kind, betas=betas,
+                                       max_accuracy_drop=args.max_accuracy_drop, out=args.out, log=_log,
+                                       weighting=args.weighting, objective=args.objective, epochs=args.epochs,
+                                       lr=args.lr, seed=args.seed, hidden=args.hidden, members=args.members)
     res = val.run(rule)
     info["validation"] = val.summarize(rule.describe(), res)
     info["validation"]["full_accuracy"] = val.header()["accuracy_per_timestep"][-1]
