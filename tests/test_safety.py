@@ -206,7 +206,7 @@ def test_a_killed_calibrate_leaves_no_partial_folder(tiny_run, tiny_data, tmp_pa
         raise OSError(28, "No space left on device", "x")
 
     monkeypatch.setattr(cli, "_emit_json", boom)
-    monkeypatch.setattr("seenn.checkpoint.write_json", boom)
+    monkeypatch.setattr("seenn.calibration.write_json", boom)  # where store_in_run writes the config
     one_line_error(capsys, ["calibrate", tiny_run, "--data-dir", tiny_data, "--json", "--out", tmp_path / "c"])
     assert not (tmp_path / "c").exists() and not any(tmp_path.iterdir())
 

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .checkpoint import CONFIG, copy_folder, read_json, staged_dir, write_json
+from .engine import step_logits as dataset_step_logits
 from .errors import ConfigError
-from .exits import confidence
+from .exits import Confidence, confidence
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -281,7 +283,6 @@ def store_in_run(src, result: dict, precision: str, *, out=None, overwrite: bool
     stored). Returns (the folder written or kept, the kept rule or None)."""
     from pathlib import Path
 
-    from .checkpoint import CONFIG, copy_folder, read_json, staged_dir, write_json
 
     src = Path(src)
     config = read_json(src / CONFIG)
@@ -338,7 +339,6 @@ class Calibration:
 
     def rule(self):
         """The certified rule: ``Confidence`` at the chosen threshold(s) and temperature."""
-        from .exits import Confidence
 
         return Confidence(self.thresholds if self.thresholds is not None else self.threshold, self.temperature)
 
@@ -355,7 +355,6 @@ def calibrate_network(model, data, timesteps: int, *, max_accuracy_drop: float =
     iterable of ``(x, y)`` batches such as a DataLoader; never the data it was trained on): with probability
     ``confidence_level`` its early exits lose at most ``max_accuracy_drop`` of accuracy against full T (see the
     module docstring)."""
-    from .engine import step_logits as dataset_step_logits
 
     if hasattr(data, "batches") and hasattr(data, "labels"):
         logits, labels = dataset_step_logits(model, data, timesteps, batch_size), data.labels

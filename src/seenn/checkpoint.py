@@ -16,6 +16,10 @@ from safetensors.torch import load_file, save
 from .files import atomic_write_bytes, read_json, write_json  # noqa: F401 (also seenn.checkpoint's)
 from .errors import CheckpointError
 from .models import SpikingNetwork, build_model
+from .neuron import SpikingNeuron
+from .schema import LIMITS, check_config, memory_check
+from .sources import register_run
+from .interop.load import peer_from_config
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -25,11 +29,9 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 def read_config(run_dir: Path) -> dict:
     """A run's ``config.json``, checked against the one schema (:func:`seenn.schema.check_config`)."""
-    from .schema import check_config
 
     path = Path(run_dir) / CONFIG
     config = check_config(read_json(path), str(path))
-    from .sources import register_run
 
     register_run(config)  # an imagefolder: or events: run's own pipeline for its data, from now on
     return config
@@ -93,8 +95,6 @@ def model_from_config(config: dict) -> SpikingNetwork:
     """The model a (checked) config describes; its size is checked before any weight is allocated."""
     m = config["model"]
     if m["name"] == "peer":  # another framework's network (seenn adapt), built by the user's own file
-        from .interop.load import peer_from_config
-
         return peer_from_config(m, frames=config["dataset"].startswith("events:"))
     options = {k: m[k] for k in ("layers", "neuron", "quant_levels") if m.get(k) is not None}
     kw = dict(in_channels=m["in_channels"], image_size=m["image_size"], num_classes=m["num_classes"],
@@ -106,7 +106,6 @@ def model_from_config(config: dict) -> SpikingNetwork:
 def check_model_size(name: str, **kw) -> int:
     """Build the model on the meta device (no memory) and refuse it beyond ``LIMITS["parameters"]`` or the memory
     this machine has. Returns the parameter count."""
-    from .schema import LIMITS, memory_check
 
     with torch.device("meta"):
         try:
@@ -149,7 +148,6 @@ def load_run(run: str | Path, device: str = "cpu") -> tuple[SpikingNetwork, dict
         if k.endswith("running_var") and (v < 0).any():
             raise CheckpointError(f"{path}: {k} holds a negative variance")
     model.load_state_dict(state)
-    from .neuron import SpikingNeuron
 
     for name, m in model.named_modules():  # a neuron's threshold is positive (its firing condition divides by it)
         if isinstance(m, SpikingNeuron) and not m.params.threshold > 0:

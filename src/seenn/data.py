@@ -26,9 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError
 from .datainfo import DatasetInfo
+from .errors import ConfigError, DataError
 from .files import atomic_write_bytes  # noqa: F401 (also seenn.data's)
+from .schema import available_memory
+from .sources import source
+from .events.dataset import EventDataset
 
 
 _IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -69,7 +72,6 @@ DEFAULT_VAL_SIZE = 5000
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    from .sources import source
 
     if source(name) is not None:
         return source(name).info_for(name)
@@ -174,7 +176,6 @@ def read_idx(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file() and path.suffix == ".gz":
         path = path.with_suffix("")
-    from .schema import available_memory
 
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
@@ -354,7 +355,6 @@ def load_dataset(name: str, split: str, *, data_dir=None, limit: int | None = No
         raise DataError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be >= 1, got {limit}")
-    from .sources import source
 
     if source(name) is not None:
         arrays = source(name).read_split(info, split)  # (images, labels) or, for events, (frames, ends, labels)
@@ -371,8 +371,6 @@ def load_dataset(name: str, split: str, *, data_dir=None, limit: int | None = No
     if limit is not None:
         arrays = tuple(a[:limit] for a in arrays)
     if len(arrays) == 3:
-        from .events.dataset import EventDataset
-
         return EventDataset(info, split, *arrays)
     return Dataset(info, split, *arrays)
 

@@ -19,6 +19,7 @@ from .exits import ExitRule
 from .fold import for_compiler
 from .inference import inference_model
 from .models import SpikingNetwork
+from .schema import bounded
 
 
 @dataclass
@@ -55,7 +56,6 @@ class EarlyExitRunner:
 
     def __init__(self, model: SpikingNetwork, rule: ExitRule, max_timesteps: int, device: str | torch.device = "cpu",
                  fold_bn: bool = True, compile: bool = False, precision: str = "fp32"):
-        from .schema import bounded
 
         bounded("timesteps", max_timesteps, "max_timesteps")
         thresholds = getattr(rule, "thresholds", None)

@@ -10,14 +10,14 @@ import numpy as np
 import torch
 
 from .data import Dataset, atomic_write_bytes
-from .engine import EarlyExitRunner, ExitResult, posthoc_exits, score_matrix
-from .exits import Confidence, ExitRule, make_rule
 from .distributed import world
+from .engine import EarlyExitRunner, ExitResult, posthoc_exits, score_matrix, step_logits as full_step_logits
+from .exits import Confidence, ExitRule, make_rule
 from .inference import inference_model
 from .metrics import (accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps,
                       oracle_timesteps)
 from .models import SpikingNetwork
-from .engine import step_logits as full_step_logits
+from .schema import bounded, memory_check
 
 SWEEP_THRESHOLDS = {
     "confidence": (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999),
@@ -30,7 +30,6 @@ class Evaluation:
 
     def __init__(self, model: SpikingNetwork, data: Dataset, max_timesteps: int, *, batch_size: int = 500,
                  device: str = "cpu", progress: bool = False, precision: str = "fp32"):
-        from .schema import bounded, memory_check
 
         bounded("timesteps", max_timesteps, "max_timesteps")
         k = data.info.num_classes

@@ -35,13 +35,17 @@ import torch
 from torch import nn
 
 from . import __version__
-from .data import atomic_write_bytes
+from .checkpoint import check_model_size
+from .data import atomic_write_bytes, dataset_info
 from .errors import CheckpointError, ConfigError
 from .fold import fold_batchnorm
 from .models import SpikingNetwork
+from .models.resnet import BasicBlock
 from .models.sequential import SequentialSNN, SumPool2d
 from .models.stateful import LeakyIntegrator
 from .neuron import SpikingNeuron
+from .nir_compat import PEERS, PEER_DT, for_peer
+from .schema import bounded, check_config, nir_metadata
 
 
 def _nir():
@@ -111,7 +115,6 @@ def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None, dt: fl
     layers and ResNet basic blocks (the residual sum becomes two edges into the block's last neuron: NIR sums
     a node's inputs). ``peer``: ``nir`` (all of NIR) or a peer whose importer reads only part of it
     (:mod:`seenn.nir_compat`: the same network in the node types it maps)."""
-    from .models.resnet import BasicBlock
 
     nir = _nir()
     model = fold_batchnorm(model)
@@ -157,7 +160,6 @@ def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None, dt: fl
                 prev = add(name, mod, [prev])
     nodes["output"] = nir.Output(output_type={"output": np.array([m["num_classes"]])})
     edges.append((prev, "output"))
-    from .data import dataset_info
 
     info = dataset_info(config["dataset"])
     meta = {"source": "seenn", "seenn_version": __version__, "dt": float(dt), "max_timesteps": int(config["max_timesteps"]),
@@ -171,7 +173,6 @@ def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None, dt: fl
         if rule.get("threshold") is not None:
             meta["exit_threshold"] = float(rule["threshold"])
     graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
-    from .nir_compat import for_peer
 
     return for_peer(graph, peer, {n.replace(".", "_"): s[0] for n, s in shapes.items()})
 
@@ -179,7 +180,6 @@ def to_nir(model: SpikingNetwork, config: dict, rule: dict | None = None, dt: fl
 def export_nir(model, config, path: Path, rule: dict | None = None, dt: float | None = None,
                peer: str = "nir") -> None:
     """Write ``model`` as a NIR file. ``dt``: default the one ``peer``'s importer assumes (1 for ``nir``)."""
-    from .nir_compat import PEER_DT, PEERS
 
     nir = _nir()
     if peer not in PEERS:
@@ -418,8 +418,6 @@ def import_nir(path: Path, *, dataset: str, max_timesteps: int | None = None, dt
                discretisation: str = "euler"):
     """A seenn model and run config from a NIR file. ``dt``: the time step the graph's time constants assume
     (default: the graph's metadata, else 1)."""
-    from .data import dataset_info
-    from .schema import bounded, nir_metadata
 
     info = dataset_info(dataset)
     graph = read_nir(path)
@@ -456,8 +454,6 @@ def import_nir(path: Path, *, dataset: str, max_timesteps: int | None = None, dt
                                                  "temperature": rule.get("temperature", 1.0)}}
         except (ValueError, AttributeError, RecursionError):
             pass
-    from .checkpoint import check_model_size
-    from .schema import check_config
 
     check_config(config, f"{path} (its metadata and layers)")
     check_model_size("sequential", in_channels=c, image_size=h, num_classes=classes, layers=specs)

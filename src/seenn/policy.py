@@ -27,10 +27,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from .checkpoint import read_json, write_json
+from .checkpoint import PRETRAINED_DIR, read_json, write_json
 from .data import Dataset, atomic_write_bytes
+from .energy import conv_macs
+from .engine import score_matrix
 from .errors import CheckpointError, ConfigError
 from .exits import ExitRule
+from .metrics import fewest_steps_threshold
+from .schema import check_policy
 
 POLICY_WEIGHTS = "policy.safetensors"
 POLICY_CONFIG = "policy.json"
@@ -197,7 +201,6 @@ class LearnedExitRule(ExitRule):
 
 def policy_net_cost(net: nn.Module, in_shape) -> int:
     """Multiply-accumulates of one policy pass on one sample (convs and linear layers)."""
-    from .energy import conv_macs
 
     shapes = {}
     hooks = [m.register_forward_hook(lambda m, i, o: shapes.__setitem__(m, tuple(i[0].shape[1:])))
@@ -293,8 +296,6 @@ def train_policy(data: Dataset, step_logits: torch.Tensor, *, kind: str = "polic
 def choose_learned_threshold(net: ExitMLP, step_logits: torch.Tensor, labels: torch.Tensor,
                              tolerance: float = 0.001) -> float:
     """The threshold with the fewest average timesteps whose accuracy stays within ``tolerance`` of full T."""
-    from .engine import score_matrix
-    from .metrics import fewest_steps_threshold
 
     scores = score_matrix(step_logits, LearnedExitRule(net, 0.5, step_logits.shape[1]))
     return fewest_steps_threshold(step_logits, labels, scores, tolerance)
@@ -314,8 +315,6 @@ def save_policy(out_dir: Path, net: nn.Module, info: dict) -> None:
 def load_policy(path: str | Path, max_timesteps: int | None = None, run_config: dict | None = None) -> ExitRule:
     """A policy folder (or a shipped policy's name) as an exit rule. With ``run_config`` (the run it will serve)
     a policy made for another dataset, image shape or class count is refused."""
-    from .checkpoint import PRETRAINED_DIR
-    from .schema import check_policy
 
     p = Path(path)
     if not p.is_dir():

@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .data import Dataset
+from .data import Dataset, cifar_lossless_mask
 from .errors import ConfigError
+from .evaluate import Evaluation
+from .exits import describe_text
 
 CORRUPTIONS = ("gaussian-noise", "blur", "contrast")
 _NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)  # std on [0, 1] pixels
@@ -74,8 +76,6 @@ def robustness_report(model, data: Dataset, rule, max_timesteps: int, corruption
     the exact and JPEG-decoded parts of the CIFAR-10 test batch). Each row holds the accuracy per timestep, the
     exit's summary and its drop against full T; with ``calibration`` (the rule's stored certificate) also whether
     the certified maximum drop still holds under the shift."""
-    from .data import cifar_lossless_mask
-    from .evaluate import Evaluation
 
     if corruption == "jpeg":
         if data.info.name != "cifar10" or data.split != "test":
@@ -108,7 +108,6 @@ def robustness_report(model, data: Dataset, rule, max_timesteps: int, corruption
 
 def robustness_lines(report: dict) -> list[str]:
     """The report as a table: one row per severity (or part), the certified promise kept or BROKEN."""
-    from .exits import describe_text
 
     lines = [f"{report['dataset']} / {report['split']}, corruption {report['corruption']}, "
              f"rule {describe_text(report['rule'])}",

@@ -13,6 +13,8 @@ import math
 import os
 
 from .errors import CheckpointError, ConfigError
+from .models import MODELS
+from .surrogate import SURROGATES
 
 # The bounds on sizes a user can type (CLI flags and the files above). Generous for 2026 hardware, small enough
 # that the largest network or evaluation they allow is still refused by memory_check before it allocates.
@@ -206,8 +208,6 @@ class _Layer(_Spec):
 
 
 def _model_schema():
-    from .models import MODELS
-    from .surrogate import SURROGATES
 
     return Obj({"name": Str(tuple(MODELS) + ("peer",)), "in_channels": Int(1, L["in_channels"]),
                 "image_size": Int(1, L["image_size"]), "num_classes": Int(2, L["num_classes"]),

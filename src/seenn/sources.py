@@ -7,6 +7,9 @@ of a split, labels last)."""
 
 from __future__ import annotations
 
+from . import imagefolder
+from .events import dataset as events_dataset
+
 PREFIXES = ("imagefolder:", "events:")
 
 
@@ -15,13 +18,9 @@ def source(name):
     if not isinstance(name, str):
         return None
     if name.startswith("imagefolder:"):
-        from . import imagefolder
-
         return imagefolder
     if name.startswith("events:"):
-        from .events import dataset
-
-        return dataset
+        return events_dataset
     return None
 
 
@@ -35,13 +34,9 @@ def prepare(name, *, image_size=None, frames=None, split_by: str = "time") -> No
     if not isinstance(name, str):
         return
     if name.startswith("imagefolder:"):
-        from .imagefolder import info_for
-
-        info_for(name, image_size)
+        imagefolder.info_for(name, image_size)
     elif name.startswith("events:"):
-        from .events.dataset import info_for
-
-        info_for(name, frames, split_by)
+        events_dataset.info_for(name, frames, split_by)
 
 
 def record_pipeline(config: dict, info) -> None:

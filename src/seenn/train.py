@@ -30,11 +30,13 @@ from .distributed import all_sum, init_from_env, plain_batchnorm, sync_batchnorm
 from .errors import CheckpointError, ConfigError
 from .metrics import accuracy_per_timestep
 from .models import SpikingNetwork, build_model
-from .neuron import SpikingNeuron
+from .neuron import SpikingNeuron, set_compile
 from .qcfs import QCFS
 from .training.config import LAYERED, TrainConfig
 from .training.losses import exit_aware_loss, mean_ce_loss, tet_loss  # noqa: F401 (also seenn.train's)
+from .sources import prepare, record_pipeline
 from .training.state import TRAIN_STATE, _check_new_length, _save_state, read_train_state
+from .checkpoint import load_run
 
 def model_config(cfg: TrainConfig, data: Dataset) -> dict:
     info = data.info
@@ -94,13 +96,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     rank, size = init_from_env(device)
     if size > 1 and cfg.batch_size % size:
         raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of the {size} processes", param="batch_size")
-    from .neuron import set_compile
 
     # this run's choice (or SEENN_COMPILE=1), not whatever an earlier run in the same process chose
     set_compile(cfg.compile or os.environ.get("SEENN_COMPILE", "0") == "1")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    from .sources import prepare, record_pipeline
 
     # an imagefolder: pipeline measured once, an events: one cut into as many frames as the run has timesteps;
     # both recorded in the run
@@ -110,8 +110,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     src = src_cfg = None
     # the --init run gives the weights of a new run, and a layered network's layers also when it is resumed
     if cfg.init and (state is None or cfg.model in LAYERED):
-        from .checkpoint import load_run
-
         src, src_cfg = load_run(cfg.init)
     layered = src_cfg is not None and src_cfg["model"]["name"] in LAYERED
     if layered:  # a converted (or imported) network is fine-tuned as it is: its layers, neurons and corrections

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..fold import fold_bn
+from ..fold import FastAvgPool2d, fold_bn
+from ..models.base import SpikingNetwork
 from ..qcfs import QCFS
 
 
@@ -59,7 +60,6 @@ def _root(ann: nn.Module) -> nn.Module:
     """What to trace: a seenn network's ANN pass (its forward takes timesteps), any other module as it is. By type,
     never by attribute names: a user's ANN with a ``stem`` / ``body`` / ``head`` is traced through its own
     forward, every layer it calls included."""
-    from ..models.base import SpikingNetwork
 
     return _SeennANN(ann) if isinstance(ann, SpikingNetwork) else ann
 
@@ -67,7 +67,6 @@ def _root(ann: nn.Module) -> nn.Module:
 def _tracer():
     import torch.fx as fx
 
-    from ..fold import FastAvgPool2d
 
     class Tracer(fx.Tracer):
         def is_leaf_module(self, m, qualname):

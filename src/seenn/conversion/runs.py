@@ -3,10 +3,20 @@ user's own ANN from a Python file), with bias correction and the calibration ima
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from .. import __version__
+from ..checkpoint import METRICS, load_run, read_json, resolve_run, save_run
+from ..data import dataset_info, load_dataset
+from ..interop.load import build_from_file, input_record, read_weights
+from ..interop.trust import file_digest
 from ..qcfs import QCFS
+from ..schema import bounded
+from ..sources import record_pipeline
+from .bias import correct_biases
 from .graph import ConversionError
 from .snn import convert
 
@@ -17,13 +27,6 @@ def convert_run(ann_run, out_dir, *, timesteps: int = 64, bias_correction: int |
     With ``bias_correction`` (a number of steps), the biases are then corrected (:mod:`seenn.conversion.bias`) on
     ``calibration_samples`` images drawn (``seed``) from the run's training split, never its validation split;
     with ``potential_correction`` also each neuron's initial potentials, per channel. Returns the new run's config."""
-    from pathlib import Path
-
-    from .. import __version__
-    from ..checkpoint import METRICS, load_run, read_json, resolve_run, save_run
-
-    from ..schema import bounded
-
     bounded("timesteps", timesteps, "--timesteps")
     src = resolve_run(ann_run)
     ann, config = load_run(src)
@@ -40,7 +43,6 @@ def convert_run(ann_run, out_dir, *, timesteps: int = 64, bias_correction: int |
     snn, model_cfg = convert(ann, input_shape=(m["in_channels"], m["image_size"], m["image_size"]))
     corrected = None
     if bias_correction is not None:
-        from .bias import correct_biases
 
         images = calibration_images(config, calibration_samples, data_dir, seed)
         corrected = correct_biases(ann, snn, model_cfg, images, bias_correction, potential=potential_correction)
@@ -84,15 +86,6 @@ def convert_file(source, out_dir, *, dataset: str, factory: str = "build", weigh
     names). ``input``: the input it was trained on (default seenn's normalised images of ``dataset``); ReLU
     thresholds (and ``bias_correction``) from ``calibration_samples`` training images of ``dataset``. Returns the
     new run's config."""
-    from pathlib import Path
-
-    from .. import __version__
-    from ..checkpoint import save_run
-    from ..data import dataset_info
-    from ..interop.load import build_from_file, input_record, read_weights
-    from ..interop.trust import file_digest
-    from ..schema import bounded
-
     bounded("timesteps", timesteps, "--timesteps")
     bounded("samples", calibration_samples, "--calibration-samples")
     info = dataset_info(dataset)
@@ -122,7 +115,6 @@ def convert_file(source, out_dir, *, dataset: str, factory: str = "build", weigh
         bounded("timesteps", bias_correction, "--bias-correction")
         if bias_correction > timesteps:
             raise ConversionError(f"--bias-correction {bias_correction} is more than the run's {timesteps} timesteps")
-        from .bias import correct_biases
 
         corrected = correct_biases(ann, snn, model_cfg, images, bias_correction, potential=potential_correction)
         corrected.update(split="train", seed=seed)
@@ -138,7 +130,6 @@ def convert_file(source, out_dir, *, dataset: str, factory: str = "build", weigh
                               "thresholds": [s["threshold"] for s in model_cfg["layers"] if s["type"] == "neuron"]}}
     if corrected is not None:
         out["converted_from"]["bias_correction"] = corrected
-    from ..sources import record_pipeline
 
     record_pipeline(out, info)  # an imagefolder: dataset's pipeline travels with the run
     save_run(Path(out_dir), snn, out)
@@ -148,7 +139,6 @@ def convert_file(source, out_dir, *, dataset: str, factory: str = "build", weigh
 def calibration_images(config: dict, samples: int, data_dir, seed: int) -> torch.Tensor:
     """``samples`` normalised images drawn at random from the run's training split (its validation split held out
     as at training)."""
-    from ..data import load_dataset
 
     data = load_dataset(config["dataset"], "train", data_dir=data_dir,
                         val_size=config.get("training", {}).get("val_size", 5000))

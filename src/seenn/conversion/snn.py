@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ..checkpoint import check_model_size
+from ..models import build_model
 from .graph import ConversionError, _fold_bns, _record, _users, read_graph
 
 
@@ -33,8 +35,6 @@ def convert(ann: nn.Module, *, input_shape: tuple[int, int, int], calibration: t
     needed when the ANN has plain ReLUs: their thresholds are the ``percentile`` of their activations on it.
     Returns the SNN (eval mode; a ``sequential`` model for chains, a ``graph`` model for residual networks) and its
     model config (the ``"model"`` entry of a run's ``config.json``)."""
-    from ..checkpoint import check_model_size
-    from ..models import build_model
 
     c, h, w = input_shape
     if h != w:

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import torch
 
+from .. import __version__
 from ..errors import CheckpointError, ConfigError
-from .base import FRAMEWORKS, PeerNetwork, adapt
+from .base import FRAMEWORKS, INPUT_SCALES, InputMap, PeerNetwork, adapt
 from .trust import check_trusted, file_digest
+from .snntorch import STATE_NAMES
 
 
 
@@ -106,7 +108,6 @@ def read_weights(path) -> dict:
 def input_record(scale: str, info, mean=None, std=None) -> dict:
     """The run's record of the input the peer takes (``model.input``): ``(x / 255 - mean) / std`` per channel, and
     the dataset pipeline's constants it is made from."""
-    from .base import INPUT_SCALES
 
     c = info.channels
     if mean is not None or std is not None:
@@ -127,7 +128,6 @@ def input_record(scale: str, info, mean=None, std=None) -> dict:
 
 
 def input_map(record: dict | None):
-    from .base import InputMap
 
     if record is None:
         return None
@@ -172,8 +172,6 @@ def load_peer(source, factory: str = "build", weights=None, framework: str | Non
             if k in own and own[k].is_floating_point() and not v.is_floating_point():
                 raise CheckpointError(f"{weights}: {k} is stored as {str(v.dtype).replace('torch.', '')}, the network "
                                       f"holds {str(own[k].dtype).replace('torch.', '')}: save float weights")
-        from .snntorch import STATE_NAMES
-
         neurons = {name for name, m in net.named_modules()
                    if type(m).__module__.startswith("snntorch") and hasattr(m, "init_hidden")}
 
@@ -201,7 +199,6 @@ def load_peer(source, factory: str = "build", weights=None, framework: str | Non
 def peer_run_config(source, factory: str, framework: str, output: int | None, *, dataset: str, max_timesteps: int,
                     info, readout: str = "sum", input: dict | None = None, step: str | None = None) -> dict:
     """The ``config.json`` of a peer run folder."""
-    from .. import __version__
 
     if framework not in FRAMEWORKS:
         raise ConfigError(f"unknown framework {framework!r}; choose one of {list(FRAMEWORKS)}")

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
+from ..files import atomic_write_bytes
 
 MAX_STORE_BYTES = 1 << 20  # a trust list larger than 1 MiB is refused as damaged
 
@@ -91,7 +92,6 @@ def is_trusted(path, sha256: str) -> bool:
 
 def trust(path) -> tuple[Path, str]:
     """Add ``path`` (as it is now: its absolute path and SHA-256) to the trust list; returns (path, hash)."""
-    from ..files import atomic_write_bytes
 
     p = Path(path).resolve()
     if not p.is_file():

@@ -14,6 +14,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..neuron import NeuronParams, SpikingNeuron
 from .base import SpikingNetwork
+from .stateful import CubaLIF, LeakyIntegrator, _Stateful
+
 
 
 class SumPool2d(nn.AvgPool2d):
@@ -58,12 +60,8 @@ def build_layer(spec: dict, surrogate: str) -> nn.Module:
         if kind == "flatten":
             return nn.Flatten()
         if kind == "li":
-            from .stateful import LeakyIntegrator
-
             return LeakyIntegrator(spec["decay"])
         if kind == "cubalif":
-            from .stateful import CubaLIF
-
             return CubaLIF(spec["syn_decay"], spec["decay"], spec["gain"], spec["threshold"])
     except (KeyError, TypeError) as e:
         raise ConfigError(f"layer spec {spec} lacks {e}") from None
@@ -76,7 +74,6 @@ class SequentialSNN(SpikingNetwork):
         if not layers:
             raise ConfigError("a sequential model needs layers")
         mods = [build_layer(spec, surrogate) for spec in layers]
-        from .stateful import _Stateful
 
         first = next((i for i, m in enumerate(mods) if isinstance(m, (SpikingNeuron, _Stateful))), None)
         if first is None:

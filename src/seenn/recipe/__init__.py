@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..qcfs import QCFS
 
 # airbench94's settings, for the fields of TrainConfig; ``jpeg`` because the CIFAR-10 test batch here is 90% JPEG
 FAST = {
@@ -147,7 +148,6 @@ def param_groups(model: nn.Module, cfg) -> list[dict]:
     parameters are in no group; a group's ``name`` is kept so a resumed run finds its momenta."""
     readout = getattr(model, "readout", None)
     head = {id(p) for p in readout.parameters()} if readout is not None and cfg.head_scale != 1.0 else set()
-    from ..qcfs import QCFS
 
     clips = {id(m.threshold) for m in model.modules() if isinstance(m, QCFS)}
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -10,11 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import load_run as _load
-from ..checkpoint import resolve_run
-from ..checkpoint import save_run as _save
+from ..checkpoint import load_run as _load, resolve_run, save_run as _save
+from ..data import load_dataset
+from ..engine import EarlyExitRunner
 from ..errors import ConfigError
+from ..exits import Confidence, Entropy, make_rule
 from ..models.base import SpikingNetwork
+from ..schema import check_config
+from ..sources import adopt_for_run
+from ..policy import LearnedExitRule, PolicyRule, load_policy
 
 __all__ = ["DEFAULT_THRESHOLD", "Run", "load_run", "open_with_data", "precision_for", "rule_for", "save_run"]
 
@@ -39,7 +43,6 @@ class Run:
 
     def rule(self, exit: str = "confidence"):
         """The run's certified (or stored) exit rule: ``confidence`` or ``entropy``; a run without one says so."""
-        from ..exits import Confidence, Entropy
 
         entry = (self.config.get("exit") or {}).get(exit)
         if not entry:
@@ -49,7 +52,6 @@ class Run:
 
     def runner(self, rule=None, **kw):
         """An :class:`~seenn.engine.EarlyExitRunner` over the run's model, with ``rule`` or the run's own."""
-        from ..engine import EarlyExitRunner
 
         return EarlyExitRunner(self.model, rule if rule is not None else self.rule(), self.max_timesteps, **kw)
 
@@ -63,7 +65,6 @@ def load_run(run, device: str = "cpu") -> Run:
 def save_run(out_dir, model: SpikingNetwork, config: dict, metrics: dict | None = None) -> Path:
     """Write ``model`` and its ``config`` (checked against the schema first: a run that cannot be read back is never
     written) to ``out_dir``; returns the folder."""
-    from ..schema import check_config
 
     check_config(config, "config")
     _save(Path(out_dir), model, config, metrics)
@@ -75,8 +76,6 @@ def open_with_data(run, *, split: str = "test", dataset: str | None = None, data
     """What every evaluating command starts from: ``(model, config, data, max_timesteps)`` of a run and the split
     of its dataset (or of ``dataset``, another folder read through the run's recorded pipeline), the shapes checked
     against each other; ``max_timesteps`` None for an ANN run (allowed with ``ann_ok``)."""
-    from ..data import load_dataset
-    from ..sources import adopt_for_run
 
     model, config = _load(run, device)
     if config.get("kind") == "ann" and not ann_ok:
@@ -106,13 +105,10 @@ def rule_for(config: dict, exit: str, *, threshold=None, timesteps: int | None =
     """The exit rule ``exit`` names for a run: ``oracle`` None; ``policy`` / ``learned`` the policy folder
     ``policy`` (checked against the run); ``confidence`` / ``entropy`` without ``threshold`` the run's stored
     (calibrated) setting, else :data:`DEFAULT_THRESHOLD`; ``fixed`` ``timesteps``."""
-    from ..exits import make_rule
 
     if exit == "oracle":
         return None
     if exit in ("policy", "learned"):
-        from ..policy import LearnedExitRule, PolicyRule, load_policy
-
         if not policy:
             raise ConfigError(f"exit {exit} needs a policy folder (--policy; seenn policy train makes one)",
                               param="exit")

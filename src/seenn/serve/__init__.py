@@ -14,8 +14,13 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass
 
-from ..errors import ConfigError
 from ..audit import Audit, audit_bound, audit_stream
+from ..checkpoint import load_run
+from ..data import dataset_info
+from ..errors import ConfigError
+from ..inference import inference_model
+from ..schema import bounded
+from .app import BODY_SECONDS, MAX_BODY, Metrics, build_app
 from .loop import QueueFull, ServingLoop
 
 __all__ = ["Audit", "QueueFull", "ServingLoop", "Service", "audit_bound", "audit_stream", "make_service",
@@ -124,15 +129,10 @@ def make_service(run, *, rule, max_timesteps: int, precision: str = "fp32", max_
     """The service for a run folder (or shipped run name) with an exit rule; nothing is started."""
     import torch
 
-    from ..checkpoint import load_run
-    from ..data import dataset_info
-    from ..inference import inference_model
-    from .app import BODY_SECONDS, MAX_BODY, Metrics, build_app
 
     model, config = load_run(run)
     if config.get("kind") == "ann":
         raise ConfigError(f"{run} is an ANN run: turn it into an SNN first (seenn convert)")
-    from ..schema import bounded
 
     bounded("batch_size", max_batch, "--max-batch")
     bounded("samples", max_queue, "--max-queue")

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import DataError
 from .loop import QueueFull, ServingLoop
+from ..imagefolder import as_8bit
 
 MAX_BODY = 8 * 1024 * 1024  # bytes of one request body
 BODY_SECONDS = 30.0  # a request body must arrive whole this long after its headers (a stalled upload gets 408)
@@ -70,8 +71,6 @@ def decode(body: bytes, content_type: str, shape: tuple, info) -> torch.Tensor:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            from ..imagefolder import as_8bit
-
             with Image.open(io.BytesIO(body)) as im:
                 im = as_8bit(im, "L" if shape[0] == 1 else "RGB", "the image")  # bounded before decoding
                 if im.size != (shape[2], shape[1]):

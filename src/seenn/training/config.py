@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from ..data import DEFAULT_VAL_SIZE
 from ..errors import ConfigError
 from ..models import MODELS
+from ..recipe import RECIPES
+from ..schema import LIMITS, bounded
 
 
 LOSSES = ("tet", "mean-ce")
@@ -70,7 +72,6 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        from ..schema import LIMITS, bounded
 
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
@@ -120,9 +121,6 @@ class TrainConfig:
         self._validate_recipe()
 
     def _validate_recipe(self) -> None:
-        from ..recipe import RECIPES
-        from ..schema import bounded
-
         if self.recipe is not None and self.recipe not in RECIPES:
             raise ConfigError(f"recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}", param="recipe")
         for name, lo, hi in (("bias_lr", 0.0, 1e6), ("head_scale", 0.0, 1e3), ("bn_momentum", 0.0, 1.0)):

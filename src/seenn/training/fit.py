@@ -10,6 +10,8 @@ import torch
 
 from ..errors import ConfigError
 from ..models.base import SpikingNetwork
+from ..schema import bounded
+from .losses import mean_ce_loss, tet_loss
 
 LOSSES = ("tet", "mean")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -46,8 +48,6 @@ def fit(model: SpikingNetwork, train_data, *, timesteps: int = 4, epochs: int = 
     ``optimizer``: one of yours, else SGD (``lr``, ``momentum``, ``weight_decay``) stepped by ``schedule`` per
     batch. ``val_data`` (same form): full-T accuracy after each epoch. ``log``: a function taking one line per
     epoch. The model is left in eval mode."""
-    from ..schema import bounded
-    from .losses import mean_ce_loss, tet_loss
 
     if not isinstance(model, SpikingNetwork):
         raise ConfigError(f"fit trains a seenn SpikingNetwork, got {type(model).__name__} (seenn.adapt runs another "
