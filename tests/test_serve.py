@@ -216,6 +216,20 @@ def test_a_small_queue_still_warms_up_and_serve_refuses_bad_settings(images, cap
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def _wait_ready(url: str) -> None:
+    """Until the service answers /healthz with 200 (at most about 30 s)."""
+    import httpx
+
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    pytest.fail("the service never became ready")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -231,15 +245,7 @@ def test_sigterm_finishes_every_accepted_request(images):
                              "0"], stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            pytest.fail("the service never became ready")
+        _wait_ready(url)
         x = images.normalize(images.images[:200])
         bodies = [_npy(x[i].numpy()) for i in range(200)]
 
@@ -356,13 +362,7 @@ def test_slow_headers_are_closed_and_a_stalled_body_is_a_408(images):
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        _wait_ready(url)
         slow = []
         for _ in range(20):
             c = socket.create_connection(("127.0.0.1", port))

@@ -312,16 +312,29 @@ def save_policy(out_dir: Path, net: nn.Module, info: dict) -> None:
     write_json(out_dir / POLICY_CONFIG, info)
 
 
-def load_policy(path: str | Path, max_timesteps: int | None = None, run_config: dict | None = None) -> ExitRule:
-    """A policy folder (or a shipped policy's name) as an exit rule. With ``run_config`` (the run it will serve)
-    a policy made for another dataset, image shape or class count is refused."""
+def load_policy(path: str | Path, max_timesteps: int | None = None, run_config: dict | None = None,
+                run_dir: str | Path | None = None) -> ExitRule:
+    """A policy folder, or a policy's name in ``run_dir``'s ``policies/`` (a shipped run's policies by name), as
+    an exit rule. A name that only other shipped runs have is refused, naming them: a policy belongs to the
+    network it was trained on. With ``run_config`` (the run it will serve) a policy made for another dataset, image
+    shape or class count is refused."""
 
     p = Path(path)
     if not p.is_dir():
-        shipped = [d for d in PRETRAINED_DIR.glob(f"*/policies/{path}") if d.is_dir()]
-        if not shipped:
-            raise CheckpointError(f"{path} is neither a policy folder nor a shipped policy")
-        p = shipped[0]
+        own = Path(run_dir) / "policies" / str(path) if run_dir is not None else None
+        if own is not None and own.is_dir():
+            p = own
+        else:
+            shipped = sorted(d for d in PRETRAINED_DIR.glob(f"*/policies/{path}") if d.is_dir())
+            if not shipped:
+                raise CheckpointError(f"{path} is neither a policy folder nor a shipped policy")
+            if run_dir is not None or len(shipped) > 1:
+                owners = ", ".join(f"{d.parent.parent.name} ({read_json(d / POLICY_CONFIG).get('dataset', '?')})"
+                                   for d in shipped)
+                raise ConfigError(f"the policy {path} belongs to the shipped run(s) {owners}; "
+                                  f"{Path(run_dir).name if run_dir is not None else 'this run'} has no policy of that "
+                                  "name (a policy serves the network it was trained on)")
+            p = shipped[0]
     info = check_policy(read_json(p / POLICY_CONFIG), str(p / POLICY_CONFIG))
     if run_config is not None:
         m = run_config["model"]

@@ -118,8 +118,10 @@ def _rule(args, config):
     """The exit rule asked for (:func:`seenn.runs.rule_for`)."""
     from ..runs import rule_for
 
+    from ..checkpoint import resolve_run
+
     return rule_for(config, args.exit, threshold=args.threshold, timesteps=args.timesteps,
-                    policy=getattr(args, "policy", None))
+                    policy=getattr(args, "policy", None), run_dir=resolve_run(args.run))
 
 
 def _precision(args, config) -> str:

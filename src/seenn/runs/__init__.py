@@ -101,9 +101,10 @@ def open_with_data(run, *, split: str = "test", dataset: str | None = None, data
     return model, config, data, max_t
 
 
-def rule_for(config: dict, exit: str, *, threshold=None, timesteps: int | None = None, policy=None):
+def rule_for(config: dict, exit: str, *, threshold=None, timesteps: int | None = None, policy=None,
+             run_dir=None):
     """The exit rule ``exit`` names for a run: ``oracle`` None; ``policy`` / ``learned`` the policy folder
-    ``policy`` (checked against the run); ``confidence`` / ``entropy`` without ``threshold`` the run's stored
+    ``policy`` (checked against the run; a name is looked up in ``run_dir``'s policies); ``confidence`` / ``entropy`` without ``threshold`` the run's stored
     (calibrated) setting, else :data:`DEFAULT_THRESHOLD`; ``fixed`` ``timesteps``."""
 
     if exit == "oracle":
@@ -112,7 +113,7 @@ def rule_for(config: dict, exit: str, *, threshold=None, timesteps: int | None =
         if not policy:
             raise ConfigError(f"exit {exit} needs a policy folder (--policy; seenn policy train makes one)",
                               param="exit")
-        rule = load_policy(policy, config["max_timesteps"], config)
+        rule = load_policy(policy, config["max_timesteps"], config, run_dir=run_dir)
         want = PolicyRule if exit == "policy" else LearnedExitRule
         if not isinstance(rule, want):
             raise ConfigError(f"{policy} is a {rule.name!r} policy, not a {exit!r} one")
