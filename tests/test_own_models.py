@@ -167,6 +167,12 @@ def test_spikingjelly_multistep_conv_net(tmp_path):
 
 def test_snntorch_tutorial_mlp_with_a_step_function(tmp_path):
     pytest.importorskip("snntorch")
+    from seenn.errors import ConfigError
+    from seenn.interop import load_peer
+
+    (tmp_path / "tut.py").write_text(SNNTORCH_PY)
+    with pytest.raises(ConfigError, match="--step"):  # its forward runs every step at once: it cannot be stepped
+        load_peer(tmp_path / "tut.py")
     model, config = _run(tmp_path, "st", SNNTORCH_PY, "--step", "step")
     assert config["model"]["framework"] == "explicit" and config["model"]["step"] == "step"
     net = _ns(SNNTORCH_PY)["build"]()

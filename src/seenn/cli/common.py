@@ -97,12 +97,10 @@ def _load(args, ann_ok: bool = False):
     """The run, its data and horizon for a command's arguments (:func:`seenn.runs.open_with_data`)."""
     from ..runs import open_with_data
 
-    if getattr(args, "exit", None) in ("policy", "learned") and getattr(args, "policy", None):
-        from ..checkpoint import read_config, resolve_run
-
-        _rule(args, read_config(resolve_run(args.run)))  # a policy that does not fit the run: refused before the data
+    policy = getattr(args, "exit", None) in ("policy", "learned") and getattr(args, "policy", None)
+    check = (lambda config: _rule(args, config)) if policy else None  # a policy that does not fit: before the data
     return open_with_data(args.run, split=args.split, dataset=args.dataset, data_dir=args.data_dir, limit=args.limit,
-                          max_timesteps=args.max_timesteps, device=args.device, ann_ok=ann_ok)
+                          max_timesteps=args.max_timesteps, device=args.device, ann_ok=ann_ok, before_data=check)
 
 
 def _load_with_rule(args, purpose: str):

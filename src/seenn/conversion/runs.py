@@ -11,7 +11,8 @@ from torch import nn
 from .. import __version__
 from ..checkpoint import METRICS, load_run, read_json, resolve_run, save_run
 from ..data import dataset_info, load_dataset
-from ..interop.load import build_from_file, input_record, read_weights
+from ..interop.base import input_affine
+from ..interop.load import build_from_file, input_record, load_weights
 from ..interop.trust import file_digest
 from ..qcfs import QCFS
 from ..schema import bounded
@@ -21,29 +22,34 @@ from .graph import ConversionError
 from .snn import convert
 
 
+def _check_corrections(timesteps: int, bias_correction: int | None, potential_correction: bool,
+                       calibration_samples: int) -> None:
+    """The horizon and the correction settings of a conversion, checked before any work."""
+    bounded("timesteps", timesteps, "--timesteps")
+    bounded("samples", calibration_samples, "--calibration-samples")
+    if bias_correction is not None:
+        bounded("timesteps", bias_correction, "--bias-correction")
+        if bias_correction > timesteps:
+            raise ConversionError(f"--bias-correction {bias_correction} is more than the run's {timesteps} timesteps")
+    elif potential_correction:
+        raise ConversionError("--potential-correction goes with --bias-correction STEPS (the steps it fits)")
+
+
 def convert_run(ann_run, out_dir, *, timesteps: int = 64, bias_correction: int | None = None,
                 calibration_samples: int = 256, data_dir=None, seed: int = 0, potential_correction: bool = False) -> dict:
     """Convert a QCFS ANN run (``seenn train --ann``) into an SNN run directory with ``timesteps`` max timesteps.
     With ``bias_correction`` (a number of steps), the biases are then corrected (:mod:`seenn.conversion.bias`) on
     ``calibration_samples`` images drawn (``seed``) from the run's training split, never its validation split;
     with ``potential_correction`` also each neuron's initial potentials, per channel. Returns the new run's config."""
-    bounded("timesteps", timesteps, "--timesteps")
+    _check_corrections(timesteps, bias_correction, potential_correction, calibration_samples)
     src = resolve_run(ann_run)
     ann, config = load_run(src)
     if config.get("kind") != "ann":
         raise ConversionError(f"{ann_run} is a spiking run, not an ANN (train one with seenn train --ann)")
-    if bias_correction is not None:
-        bounded("timesteps", bias_correction, "--bias-correction")
-        bounded("samples", calibration_samples, "--calibration-samples")
-        if bias_correction > timesteps:
-            raise ConversionError(f"--bias-correction {bias_correction} is more than the run's {timesteps} timesteps")
-    elif potential_correction:
-        raise ConversionError("--potential-correction goes with --bias-correction STEPS (the steps it fits)")
     m = config["model"]
     snn, model_cfg = convert(ann, input_shape=(m["in_channels"], m["image_size"], m["image_size"]))
     corrected = None
     if bias_correction is not None:
-
         images = calibration_images(config, calibration_samples, data_dir, seed)
         corrected = correct_biases(ann, snn, model_cfg, images, bias_correction, potential=potential_correction)
         corrected.update(split="train", seed=seed)
@@ -64,15 +70,14 @@ def convert_run(ann_run, out_dir, *, timesteps: int = 64, bias_correction: int |
 
 
 def input_layer(record: dict) -> nn.Conv2d:
-    """The user's input scaling as a first layer: a per-channel affine map (a depthwise 1x1 convolution) from
-    seenn's normalised input to the ``(x / 255 - mean) / std`` the ANN was trained on (``record`` as
-    :func:`seenn.interop.load.input_record` makes it); the converter treats it as any convolution of the stem."""
-    m, s = torch.tensor(record["data_mean"]), torch.tensor(record["data_std"])
-    pm, ps = torch.tensor(record["mean"]), torch.tensor(record["std"])
-    conv = nn.Conv2d(len(m), len(m), 1, groups=len(m))
+    """The user's input scaling as a first layer: the per-channel affine map of
+    :func:`seenn.interop.base.input_affine` as a depthwise 1x1 convolution; the converter treats it as any
+    convolution of the stem."""
+    gain, shift = input_affine(record)
+    conv = nn.Conv2d(len(gain), len(gain), 1, groups=len(gain))
     with torch.no_grad():
-        conv.weight.copy_((s / ps).view(-1, 1, 1, 1))
-        conv.bias.copy_((m - pm) / ps)
+        conv.weight.copy_(gain.view(-1, 1, 1, 1))
+        conv.bias.copy_(shift)
     return conv
 
 
@@ -86,24 +91,12 @@ def convert_file(source, out_dir, *, dataset: str, factory: str = "build", weigh
     names). ``input``: the input it was trained on (default seenn's normalised images of ``dataset``); ReLU
     thresholds (and ``bias_correction``) from ``calibration_samples`` training images of ``dataset``. Returns the
     new run's config."""
-    bounded("timesteps", timesteps, "--timesteps")
-    bounded("samples", calibration_samples, "--calibration-samples")
+    _check_corrections(timesteps, bias_correction, potential_correction, calibration_samples)
     info = dataset_info(dataset)
     record = input or input_record("normalized", info)
     ann, _ = build_from_file(source, factory)
     if weights is not None:
-        state = read_weights(weights)
-        own = ann.state_dict()
-        for k, v in state.items():
-            if k in own and own[k].is_floating_point() and not v.is_floating_point():
-                raise ConversionError(f"{weights}: {k} is stored as {str(v.dtype).replace('torch.', '')}: save "
-                                      "float weights")
-        try:
-            ann.load_state_dict(state)
-        except RuntimeError as e:
-            lines = str(e).splitlines()
-            raise ConversionError(f"{weights} does not fit the network {factory}() builds: "
-                                  f"{lines[1].strip() if len(lines) > 1 else e}") from None
+        load_weights(ann, weights, factory)
     if record["scale"] != "normalized":
         ann = nn.Sequential(input_layer(record), ann)
     config = {"dataset": dataset, "training": {"val_size": val_size}}
@@ -112,14 +105,8 @@ def convert_file(source, out_dir, *, dataset: str, factory: str = "build", weigh
                              calibration=images, percentile=percentile)
     corrected = None
     if bias_correction is not None:
-        bounded("timesteps", bias_correction, "--bias-correction")
-        if bias_correction > timesteps:
-            raise ConversionError(f"--bias-correction {bias_correction} is more than the run's {timesteps} timesteps")
-
         corrected = correct_biases(ann, snn, model_cfg, images, bias_correction, potential=potential_correction)
         corrected.update(split="train", seed=seed)
-    elif potential_correction:
-        raise ConversionError("--potential-correction goes with --bias-correction STEPS (the steps it fits)")
     source = Path(source).resolve()
     out = {"seenn_version": __version__, "dataset": dataset, "max_timesteps": timesteps, "model": model_cfg,
            "training": {"val_size": val_size},

@@ -94,31 +94,31 @@ class Readout:
         return step
 
 
-class InputMap(nn.Module):
-    """The peer's own input scaling from seenn's normalised input ``(x / 255 - mean) / std`` (the dataset's
-    constants): ``normalized`` passes it as it is; ``unit`` gives ``x / 255`` in [0, 1] (SpikingJelly's and
-    snnTorch's tutorials); ``custom`` gives ``(x / 255 - peer_mean) / peer_std``. Per channel, from the run's
-    config (not stored as weights)."""
+def input_affine(record: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel ``(gain, shift)`` taking seenn's normalised input ``(x / 255 - data_mean) / data_std`` to the
+    ``(x / 255 - mean) / std`` of ``record`` (an input record, :func:`seenn.interop.load.input_record`)."""
+    m, s = (torch.tensor(record[k], dtype=torch.float32) for k in ("data_mean", "data_std"))
+    pm, ps = (torch.tensor(record[k], dtype=torch.float32) for k in ("mean", "std"))
+    if not (pm.shape == ps.shape == m.shape == s.shape) or not (ps > 0).all():
+        raise ConfigError(f"mean and std need {len(m)} value(s) each (one per channel), std > 0", param="mean")
+    return s / ps, (m - pm) / ps
 
-    def __init__(self, scale: str, data_mean, data_std, peer_mean=None, peer_std=None):
+
+class InputMap(nn.Module):
+    """The peer's own input scaling (an input record: ``normalized`` passes seenn's input as it is, ``unit`` gives
+    ``x / 255`` in [0, 1] as SpikingJelly's and snnTorch's tutorials do, ``custom`` its own mean and std), per
+    channel, from the run's config (not stored as weights)."""
+
+    def __init__(self, record: dict):
         super().__init__()
-        if scale not in INPUT_SCALES:
-            raise ConfigError(f"input_scale must be one of {', '.join(INPUT_SCALES[:2])}, got {scale!r}",
+        if record["scale"] not in INPUT_SCALES:
+            raise ConfigError(f"input_scale must be one of {', '.join(INPUT_SCALES[:2])}, got {record['scale']!r}",
                               param="input_scale")
-        m, s = torch.tensor(data_mean, dtype=torch.float32), torch.tensor(data_std, dtype=torch.float32)
-        if scale == "normalized":
-            pm, ps = m, s
-        elif scale == "unit":
-            pm, ps = torch.zeros_like(m), torch.ones_like(s)
-        else:
-            pm, ps = torch.tensor(peer_mean, dtype=torch.float32), torch.tensor(peer_std, dtype=torch.float32)
-            if pm.shape != m.shape or ps.shape != s.shape or not (ps > 0).all():
-                raise ConfigError(f"mean and std need {len(m)} value(s) each (one per channel), std > 0", param="mean")
-        self.scale = scale
-        self.identity = scale == "normalized"
-        # x_peer = (x_norm * s + m - pm) / ps
-        self.register_buffer("gain", (s / ps).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("shift", ((m - pm) / ps).view(1, -1, 1, 1), persistent=False)
+        gain, shift = input_affine(record)
+        self.scale = record["scale"]
+        self.identity = self.scale == "normalized"
+        self.register_buffer("gain", gain.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.identity:

@@ -112,9 +112,10 @@ def input_record(scale: str, info, mean=None, std=None) -> dict:
     c = info.channels
     if mean is not None or std is not None:
         scale = "custom"
-        if mean is None or std is None or len(mean) != c or len(std) != c or not all(v > 0 for v in std):
-            raise ConfigError(f"mean and std need {c} value(s) each for {info.name} (one per channel), std > 0",
-                              param="mean")
+        if mean is None or std is None or len(mean) != c or len(std) != c \
+                or not all(-1e3 <= v <= 1e3 for v in mean) or not all(0 < v <= 1e3 for v in std):
+            raise ConfigError(f"mean and std need {c} value(s) each for {info.name} (one per channel), mean in "
+                              "[-1000, 1000], std in (0, 1000] (the run's schema)", param="mean")
     elif scale not in INPUT_SCALES[:2]:
         raise ConfigError(f"input_scale must be one of {', '.join(INPUT_SCALES[:2])}, got {scale!r}",
                           param="input_scale")
@@ -131,7 +132,7 @@ def input_map(record: dict | None):
 
     if record is None:
         return None
-    return InputMap(record["scale"], record["data_mean"], record["data_std"], record["mean"], record["std"])
+    return InputMap(record)
 
 
 def describe_input(record: dict | None) -> str:
@@ -158,6 +159,38 @@ def scale_accuracy(net: PeerNetwork, record: dict, data, timesteps: int, batch: 
     return correct / max(len(data), 1)
 
 
+def load_weights(net: torch.nn.Module, weights, factory: str = "build") -> None:
+    """``weights`` (safetensors or a ``weights_only`` state dict, :func:`read_weights`) into ``net``, strictly: no
+    float weight stored as an integer (``load_state_dict`` would cast it silently), no missing or unexpected key
+    (state buffers snnTorch keeps with ``init_hidden=True`` may be present or absent on either side), no NaN or Inf."""
+    state = read_weights(weights)
+    own = net.state_dict()
+    for k, v in state.items():
+        if k in own and own[k].is_floating_point() and not v.is_floating_point():
+            raise CheckpointError(f"{weights}: {k} is stored as {str(v.dtype).replace('torch.', '')}, the network "
+                                  f"holds {str(own[k].dtype).replace('torch.', '')}: save float weights")
+    neurons = {name for name, m in net.named_modules()
+               if type(m).__module__.startswith("snntorch") and hasattr(m, "init_hidden")}
+
+    def is_state(k):  # an snnTorch neuron's state (mem, syn, ...): saved by some versions and forms, not others
+        owner, _, leaf = k.rpartition(".")
+        return leaf in STATE_NAMES and owner in neurons
+
+    state = {k: v for k, v in state.items() if not is_state(k) or k in own}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not is_state(k)]  # state at rest: not weights
+        if missing or unexpected:
+            raise RuntimeError("\n\t" + (f"missing: {', '.join(missing[:5])}" if missing else
+                                         f"unexpected: {', '.join(unexpected[:5])}"))
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights} does not fit the network {factory}() builds: "
+                              f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
+    for k, v in state.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"{weights}: {k} holds NaN or Inf")
+
+
 def load_peer(source, factory: str = "build", weights=None, framework: str | None = None,
               output: int | None = None, readout: str = "sum", input: dict | None = None,
               step: str | None = None, frames: bool = False) -> PeerNetwork:
@@ -166,32 +199,7 @@ def load_peer(source, factory: str = "build", weights=None, framework: str | Non
     :func:`input_record` (default: seenn's normalised input)."""
     net, step_fn = build_from_file(source, factory, step)
     if weights is not None:
-        state = read_weights(weights)
-        own = net.state_dict()
-        for k, v in state.items():  # load_state_dict would cast silently
-            if k in own and own[k].is_floating_point() and not v.is_floating_point():
-                raise CheckpointError(f"{weights}: {k} is stored as {str(v.dtype).replace('torch.', '')}, the network "
-                                      f"holds {str(own[k].dtype).replace('torch.', '')}: save float weights")
-        neurons = {name for name, m in net.named_modules()
-                   if type(m).__module__.startswith("snntorch") and hasattr(m, "init_hidden")}
-
-        def is_state(k):  # an snnTorch neuron's state (mem, syn, ...): saved by some versions and forms, not others
-            owner, _, leaf = k.rpartition(".")
-            return leaf in STATE_NAMES and owner in neurons
-
-        state = {k: v for k, v in state.items() if not is_state(k) or k in own}
-        try:
-            missing, unexpected = net.load_state_dict(state, strict=False)
-            missing = [k for k in missing if not is_state(k)]  # state at rest: not weights
-            if missing or unexpected:
-                raise RuntimeError("\n\t" + (f"missing: {', '.join(missing[:5])}" if missing else
-                                             f"unexpected: {', '.join(unexpected[:5])}"))
-        except RuntimeError as e:
-            raise CheckpointError(f"{weights} does not fit the network {factory}() builds: "
-                                  f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
-        for k, v in state.items():
-            if v.is_floating_point() and not torch.isfinite(v).all():
-                raise CheckpointError(f"{weights}: {k} holds NaN or Inf")
+        load_weights(net, weights, factory)
     return adapt(net, framework, output=output, readout=readout, input_map=input_map(input), step=step_fn,
                  frames=frames)
 

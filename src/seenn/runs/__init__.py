@@ -14,7 +14,7 @@ from ..checkpoint import load_run as _load, resolve_run, save_run as _save
 from ..data import load_dataset
 from ..engine import EarlyExitRunner
 from ..errors import ConfigError
-from ..exits import Confidence, Entropy, make_rule
+from ..exits import make_rule
 from ..models.base import SpikingNetwork
 from ..schema import check_config
 from ..sources import adopt_for_run
@@ -43,12 +43,9 @@ class Run:
 
     def rule(self, exit: str = "confidence"):
         """The run's certified (or stored) exit rule: ``confidence`` or ``entropy``; a run without one says so."""
-
-        entry = (self.config.get("exit") or {}).get(exit)
-        if not entry:
+        if not (self.config.get("exit") or {}).get(exit):
             raise ConfigError(f"{self.path} has no stored {exit} rule: calibrate it (seenn.calibrate) or give a rule")
-        cls = Confidence if exit == "confidence" else Entropy
-        return cls(entry.get("thresholds") or entry["threshold"], entry.get("temperature") or 1.0)
+        return rule_for(self.config, exit)
 
     def runner(self, rule=None, **kw):
         """An :class:`~seenn.engine.EarlyExitRunner` over the run's model, with ``rule`` or the run's own."""
@@ -72,14 +69,17 @@ def save_run(out_dir, model: SpikingNetwork, config: dict, metrics: dict | None 
 
 
 def open_with_data(run, *, split: str = "test", dataset: str | None = None, data_dir=None, limit: int | None = None,
-                   max_timesteps: int | None = None, device: str = "cpu", ann_ok: bool = False):
+                   max_timesteps: int | None = None, device: str = "cpu", ann_ok: bool = False, before_data=None):
     """What every evaluating command starts from: ``(model, config, data, max_timesteps)`` of a run and the split
     of its dataset (or of ``dataset``, another folder read through the run's recorded pipeline), the shapes checked
-    against each other; ``max_timesteps`` None for an ANN run (allowed with ``ann_ok``)."""
+    against each other; ``max_timesteps`` None for an ANN run (allowed with ``ann_ok``). ``before_data(config)``
+    runs before the data is read (a check that can fail fast, such as a policy that does not fit the run)."""
 
     model, config = _load(run, device)
     if config.get("kind") == "ann" and not ann_ok:
         raise ConfigError(f"{run} is an ANN run: turn it into an SNN first (seenn convert {run} --out DIR)")
+    if before_data is not None:
+        before_data(config)
     dataset = dataset or config["dataset"]
     adopt_for_run(config, dataset)
     data = load_dataset(dataset, split, data_dir=data_dir, limit=limit,
