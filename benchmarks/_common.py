@@ -15,12 +15,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def allocator(choice: str) -> str:
-    """Apply ``--allocator`` (``tuned``: what the seenn command does at start, see seenn.alloc; ``default``: glibc
+    """Apply ``--allocator`` (``tuned``: what the seenn command does at start, see seenn.io.alloc; ``default``: glibc
     as it comes) and describe it for the published text."""
     if choice == "tuned":
-        from seenn.alloc import tune_allocator
+        from seenn.io.alloc import tune_allocator
 
-        return "allocator tuned as the seenn command does (seenn.alloc)" if tune_allocator() else \
+        return "allocator tuned as the seenn command does (seenn.io.alloc)" if tune_allocator() else \
             "allocator as it comes (tuning unavailable here)"
     return "glibc allocator as it comes (--allocator default)"
 

@@ -7,7 +7,7 @@ how many requests?
 Requests are the 10,000 test images (clean, or corrupted as `seenn robustness` corrupts them), in a random order,
 the test set drawn `--repeats` times (a long run); each is audited with probability `--fraction`. The early and the
 full-T answers come from one full-T pass (the runner's exits equal them, tested); the audit is the service's own
-(seenn.audit). Writes the section "audit" of docs/benchmarks.md.
+(seenn.analysis.audit). Writes the section "audit" of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import argparse
 import numpy as np
 from _common import machine, publish, today
 
-from seenn.checkpoint import load_run
+from seenn.runs.store import load_run
 from seenn.data import load_dataset
-from seenn.engine import posthoc_exits
-from seenn.evaluate import Evaluation
+from seenn.runtime.engine import posthoc_exits
+from seenn.analysis.evaluate import Evaluation
 from seenn.exits import Confidence
-from seenn.robustness import corrupted
-from seenn.audit import audit_stream
+from seenn.analysis.robustness import corrupted
+from seenn.analysis.audit import audit_stream
 
 RUN = "fashion-mnist-convnet-t4"
 SHIFTS = [("clean", 0)] + [(k, s) for k in ("gaussian-noise", "blur", "contrast") for s in (1, 3, 5)]

@@ -20,9 +20,9 @@ import torch
 from _common import allocator, machine, publish, today
 from torch import nn
 
-from seenn.checkpoint import load_run
+from seenn.runs.store import load_run
 from seenn.data import load_dataset
-from seenn.inference import inference_model
+from seenn.runtime.inference import inference_model
 
 
 def _median_us(fn, calls: int) -> float:

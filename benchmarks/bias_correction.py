@@ -21,12 +21,12 @@ from _common import machine, publish, today
 from conversion import REFERENCE_T, accuracy_at, choose_on_validation
 
 from seenn.conversion.bias import correct_biases
-from seenn.checkpoint import load_run
+from seenn.runs.store import load_run
 from seenn.conversion import calibration_images, convert
 from seenn.data import load_dataset
-from seenn.engine import posthoc_exits
-from seenn.evaluate import Evaluation
-from seenn.metrics import ideal_timesteps, oracle_timesteps
+from seenn.runtime.engine import posthoc_exits
+from seenn.analysis.evaluate import Evaluation
+from seenn.analysis.metrics import ideal_timesteps, oracle_timesteps
 
 SHOW_T = (1, 2, 4, 8, 16, 32, 64)
 

@@ -14,12 +14,12 @@ import sys
 
 from _common import machine, publish, today
 
-from seenn.calibration import calibrate, ece_per_timestep
-from seenn.checkpoint import load_run
+from seenn.analysis.calibration import calibrate, ece_per_timestep
+from seenn.runs.store import load_run
 from seenn.data import load_dataset
-from seenn.evaluate import Evaluation
+from seenn.analysis.evaluate import Evaluation
 from seenn.exits import Confidence, describe_text
-from seenn.robustness import corrupted
+from seenn.analysis.robustness import corrupted
 
 TARGETS = (0.001, 0.0025, 0.005, 0.01)
 

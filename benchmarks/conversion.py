@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from _common import calibrated_result, machine, publish, today
 
-from seenn.checkpoint import load_run
+from seenn.runs.store import load_run
 from seenn.data import load_dataset
-from seenn.engine import posthoc_exits
-from seenn.evaluate import Evaluation
+from seenn.runtime.engine import posthoc_exits
+from seenn.analysis.evaluate import Evaluation
 from seenn.exits import Confidence
-from seenn.metrics import (accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps,
-                           oracle_timesteps)
-from seenn.train import step_logits
+from seenn.analysis.metrics import (accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps,
+                                    oracle_timesteps)
+from seenn.runtime.engine import step_logits
 
 CHECK_T = (8, 16, 32, 64)
 THRESHOLDS = (0.6, 0.8, 0.9, 0.99, 0.999)

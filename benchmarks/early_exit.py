@@ -16,10 +16,10 @@ import time
 import numpy as np
 from _common import ROOT, machine, publish, today
 
-from seenn.checkpoint import load_run, pretrained_runs
+from seenn.runs.store import load_run, pretrained_runs
 from seenn.data import load_dataset
-from seenn.evaluate import Evaluation
-from seenn.energy import count_operations, energy_report
+from seenn.analysis.evaluate import Evaluation
+from seenn.analysis.energy import count_operations, energy_report
 from seenn.exits import make_rule
 
 GRID = {
@@ -61,7 +61,7 @@ def bench_run(name: str, data_dir, log) -> dict:
     out["energy"] = energy_report(count_operations(model, test.data, t_max), test.run(r).exit_timestep)
     if config["dataset"] == "cifar10":  # the exact first 1,000 records, and the exact part against the JPEG part
         from seenn.data import cifar_lossless_mask
-        from seenn.robustness import subset
+        from seenn.analysis.robustness import subset
 
         exact = Evaluation(model, load_dataset("cifar10", "test", data_dir=data_dir, limit=1000), t_max)
         out["exact_1000"] = {**exact.header(), "exit": exact.summarize(r.describe(), exact.run(r))}

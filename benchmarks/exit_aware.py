@@ -19,9 +19,9 @@ import sys
 from _common import machine, publish, today
 from early_exit import frontier
 
-from seenn.checkpoint import load_run
+from seenn.runs.store import load_run
 from seenn.data import load_dataset
-from seenn.evaluate import Evaluation
+from seenn.analysis.evaluate import Evaluation
 from seenn.exits import make_rule
 
 

@@ -8,7 +8,7 @@
   chosen on validation (fewest steps within half of 0.5 points of validation T = 32) run by the step-by-step runner,
   and the run's calibrated rule;
 - the directly trained LIF SNN: the same at its full T, held to 0.3 points; and its spiking test-time augmentation
-  (`seenn.recipe.time_views`: another view of the image at each step), with the rule chosen on augmented validation;
+  (`seenn.training.recipe.time_views`: another view of the image at each step), with the rule chosen on augmented validation;
 - each replaced run's full-T accuracy and SEENN-I on the same test batch, in one table.
 
 Writes the section "fast-recipe-PARTS" of docs/benchmarks.md, PARTS the paths given (with `--limit`: prints only).
@@ -24,14 +24,14 @@ import time
 import torch
 from _common import machine, publish, stored_rule, today
 
-from seenn.checkpoint import load_run, resolve_run
+from seenn.runs.store import load_run, resolve_run
 from seenn.data import load_dataset
-from seenn.engine import posthoc_exits
-from seenn.evaluate import Evaluation
+from seenn.runtime.engine import posthoc_exits
+from seenn.analysis.evaluate import Evaluation
 from seenn.exits import Confidence
-from seenn.metrics import accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps
-from seenn.recipe import time_views
-from seenn.train import step_logits
+from seenn.analysis.metrics import accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps
+from seenn.training.recipe import time_views
+from seenn.runtime.engine import step_logits
 
 GRID_T = (1.0, 2.0, 4.0, 8.0, 16.0)
 GRID_TH = [0.5 + 0.01 * i for i in range(50)] + [1 - 10 ** -(2 + 0.25 * i) for i in range(17)]

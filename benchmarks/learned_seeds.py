@@ -14,11 +14,12 @@ import argparse
 from _common import machine, publish, today
 from policies import seenn1_at
 
-from seenn.checkpoint import load_run
+from seenn.runs.store import load_run
 from seenn.data import load_dataset
-from seenn.engine import posthoc_exits
-from seenn.evaluate import Evaluation
-from seenn.policy import LearnedExitRule, choose_learned_threshold, train_policy
+from seenn.runtime.engine import posthoc_exits
+from seenn.analysis.evaluate import Evaluation
+from seenn.exits.policy import LearnedExitRule
+from seenn.training.policy import choose_learned_threshold, train_policy
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 from _common import ROOT, machine, publish, today
 
-from seenn.checkpoint import save_run
+from seenn.runs.store import save_run
 from seenn.models import build_model
 
 
 def peak_eval(run: Path, batch_size: int, tuned: bool = True) -> tuple[float, float]:
     """(peak resident MiB, seconds) of `seenn eval` on the CIFAR-10 test batch in a fresh process; ``tuned``: the
-    allocator as the seenn command sets it (seenn.alloc), else glibc as it comes."""
+    allocator as the seenn command sets it (seenn.io.alloc), else glibc as it comes."""
     code = ("import resource, sys; from seenn.cli import main; rc = main(sys.argv[1:]); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
     t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def main() -> None:
              f"`seenn eval` on all 10,000 test images (a {args.model} at width {args.width}, {params:,} parameters, "
              f"T = {args.timesteps}, untrained weights), each in a fresh process: the test batch is held as uint8 "
              "(30 MB) and normalised batch by batch; the full-T pass keeps only each sample's step logits.", "",
-             "The seenn command keeps freed memory for reuse (seenn.alloc): faster, at a higher peak; the last two "
+             "The seenn command keeps freed memory for reuse (seenn.io.alloc): faster, at a higher peak; the last two "
              "columns are the same evaluation with `SEENN_TUNE_ALLOC=0` (glibc as it comes).", "",
              "| batch size | peak resident memory (MiB) | wall time (s) | peak, allocator as it comes (MiB) | "
              "wall time, allocator as it comes (s) |", "|---|---|---|---|---|"]

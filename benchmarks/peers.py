@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from _common import ROOT, allocator, machine, publish, today
 from torch import nn
 
-from seenn.checkpoint import load_run, pretrained_runs
+from seenn.runs.store import load_run, pretrained_runs
 from seenn.models import build_model
 
 T = 4
@@ -181,7 +181,7 @@ def train_step_fn(lib: str, batch: int):
 
         return bf16_step
     if lib == "seenn-compiled":
-        from seenn.neuron import set_compile
+        from seenn.nn.neuron import set_compile
 
         inner = train_step_fn("seenn", batch)
 
@@ -209,7 +209,7 @@ def train_step_fn(lib: str, batch: int):
 
 def infer_fn(lib: str, batch: int):
     if lib.endswith("-exit"):  # seenn's early-exit runner at the shipped run's calibrated threshold
-        from seenn.engine import EarlyExitRunner
+        from seenn.runtime.engine import EarlyExitRunner
         from seenn.exits import Confidence
 
         th = load_run(SHIPPED)[1]["exit"]["confidence"]["threshold"] if any(
@@ -219,7 +219,7 @@ def infer_fn(lib: str, batch: int):
         return lambda: runner.predict(x)
     net = build(lib.split("-")[0]).eval()
     if lib.startswith("seenn"):  # seenn's inference paths (runner, eval) run the BN-folded model
-        from seenn.inference import inference_model
+        from seenn.runtime.inference import inference_model
 
         net = inference_model(net, lib.split("-")[1] if "-" in lib else "fp32")
     x, _ = real_batch(batch)
@@ -343,7 +343,7 @@ def main() -> None:
                   "timing by the warm-up); plain seenn fuses the neuron and pool eagerly. seenn's inference runs step by "
                   "step on the BN-folded network with oneDNN-packed convolutions, as its runner and `seenn eval` do; "
                   "seenn-int8 and seenn-bf16 are `--precision int8 / bf16` (the convolutions that read spikes in that "
-                  "precision, seenn.precision); seenn-compiled-bf16 is `seenn train --compile --precision bf16`; "
+                  "precision, seenn.runtime.precision); seenn-compiled-bf16 is `seenn train --compile --precision bf16`; "
                   "seenn-fp32-exit and seenn-int8-exit are the early-exit runner at the shipped run's calibrated "
                   "threshold (`EarlyExitRunner(..., precision=...)`), images/s against the others' full T."]
     publish("peers", lines)

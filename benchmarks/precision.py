@@ -16,10 +16,10 @@ import time
 
 from _common import machine, publish, today
 
-from seenn.checkpoint import load_run, pretrained_runs
+from seenn.runs.store import load_run, pretrained_runs
 from seenn.data import load_dataset
-from seenn.engine import posthoc_exits
-from seenn.evaluate import Evaluation
+from seenn.runtime.engine import posthoc_exits
+from seenn.analysis.evaluate import Evaluation
 from seenn.exits import describe_text, make_rule
 
 

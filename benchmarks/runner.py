@@ -2,7 +2,7 @@
 
     python benchmarks/runner.py [--run NAME] [--threshold A] [--batch-size 256] [--limit 4096] [--repeats 5]
 
-Runs ``seenn bench`` (seenn.bench.benchmark) and writes the section "runner" of docs/benchmarks.md.
+Runs ``seenn bench`` (seenn.analysis.bench.benchmark) and writes the section "runner" of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 
 from _common import allocator, machine, publish, today
 
-from seenn.bench import batch1_latency, benchmark
-from seenn.checkpoint import load_run
+from seenn.analysis.bench import batch1_latency, benchmark
+from seenn.runs.store import load_run
 from seenn.data import load_dataset
 from seenn.exits import Confidence
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from _common import machine, publish, today
 
-from seenn.checkpoint import load_run, resolve_run
+from seenn.runs.store import load_run, resolve_run
 from seenn.data import load_dataset
-from seenn.engine import score_matrix
-from seenn.evaluate import Evaluation
+from seenn.runtime.engine import score_matrix
+from seenn.analysis.evaluate import Evaluation
 from seenn.exits import Confidence
-from seenn.metrics import accuracy_per_timestep, fewest_steps_threshold, operating_point
-from seenn.train import step_logits
+from seenn.analysis.metrics import accuracy_per_timestep, fewest_steps_threshold, operating_point
+from seenn.runtime.engine import step_logits
 
 TOLERANCE = 0.001
 SHOW_T = (1, 2, 4, 8, 16, 32, 64)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _common import allocator, machine, publish, today
 
-from seenn.train import TrainConfig, train
+from seenn.training.run import TrainConfig, train
 
 
 def main() -> None:

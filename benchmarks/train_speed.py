@@ -28,10 +28,10 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from seenn import neuron
+    from seenn.nn import neuron
     from seenn.data import load_dataset
     from seenn.models import build_model
-    from seenn.train import tet_loss
+    from seenn.training.losses import tet_loss
 
     b = args.batch_size
     gen = torch.Generator().manual_seed(0)

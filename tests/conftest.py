@@ -77,7 +77,7 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory):
     """A run trained for one short epoch on the tiny dataset."""
-    from seenn.train import TrainConfig, train
+    from seenn.training.run import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     cfg = TrainConfig(dataset="fashion-mnist", model="convnet", width=0.25, timesteps=3, epochs=2, batch_size=32,

@@ -7,7 +7,7 @@ import torch
 
 from seenn.cli import main
 from seenn.errors import ConfigError
-from seenn.robustness import corrupt, parse_severities
+from seenn.analysis.robustness import corrupt, parse_severities
 
 
 def test_parse_severities():
@@ -110,7 +110,7 @@ def test_jpeg_part_against_exact_part(tmp_path, capsys):
     """A CIFAR-10-format folder whose test batch lists exact (1) and JPEG (0) records."""
     import numpy as np
 
-    from seenn.checkpoint import save_run
+    from seenn.runs.store import save_run
     from seenn.data import DATASETS
     from seenn.models import build_model
 

@@ -89,8 +89,8 @@ def test_potential_correction_moves_the_offset_into_the_initial_potential_and_re
     initial potentials the cumulative gap to the ANN closes further than with biases alone; the potentials are
     weights (saved and read back through safetensors), and the runner's early exits, continuous batching
     included, equal the post-hoc exits of the full-T outputs."""
-    from seenn.checkpoint import load_run, save_run
-    from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
+    from seenn.runs.store import load_run, save_run
+    from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
     from seenn.exits import Confidence
 
     torch.manual_seed(0)

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from seenn.calibration import (binomial_cdf, calibrate, expected_calibration_error, exit_steps, fit_temperature,
-                             fixed_sequence_test)
+from seenn.analysis.calibration import (binomial_cdf, calibrate, expected_calibration_error, exit_steps,
+                                        fit_temperature, fixed_sequence_test)
 from seenn.cli import main
 from seenn.errors import ConfigError
 
@@ -98,9 +98,9 @@ def test_calibrate_cli_writes_config_and_eval_uses_it(tiny_run, tiny_data, tmp_p
 
 def test_calibrated_threshold_keeps_its_promise_on_the_real_test_split():
     from conftest import real_data_dir
-    from seenn.checkpoint import load_run, pretrained_runs
+    from seenn.runs.store import load_run, pretrained_runs
     from seenn.data import load_dataset
-    from seenn.evaluate import Evaluation
+    from seenn.analysis.evaluate import Evaluation
     from seenn.exits import Confidence
 
     root = real_data_dir()
@@ -121,7 +121,7 @@ def test_calibrated_threshold_keeps_its_promise_on_the_real_test_split():
 
 
 def test_the_disagreement_bound_a_live_audit_tests():
-    from seenn.calibration import binomial_cdf, binomial_upper_bound, calibrate
+    from seenn.analysis.calibration import binomial_cdf, binomial_upper_bound, calibrate
 
     b = binomial_upper_bound(0, 100, 0.05)
     assert abs(b - (1 - 0.05 ** (1 / 100))) < 1e-9  # k = 0: 1 - delta^(1/n), about 3/n

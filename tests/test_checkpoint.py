@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from seenn.checkpoint import load_run, read_json, resolve_run, save_run
+from seenn.runs.store import load_run, resolve_run, save_run
+from seenn.io.files import read_json
 from seenn.errors import CheckpointError
 from seenn.models import build_model
 

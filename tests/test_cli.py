@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from seenn.checkpoint import pretrained_runs
+from seenn.runs.store import pretrained_runs
 from seenn.cli import main
 
 from conftest import needs_dataset, real_data_dir
@@ -236,7 +236,7 @@ def test_the_paper_scale_recipe_runs_a_few_steps_on_cpu(tmp_path):
     """The README's GPU command (ResNet-19 at full width, T = 4, TET, AMP) on CPU for a few steps: only the device,
     the size of the run, the folder and the precision changed (bf16 convolutions are about 8x slower than fp32 on
     CPUs without bf16 arithmetic, as here; bf16 training itself is tested on small nets in test_precision)."""
-    from seenn.checkpoint import read_config
+    from seenn.runs.store import read_config
 
     args = PAPER_RECIPE.replace("--device cuda", "--device cpu").replace("--epochs 300", "--epochs 1")
     args = args.replace("--precision bf16", "--precision fp32")

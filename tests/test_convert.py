@@ -6,10 +6,10 @@ import torch.nn.functional as F
 from conftest import needs_dataset, real_data_dir
 from torch import nn
 
-from seenn.checkpoint import pretrained_runs
+from seenn.runs.store import pretrained_runs
 from seenn.conversion import ConversionError, convert, convert_run
-from seenn.neuron import IF
-from seenn.qcfs import QCFS
+from seenn.nn.neuron import IF
+from seenn.nn.qcfs import QCFS
 
 
 def test_qcfs_hand_values_and_straight_through_gradient():
@@ -121,7 +121,7 @@ def test_converted_mnist_snn_approaches_the_ann(tmp_path):
     """A QCFS ANN trained briefly on real MNIST, converted: the SNN's accuracy rises with T and is within 1 point
     of the ANN's at T=64 (on 1,000 test images)."""
     from seenn.data import load_dataset
-    from seenn.train import TrainConfig, train
+    from seenn.training.run import TrainConfig, train
 
     data_dir = real_data_dir()
     cfg = TrainConfig(dataset="mnist", model="convnet", width=0.5, epochs=1, batch_size=64, limit=6000,
@@ -129,7 +129,7 @@ def test_converted_mnist_snn_approaches_the_ann(tmp_path):
     train(cfg, tmp_path / "ann", data_dir=data_dir, progress=False, log=lambda *a: None)
     config = convert_run(tmp_path / "ann", tmp_path / "snn", timesteps=64)
     assert config["max_timesteps"] == 64 and config["converted_from"]["run"] == "ann"
-    from seenn.checkpoint import load_run
+    from seenn.runs.store import load_run
 
     ann, _ = load_run(tmp_path / "ann")
     snn, _ = load_run(tmp_path / "snn")
@@ -151,12 +151,12 @@ def test_shipped_converted_run(name):
     """The shipped converted CIFAR-10 runs (a chain, a residual network, and that residual network fine-tuned with
     BPTT, and the airbench network): strong at full T, and the runner with the calibrated rule exits exactly where
     the post-hoc evaluation says, in far fewer than T steps."""
-    from seenn.checkpoint import load_run
+    from seenn.runs.store import load_run
     from seenn.data import load_dataset
-    from seenn.engine import EarlyExitRunner, posthoc_exits
+    from seenn.runtime.engine import EarlyExitRunner, posthoc_exits
     from seenn.exits import Confidence
-    from seenn.inference import inference_model
-    from seenn.train import step_logits
+    from seenn.runtime.inference import inference_model
+    from seenn.runtime.engine import step_logits
 
     if not any(r["name"] == name for r in pretrained_runs()):
         pytest.skip(f"{name} is not shipped")
@@ -221,7 +221,7 @@ def test_a_users_own_ann_converts_from_its_file_by_its_traced_graph(tiny_data, t
     trained on [0, 1] pixels goes in with --input-scale unit."""
     import json
 
-    from seenn.checkpoint import load_run
+    from seenn.runs.store import load_run
     from seenn.cli import main
     from seenn.data import load_dataset
 

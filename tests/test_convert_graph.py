@@ -8,11 +8,11 @@ from torch import nn
 
 from _resnets import randomize_bn, resnet18, resnet34, resnet50
 from seenn.conversion import ConversionError, convert, replace_maxpool
-from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
+from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.exits import Confidence
-from seenn.inference import inference_model
+from seenn.runtime.inference import inference_model
 from seenn.models import build_model
-from seenn.qcfs import QCFS
+from seenn.nn.qcfs import QCFS
 
 from conftest import mid_threshold
 

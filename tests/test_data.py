@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import pytest
 
-from seenn.data import (DATASETS, download, find_dataset, load_dataset, read_cifar_batch, read_idx, write_idx)
+from seenn.data import DATASETS, download, find_dataset, load_dataset, read_cifar_batch, read_idx, write_idx
 from seenn.errors import DataError
 
 from conftest import make_images, needs_dataset, real_data_dir
@@ -165,7 +165,7 @@ def test_jpeg_roundtrip_augmentation():
     RGB alike; P = 0 leaves the batch as it is."""
     from seenn.data import jpeg_roundtrip
     from seenn.errors import ConfigError
-    from seenn.train import TrainConfig
+    from seenn.training.config import TrainConfig
 
     rng = np.random.default_rng(0)
     smooth = np.repeat(np.repeat(rng.integers(0, 256, (32, 3, 8, 8)), 4, axis=2), 4, axis=3).astype(np.uint8)

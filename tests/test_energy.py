@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from seenn.cli import main
-from seenn.energy import conv_macs, count_operations, energy_report
+from seenn.analysis.energy import conv_macs, count_operations, energy_report
 from seenn.models.base import SpikingNetwork
-from seenn.neuron import LIF
+from seenn.nn.neuron import LIF
 
 
 class Tiny(SpikingNetwork):
@@ -59,7 +59,7 @@ def test_counts_match_hand_computation():
 
 def test_conv_fanout_is_exact_at_borders():
     conv = nn.Conv2d(1, 4, 3, padding=1, bias=True)
-    from seenn.energy import _event_acs
+    from seenn.analysis.energy import _event_acs
 
     x = torch.zeros(1, 1, 5, 5)
     x[0, 0, 0, 0] = 1  # a corner spike reaches 2x2 output positions

@@ -1,15 +1,15 @@
 import pytest
 import torch
 
-from seenn.checkpoint import load_run, pretrained_runs
+from seenn.runs.store import load_run, pretrained_runs
 from seenn.data import load_dataset
-from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
+from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.errors import DataError
 from seenn.exits import Confidence, Entropy, Fixed
-from seenn.fold import fold_batchnorm
-from seenn.inference import inference_model
+from seenn.nn.fold import fold_batchnorm
+from seenn.runtime.inference import inference_model
 from seenn.models import build_model
-from seenn.train import step_logits
+from seenn.runtime.engine import step_logits
 
 from conftest import mid_threshold, needs_dataset, real_data_dir
 
@@ -131,7 +131,7 @@ def test_streaming_equals_batch_prediction(slots):
 
 @pytest.mark.parametrize("name,channels,size", [("convnet", 1, 28), ("resnet19", 3, 32)])
 def test_batchnorm_folding_keeps_outputs(name, channels, size):
-    from seenn.fold import fold_batchnorm
+    from seenn.nn.fold import fold_batchnorm
 
     model = random_net(name, channels, size, fold=False)
     for mod in model.modules():  # non-trivial running statistics
@@ -169,7 +169,7 @@ def test_single_sample_path_equals_posthoc(kind):
 
 @pytest.mark.parametrize("size", [(10, 8), (7, 7), (8, 5)])
 def test_fast_pool_backward_equals_avg_pool_backward(size):
-    from seenn.fold import FastAvgPool2d
+    from seenn.nn.fold import FastAvgPool2d
 
     torch.manual_seed(1)
     x = torch.randn(4, 3, *size, requires_grad=True)
@@ -183,8 +183,8 @@ def test_fast_pool_backward_equals_avg_pool_backward(size):
 
 
 def test_fast_pool_equals_avg_pool():
-    from seenn.fold import FastAvgPool2d
-    from seenn.inference import inference_model
+    from seenn.nn.fold import FastAvgPool2d
+    from seenn.runtime.inference import inference_model
 
     torch.manual_seed(0)
     pool, ref = FastAvgPool2d(2), torch.nn.AvgPool2d(2)
@@ -215,7 +215,7 @@ def test_fast_pool_equals_avg_pool():
 def test_compiled_single_sample_path_equals_eager(neuron):
     """compile=True puts the batch-1 step through torch.compile; decisions and outputs stay those of the eager path
     (LIF with hard reset from rest, and IF with soft reset and a half-threshold start, as conversion makes them)."""
-    from seenn.neuron import IF, SpikingNeuron
+    from seenn.nn.neuron import IF, SpikingNeuron
 
     model = random_net()
     if neuron == "if":

@@ -11,8 +11,9 @@ import torch
 from conftest import SHARED, mid_threshold
 from seenn.cli import main
 from seenn.errors import DataError
-from seenn.events import Events, emulate, read_events, to_frames
-from seenn.events.formats import decode_aedat2, decode_aedat3, decode_nmnist, encode_nmnist
+from seenn.data.events import Events, read_events, to_frames
+from seenn.data.events import emulate
+from seenn.data.events.formats import decode_aedat2, decode_aedat3, decode_nmnist, encode_nmnist
 
 SAMPLE = SHARED / "events" / "nmnist-sample.bin"
 
@@ -130,7 +131,7 @@ def test_frames_by_time_and_by_count_by_hand():
 
 
 def test_a_still_sensor_sees_only_noise():
-    from seenn.events import SensorModel
+    from seenn.data.events import SensorModel
 
     img = np.zeros((2, 20, 20), dtype=np.uint8)
     img[:, 5:15, 5:15] = 255
@@ -144,7 +145,7 @@ def test_a_still_sensor_sees_only_noise():
 
 
 def test_a_moving_bright_edge_gives_on_ahead_and_off_behind():
-    from seenn.events import SensorModel
+    from seenn.data.events import SensorModel
 
     img = np.zeros((1, 10, 10), dtype=np.uint8)
     img[:, :, :] = 255  # a bright square on the black monitor
@@ -171,15 +172,15 @@ def test_emulated_folder_reads_as_a_dataset(tiny_data, tmp_path):
     assert meta["emulated"] is True and meta["counts"] == {"Train": 30, "Test": 12}
     assert main(["events", "emulate", "--dataset", "mnist", "--out", str(out), "--train-limit", "3",
                  "--data-dir", str(tiny_data), "--quiet"]) == 2  # not over a non-empty folder
-    from seenn.events.dataset import info_for
+    from seenn.data.events.dataset import measure
 
-    info_for(f"events:{out}", 5, "count")
-    test = load_dataset(f"events:{out}", "test")
+    info = measure(f"events:{out}", 5, "count")  # a pipeline travels as its info, never through module state
+    test = load_dataset(f"events:{out}", "test", info=info)
     src = load_dataset("mnist", "test", data_dir=tiny_data, limit=12)
     assert test.images.shape == (12, 5, 2, 34, 34)
     assert torch.equal(test.labels, src.labels)  # in the source's order
-    train = load_dataset(f"events:{out}", "train", val_size=10)
-    val = load_dataset(f"events:{out}", "val", val_size=10)
+    train = load_dataset(f"events:{out}", "train", val_size=10, info=info)
+    val = load_dataset(f"events:{out}", "val", val_size=10, info=info)
     assert len(train) == 20 and len(val) == 10
     assert test.ends.shape == (12, 5) and (test.ends.diff(dim=1) >= 0).all()
     x, y = next(test.batches(4))
@@ -201,7 +202,7 @@ def _frames_net(seed=0):
 
 
 def test_runner_on_frames_equals_posthoc_exits_and_reads_only_its_frames():
-    from seenn.engine import EarlyExitRunner, posthoc_exits
+    from seenn.runtime.engine import EarlyExitRunner, posthoc_exits
     from seenn.exits import Confidence
 
     net = _frames_net()
@@ -247,7 +248,7 @@ def test_frames_training_pass_matches_the_step_loop():
 
 
 def test_an_event_run_trains_evaluates_and_explains(tiny_data, tmp_path, capsys):
-    from seenn.checkpoint import read_config
+    from seenn.runs.store import read_config
 
     ev_dir = tmp_path / "ev"
     assert main(["events", "emulate", "--dataset", "mnist", "--out", str(ev_dir), "--train-limit", "48",
@@ -270,9 +271,6 @@ def test_an_event_run_trains_evaluates_and_explains(tiny_data, tmp_path, capsys)
     assert "more than the 4 frames" in capsys.readouterr().err
     gone = tmp_path / "moved"
     ev_dir.rename(gone)  # a run whose emulated recordings are not on this machine: the error says how to make them
-    from seenn.events import dataset as events_dataset
-
-    events_dataset._CACHE.clear()  # as in a fresh process (frames are cached within one)
     assert main(["eval", str(run), "--limit", "4"]) == 2
     err = capsys.readouterr().err
     assert f"seenn events emulate --dataset mnist --out {ev_dir}" in err and "--dataset events:DIR" in err
@@ -283,8 +281,8 @@ def test_timestamps_spanning_centuries_are_refused_not_wrapped():
     import numpy as np
 
     from seenn.errors import DataError
-    from seenn.events.formats import Events
-    from seenn.events.frames import to_frames
+    from seenn.data.events.formats import Events
+    from seenn.data.events.frames import to_frames
 
     t = np.array([0, 1 << 61], dtype=np.int64)  # a 2^30 AEDAT overflow counter, shifted by 31 bits
     ev = Events(np.zeros(2, np.int64), np.zeros(2, np.int64), t, np.zeros(2, np.uint8), (4, 4))
@@ -295,7 +293,7 @@ def test_timestamps_spanning_centuries_are_refused_not_wrapped():
 def test_sensor_times_frames_times_recordings_is_checked_before_allocating(tiny_data, tmp_path, monkeypatch, capsys):
     """A folder whose events.json claims a 1024 x 1024 sensor: its frames are refused against free memory in one
     line before any array is made (the fuzz's 4.5 GB case), and a float batch of them likewise."""
-    import seenn.events.dataset as evd
+    import seenn.data.events.dataset as evd
 
     out = tmp_path / "ev"
     assert main(["events", "emulate", "--dataset", "mnist", "--out", str(out), "--train-limit", "6",
@@ -306,23 +304,21 @@ def test_sensor_times_frames_times_recordings_is_checked_before_allocating(tiny_
     allocated = []
     real_empty = np.empty
     monkeypatch.setattr(evd.np, "empty", lambda *a, **k: allocated.append(a) or real_empty(*a, **k))
-    monkeypatch.setattr("seenn.schema.available_memory", lambda: 8 * 2**20)  # 4 recordings x 8 x 2 MiB > 8 MiB
-    from seenn.events.dataset import info_for, read_split
+    monkeypatch.setattr("seenn.io.schema.available_memory", lambda: 8 * 2**20)  # 4 recordings x 8 x 2 MiB > 8 MiB
+    from seenn.data.events.dataset import measure, read_split
 
-    evd._PIPELINES.pop(f"events:{out}", None)
-    info = info_for(f"events:{out}", 8)
+    info = measure(f"events:{out}", 8)
     from seenn.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"4 recordings as 8 frames of a 1024x1024 sensor needs about 0\.1 GiB"):
         read_split(info, "test")
     assert allocated == []
     # the batch check: 34 x 34 frames held, a float batch of 4 over the same tiny allowance
-    monkeypatch.setattr("seenn.schema.available_memory", lambda: 2**40)
-    evd._PIPELINES.pop(f"events:{out}", None)
+    monkeypatch.setattr("seenn.io.schema.available_memory", lambda: 2**40)
     meta["sensor"] = [34, 34]
     (out / "events.json").write_text(json.dumps(meta))
-    info = info_for(f"events:{out}", 8)
+    info = measure(f"events:{out}", 8)
     ds = evd.EventDataset(info, "test", *read_split(info, "test"))
-    monkeypatch.setattr("seenn.schema.available_memory", lambda: 1000)
+    monkeypatch.setattr("seenn.io.schema.available_memory", lambda: 1000)
     with pytest.raises(ConfigError, match="a batch of 4 recordings as float frames"):
         next(ds.batches(64))

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from seenn.fold import FastAvgPool2d, PackedConv2d
-from seenn.inference import inference_model
+from seenn.nn.fold import FastAvgPool2d, PackedConv2d
+from seenn.runtime.inference import inference_model
 from seenn.models import build_model
 
 
@@ -61,7 +61,7 @@ def test_fused_training_pass_equals_module_by_module(name, channels, size, times
 def test_compiled_fused_training_pass_with_batchnorm_equals_module_by_module():
     """With torch.compile the batch norms go into the neurons' passes too (the stem's over the batch, the others
     over all steps)."""
-    import seenn.neuron as nmod
+    import seenn.nn.neuron as nmod
 
     fused = _net("convnet", 1, 12)  # 12 -> 6 -> 3 -> 1: the last pool odd
     plain = copy.deepcopy(fused)
@@ -80,8 +80,8 @@ def test_compiled_fused_training_pass_with_batchnorm_equals_module_by_module():
 def test_bn_neuron_handles_eval_mode_and_no_affine():
     """A norm in eval mode is not fused (it normalises with its running statistics); one without affine weights
     is, with weight 1 and bias 0."""
-    from seenn.neuron import LIF_PARAMS, bn_neuron_multistep
-    from seenn.surrogate import make_surrogate
+    from seenn.nn.neuron import LIF_PARAMS, bn_neuron_multistep
+    from seenn.nn.surrogate import make_surrogate
 
     torch.manual_seed(3)
     bn = nn.BatchNorm2d(4, affine=False)
@@ -89,7 +89,7 @@ def test_bn_neuron_handles_eval_mode_and_no_affine():
     s = bn_neuron_multistep(y, bn, LIF_PARAMS, make_surrogate("tanh"), 3, False, True)
     ref_bn = nn.BatchNorm2d(4, affine=False)
     z = ref_bn(y).reshape(3, 2, 4, 7, 6)
-    from seenn.neuron import neuron_multistep_reference, pool2x2
+    from seenn.nn.neuron import neuron_multistep_reference, pool2x2
 
     ref = torch.stack([pool2x2(t) for t in neuron_multistep_reference(z, LIF_PARAMS, make_surrogate("tanh"))])
     assert s.shape == (3, 2, 4, 3, 3) and torch.allclose(s, ref)
@@ -141,7 +141,7 @@ def test_inference_model_packs_convs_and_pools_channels_last():
 
 
 def test_allocator_tuning_can_be_turned_off(monkeypatch):
-    from seenn.alloc import tune_allocator
+    from seenn.io.alloc import tune_allocator
 
     monkeypatch.setenv("SEENN_TUNE_ALLOC", "0")
     assert tune_allocator() is False

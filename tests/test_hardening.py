@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from seenn.cli import main
 from seenn.data import load_dataset
-from seenn.engine import EarlyExitRunner
+from seenn.runtime.engine import EarlyExitRunner
 from seenn.errors import CheckpointError, ConfigError, DataError, SeennError
 from seenn.exits import Confidence
 
@@ -112,7 +112,7 @@ def test_config_that_does_not_match_the_weights(tiny_run, tmp_path, capsys):
 
 
 def test_nan_and_inf_inputs_are_refused():
-    from seenn.checkpoint import load_run
+    from seenn.runs.store import load_run
 
     runner = EarlyExitRunner(load_run.__globals__["build_model"]("convnet", in_channels=1, image_size=28,
                                                                  num_classes=10, width=0.25), Confidence(0.9), 2)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
+from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.exits import Confidence
 from seenn.interop import adapt
 
@@ -250,7 +250,7 @@ def test_a_run_folder_never_runs_code_it_was_not_trusted_with(tmp_path, capsys, 
            "model": {"name": "peer", "framework": "explicit", "source": str(src), "sha256": file_digest(src),
                      "factory": "build", "output": 0, "in_channels": 1, "image_size": 28, "num_classes": 10}}
     run = shared / "run"
-    from seenn.checkpoint import save_run
+    from seenn.runs.store import save_run
     from seenn.interop import adapt
 
     ns = {}
@@ -265,7 +265,7 @@ def test_a_run_folder_never_runs_code_it_was_not_trusted_with(tmp_path, capsys, 
     assert "relative" in capsys.readouterr().err and not marker.exists()
     (run / "config.json").write_text(json.dumps(cfg))
     assert main(["trust", str(src)]) == 0
-    from seenn.checkpoint import load_run
+    from seenn.runs.store import load_run
 
     load_run(run)
     assert marker.exists()
@@ -315,7 +315,7 @@ def test_a_network_file_imports_its_siblings_and_the_hash_covers_them(tmp_path, 
     assert main(["adapt", str(src), "--dataset", "mnist", "--timesteps", "2", "--framework", "explicit",
                  "--out", str(run)]) == 0  # no PYTHONPATH needed
     capsys.readouterr()
-    from seenn.checkpoint import load_run
+    from seenn.runs.store import load_run
 
     load_run(run)
     (tmp_path / "layers.py").write_text((tmp_path / "layers.py").read_text() + "\n# edited\n")

@@ -1,5 +1,6 @@
 """The package's layout keeps its promises: no import cycles among seenn's modules, counting the imports inside
-functions too (a cycle hidden in a function is still a cycle)."""
+functions too (a cycle hidden in a function is still a cycle), and every import goes down the layers
+(docs/architecture.md draws them) or stays within one."""
 
 import ast
 from pathlib import Path
@@ -31,7 +32,9 @@ def _imports(mods: dict[str, Path]) -> dict[str, set]:
                     target = node.module
                 else:
                     continue
-                for cand in [target] + [f"{target}.{a.name}" for a in node.names]:
+                subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in mods]
+                # ``from . import sub`` imports the submodule (its package is loaded for any of its modules anyway)
+                for cand in subs if len(subs) == len(node.names) else [target] + subs:
                     if cand in mods and cand != m:
                         edges[m].add(cand)
             elif isinstance(node, ast.Import):
@@ -85,3 +88,59 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_no_module_over_500_lines():
     long = {name: len(p.read_text().splitlines()) for name, p in _modules().items()}
     assert {n: k for n, k in long.items() if k > 500} == {}
+
+
+# the layers, bottom first: a module may import from its own layer and the ones below, never from above
+LAYERS = [
+    ("seenn.errors", "seenn._version"),
+    ("seenn.io",),  # atomic files, output folders, the typed schema and its bounds
+    ("seenn.nn", "seenn.data", "seenn.exits"),  # neuron math; datasets and events; exit rules and policies
+    ("seenn.models",),
+    ("seenn.runtime", "seenn.interop"),  # the runner, inference rewrites, precision; other frameworks' networks
+    ("seenn.analysis",),  # metrics, evaluation, calibration, energy, robustness, explain, bench, report, audit
+    ("seenn.runs", "seenn.training", "seenn.conversion"),  # run folders and the workflows that write them
+    ("seenn.serve",),
+    ("seenn.cli", "seenn.__main__", "seenn"),  # the command line; the package face (lazy names)
+]
+
+
+def _layer(module: str) -> int:
+    best = None
+    for i, prefixes in enumerate(LAYERS):
+        for p in prefixes:
+            if module == p or module.startswith(p + "."):
+                if best is None or len(p) > best[1]:
+                    best = (i, len(p))
+    assert best is not None, f"{module} is in no layer: add it to LAYERS (and docs/architecture.md)"
+    return best[0]
+
+
+def test_imports_go_down_the_layers():
+    mods = _modules()
+    edges = _imports(mods)
+    up = sorted(f"{m} -> {t}" for m, ts in edges.items() for t in ts if _layer(t) > _layer(m))
+    assert up == []
+    # the reader sees every layer used
+    assert {_layer(m) for m in mods} == set(range(len(LAYERS)))
+
+
+def test_no_flat_modules_but_the_base():
+    """Every implementation module lives in its layer's subpackage; the top holds only the package face, its
+    entry point and the two base modules."""
+    top = sorted(p.name for p in ROOT.glob("*.py"))
+    assert top == ["__init__.py", "__main__.py", "_version.py", "errors.py"]
+
+
+def test_low_layer_names_match_their_registries():
+    """The schema (io, below models and nn) names the models and surrogates itself; these are the registries'."""
+    from seenn.io.schema import MODEL_NAMES, SURROGATE_NAMES
+    from seenn.models import MODELS
+    from seenn.nn.surrogate import SURROGATES
+    assert set(MODEL_NAMES) == set(MODELS)
+    assert set(SURROGATE_NAMES) == set(SURROGATES)
+
+
+def test_version_is_the_projects():
+    import re
+    text = (ROOT.parent.parent / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', text, re.M).group(1) == seenn.__version__

@@ -4,12 +4,12 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from seenn.engine import posthoc_exits
+from seenn.runtime.engine import posthoc_exits
 from seenn.exits import Confidence, Entropy, Fixed, make_rule, normalized_certainty
 from seenn.errors import ConfigError
-from seenn.metrics import (accuracy_per_timestep, correct_per_timestep, exit_histogram, exit_summary,
-                           ideal_timesteps, oracle_timesteps)
-from seenn.train import tet_loss
+from seenn.analysis.metrics import (accuracy_per_timestep, correct_per_timestep, exit_histogram, exit_summary,
+                                    ideal_timesteps, oracle_timesteps)
+from seenn.training.losses import tet_loss
 
 # 3 samples, 3 steps, 2 classes: each step's own logits
 STEP_LOGITS = torch.tensor([
@@ -117,7 +117,7 @@ def test_exit_invariants(n, t, k, th, seed):
 
 
 def test_exit_aware_loss_hand_example():
-    from seenn.train import exit_aware_loss
+    from seenn.training.losses import exit_aware_loss
 
     out = torch.tensor([[[0.0, 0.0]], [[1.0, 0.0]]])  # T=2, B=1; accumulated: [0,0] then [1,0]
     y = torch.tensor([0])

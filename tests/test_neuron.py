@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from seenn.neuron import (IF, IF_PARAMS, LIF, LIF_PARAMS, NeuronParams, neuron_multistep, neuron_multistep_reference,
-                          neuron_step)
-from seenn.surrogate import SURROGATES, make_surrogate
+from seenn.nn.neuron import (IF, IF_PARAMS, LIF, LIF_PARAMS, NeuronParams, neuron_multistep, neuron_multistep_reference,
+                             neuron_step)
+from seenn.nn.surrogate import SURROGATES, make_surrogate
 from seenn.errors import ConfigError
 
 
@@ -43,7 +43,7 @@ def test_if_threshold_scales_trajectory():
 def test_single_and_multi_step_identical(params):
     torch.manual_seed(0)
     x = torch.randn(6, 5, 3, 4) * 1.5
-    from seenn.neuron import SpikingNeuron
+    from seenn.nn.neuron import SpikingNeuron
 
     m = SpikingNeuron(params)
     single = torch.stack([m(x[t]) for t in range(6)])
@@ -113,7 +113,7 @@ def test_bad_neuron_arguments():
 
 
 def test_compiled_neuron_matches_eager():
-    import seenn.neuron as nmod
+    import seenn.nn.neuron as nmod
 
     torch.manual_seed(3)
     x = (torch.randn(4, 3, 5, 6) * 1.5).requires_grad_()

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 
 nir = pytest.importorskip("nir")
 
-from seenn.checkpoint import load_run  # noqa: E402
+from seenn.runs.store import load_run  # noqa: E402
 from seenn.cli import main  # noqa: E402
 from seenn.data import load_dataset  # noqa: E402
 from seenn.errors import ConfigError  # noqa: E402
-from seenn.nir_io import from_nir, import_nir, to_nir  # noqa: E402
+from seenn.interop.nir import from_nir, import_nir, to_nir  # noqa: E402
 
 from conftest import mid_threshold  # noqa: E402
 
@@ -146,7 +146,7 @@ def test_import_of_a_peer_style_graph_matches_the_simulator(tmp_path):
 
 def test_unsupported_graphs_are_refused(tmp_path):
     from seenn.models import build_model
-    from seenn.neuron import IF
+    from seenn.nn.neuron import IF
 
     g = snntorch_style_graph()
     g.nodes["lif"] = nir.Delay(delay=np.ones((4, 6, 6)))  # no seenn counterpart
@@ -188,7 +188,7 @@ def test_resnet_export_with_residual_edges_matches_the_simulator():
 
 def test_shipped_run_export_matches_the_simulator_on_real_images(tmp_path):
     from conftest import real_data_dir
-    from seenn.checkpoint import pretrained_runs
+    from seenn.runs.store import pretrained_runs
 
     root = real_data_dir()
     if root is None or not (root / "fashion-mnist").is_dir() or not any(
@@ -334,7 +334,7 @@ def test_exact_exponential_discretisation():
 
 
 def test_cubalif_and_li_readout_match_the_simulator_and_the_runner(tmp_path):
-    from seenn.engine import EarlyExitRunner, posthoc_exits
+    from seenn.runtime.engine import EarlyExitRunner, posthoc_exits
     from seenn.exits import Confidence
 
     rng = np.random.default_rng(3)
@@ -480,7 +480,7 @@ def test_export_for_norse_takes_identity_shortcuts_and_refuses_shortcut_layers()
 def test_a_membrane_readout_exports_as_li_and_round_trips(tmp_path):
     """An imported graph with a leaky-integrator readout exports it as nir.LI (not a spiking LIF) and reads back to
     the same outputs."""
-    from seenn.nir_io import export_nir
+    from seenn.interop.nir import export_nir
 
     rng = np.random.default_rng(5)
     n = 8

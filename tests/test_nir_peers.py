@@ -8,7 +8,7 @@ import torch
 
 nir = pytest.importorskip("nir")
 
-from seenn.nir_io import import_nir  # noqa: E402
+from seenn.interop.nir import import_nir  # noqa: E402
 
 T = 8
 CG1, LG1, CG2, LG2, CG3, LG3 = 2.0, 8.0, 4.0, 8.0, 32.0, 64.0  # conv / linear gains per peer: rates 0.2-0.3
@@ -75,7 +75,7 @@ def test_snntorch_export_imports_spike_for_spike(tmp_path):
     from snntorch.export_nir import export_to_nir
 
     from seenn.errors import ConfigError
-    from seenn.nir_compat import snntorch_for_export
+    from seenn.interop.nir_compat import snntorch_for_export
 
     # the user's network as written: scalar beta and threshold (snntorch_for_export makes them per neuron, as
     # nir.LIF wants); its exporter writes v_reset = 0 whatever the reset, so the net resets to zero

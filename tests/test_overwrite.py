@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seenn.checkpoint import check_not_an_input
+from seenn.io.files import check_not_an_input
 from seenn.cli import main
 from seenn.errors import CheckpointError
 
@@ -84,7 +84,7 @@ def test_config_files_must_be_small_regular_files(tiny_run, tmp_path, capsys):
     """A config.json that is a symlink to /dev/zero, a FIFO or larger than the bound is refused before it is read."""
     import os
 
-    from seenn.schema import LIMITS
+    from seenn.io.schema import LIMITS
 
     for make in ("zero", "fifo", "huge"):
         run = tmp_path / make
@@ -126,7 +126,7 @@ def test_a_prefixed_dataset_needs_a_path(capsys):
 def test_a_policy_claiming_a_huge_network_is_refused_before_it_is_built(tmp_path):
     import json
 
-    from seenn.schema import check_policy
+    from seenn.io.schema import check_policy
 
     info = {"kind": "learned", "max_timesteps": 4, "threshold": 0.5, "features": 10_000, "hidden": 4096,
             "members": 64}
@@ -139,7 +139,7 @@ def test_a_policy_claiming_a_huge_network_is_refused_before_it_is_built(tmp_path
 
 def test_train_overwrite_keeps_the_old_run_until_the_new_one_is_complete(tiny_run, tiny_data, tmp_path, capsys,
                                                                           monkeypatch):
-    import seenn.train as tr
+    import seenn.training.run as tr
 
     out = tmp_path / "runs" / "r"
     shutil.copytree(tiny_run, out)
@@ -150,7 +150,7 @@ def test_train_overwrite_keeps_the_old_run_until_the_new_one_is_complete(tiny_ru
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tr, "_train_epoch", interrupted)
+    monkeypatch.setattr(tr, "_epoch_starts", interrupted)
     assert main(argv) == 130  # killed in the first seconds
     kept = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".r.replaced-")]
     assert len(kept) == 1 and files_of(kept[0] / "r") == before  # the finished run is whole

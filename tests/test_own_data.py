@@ -42,6 +42,12 @@ def test_imagefolder_train_eval_and_the_recorded_pipeline(tmp_path, capsys):
     assert r["samples"] == 18 and r["accuracy_per_timestep"][-1] > 0.6  # the colours are easy to tell apart
     val = load_dataset(spec, "val", val_size=12)
     assert len(set(val.labels.tolist())) > 1  # the hold-out is a shuffle, not the last class
+    # reading the run leaves no state behind: its pipeline travels with its config, the name alone is measured
+    from seenn.data import dataset_info
+    from seenn.runs import load_run
+
+    config = load_run(run).config
+    assert dataset_info(spec).image_size == 32 and dataset_info(spec, config).image_size == 16
     # another folder of images at another size, given for the run: read through the run's own pipeline (its
     # size, normalisation and classes; without it, 24-pixel images and their own statistics)
     other = _imagefolder(tmp_path / "other", n_train=4, size=24)
@@ -125,8 +131,8 @@ def test_cifar100_binary(tmp_path):
 
 def test_more_class_folders_than_the_bound_are_refused(tmp_path):
     from seenn.errors import DataError
-    from seenn.schema import LIMITS
-    from seenn.datainfo import class_folders
+    from seenn.io.schema import LIMITS
+    from seenn.data.info import class_folders
 
     for i in range(LIMITS["num_classes"] + 1):
         (tmp_path / f"c{i}").mkdir()

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from seenn.checkpoint import load_run
+from seenn.runs.store import load_run
 from seenn.cli import main
 
 T = 4

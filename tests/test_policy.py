@@ -6,9 +6,9 @@ import torch
 
 from seenn.cli import main
 from seenn.data import Dataset, DATASETS
-from seenn.engine import EarlyExitRunner
-from seenn.policy import (PolicyRule, expected_reward_loss, rewards, sample_weights,
-                          train_policy)
+from seenn.runtime.engine import EarlyExitRunner
+from seenn.exits.policy import PolicyRule
+from seenn.training.policy import expected_reward_loss, rewards, sample_weights, train_policy
 
 
 def test_rewards_and_exact_expected_reward_on_a_hand_example():
@@ -124,7 +124,7 @@ def test_beta_is_picked_on_validation(tiny_run, tiny_data, tmp_path, capsys):
 
 
 def test_fewest_steps_threshold_and_operating_point_by_hand():
-    from seenn.metrics import fewest_steps_threshold, operating_point, threshold_exits
+    from seenn.analysis.metrics import fewest_steps_threshold, operating_point, threshold_exits
 
     # two samples, label 0; sample 0 right from step 1, sample 1 wrong at step 1 and right (summed) from step 2
     step_logits = torch.tensor([[[2.0, 0.0], [2.0, 0.0]], [[0.0, 1.0], [3.0, 0.0]]])
@@ -143,10 +143,11 @@ def test_learned_rule_learns_a_per_class_bar_that_one_confidence_threshold_canno
     """Class-0 predictions are confident at step 1 but half of them flip later; class-1 predictions are unsure at step
     1 but never flip. SEENN-I must keep everything to step 2 to stay exact; the learned rule (which sees the predicted
     class) lets class 1 leave at step 1."""
-    from seenn.engine import posthoc_exits, score_matrix
+    from seenn.runtime.engine import posthoc_exits, score_matrix
     from seenn.exits import Confidence
-    from seenn.metrics import fewest_steps_threshold, operating_point
-    from seenn.policy import LearnedExitRule, choose_learned_threshold
+    from seenn.analysis.metrics import fewest_steps_threshold, operating_point
+    from seenn.exits.policy import LearnedExitRule
+    from seenn.training.policy import choose_learned_threshold
 
     def task(n, seed):
         g = torch.Generator().manual_seed(seed)
@@ -178,7 +179,7 @@ def test_first_learned_rules_still_load(tmp_path):
     """Policies saved by seenn's first learned rule (one MLP over six features) keep working."""
     from safetensors.torch import save_file
 
-    from seenn.policy import LearnedExitRule, load_policy
+    from seenn.exits.policy import LearnedExitRule, load_policy
 
     torch.manual_seed(0)
     old = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
@@ -187,7 +188,7 @@ def test_first_learned_rules_still_load(tmp_path):
     rule = load_policy(tmp_path, 4)
     assert isinstance(rule, LearnedExitRule) and rule.version == 1
     logits = torch.randn(5, 10)
-    from seenn.policy import exit_features
+    from seenn.exits.policy import exit_features
 
     want = torch.sigmoid(old(exit_features(logits, 2, 4, version=1)).squeeze(-1))
     assert torch.allclose(rule.score(logits, 2), want)

@@ -1,4 +1,4 @@
-"""Inference precision (seenn.precision): which layers read spikes, int8 convolutions exact to an integer
+"""Inference precision (seenn.runtime.precision): which layers read spikes, int8 convolutions exact to an integer
 reference, bf16 / int8 networks close to fp32, the runner on them, and the CLI's --precision."""
 
 import json
@@ -8,16 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seenn.checkpoint import load_run, pretrained_runs
+from seenn.runs.store import load_run, pretrained_runs
 from seenn.cli import main
 from seenn.conversion import convert
 from seenn.data import load_dataset
-from seenn.engine import EarlyExitRunner, posthoc_exits, score_matrix
+from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.errors import ConfigError
 from seenn.exits import Confidence
-from seenn.inference import inference_model
+from seenn.runtime.inference import inference_model
 from seenn.models import build_model
-from seenn.precision import Bf16Conv2d, Int8Conv2d, apply_precision, quantize_weight, spike_grids
+from seenn.runtime.precision import Bf16Conv2d, Int8Conv2d, apply_precision, quantize_weight, spike_grids
 
 from conftest import mid_threshold, needs_dataset, real_data_dir
 from test_engine import random_net
@@ -225,7 +225,7 @@ def test_bf16_autocast_training_keeps_membranes_fp32_and_matches_fp32_gradients(
 
 
 def test_train_precision_bf16_is_recorded_and_learns(tiny_data, tmp_path):
-    from seenn.train import TrainConfig, train
+    from seenn.training.run import TrainConfig, train
 
     cfg = TrainConfig(dataset="fashion-mnist", model="convnet", width=0.25, timesteps=2, epochs=2, batch_size=32,
                       lr=0.05, val_size=60, seed=0, precision="bf16")
@@ -248,7 +248,7 @@ def _eager_counts(x, v, decay, th, soft, k):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("soft,k", [(False, 2), (True, 2), (False, 1), (True, 3)])
 def test_native_kernel_equals_the_eager_neuron_and_pool(shape, channels_last, soft, k):
-    from seenn.precision.native import kernel
+    from seenn.runtime.precision.native import kernel
 
     fn = kernel()
     if fn is None:
@@ -269,8 +269,8 @@ def test_counting_neurons_replace_neuron_and_pool_and_keep_every_decision(monkey
     """int8 copies of the convnet hand their int8 convolutions uint8 counts from the native kernel; with
     SEENN_NATIVE=0 the eager neuron and pool stay. Both give the same exits (IF neurons with v0 = theta / 2 too),
     also under continuous batching (rows joining at rest)."""
-    from seenn.precision.native import kernel
-    from seenn.precision import CountingNeuron
+    from seenn.runtime.precision.native import kernel
+    from seenn.runtime.precision import CountingNeuron
 
     if kernel() is None:
         pytest.skip("the native kernel cannot be built here (no compiler)")
@@ -297,7 +297,7 @@ def test_counting_neurons_replace_neuron_and_pool_and_keep_every_decision(monkey
 
 def test_sum_pooling_keeps_the_step_and_multiplies_the_count():
     from seenn.models.sequential import SumPool2d
-    from seenn.neuron import LIF
+    from seenn.nn.neuron import LIF
 
     body = nn.Sequential(LIF(), SumPool2d(2), nn.Conv2d(4, 4, 3), LIF(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3))
     assert spike_grids(body) == {"2": (1.0, 4), "5": (0.25, 4)}

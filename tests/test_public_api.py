@@ -1,5 +1,7 @@
 """The public face: a notebook's session using only names from ``import seenn``."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -86,3 +88,23 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(capsys):
     assert main(["eval", "fashion-mnist-convnet-t4", "--data-dir", "embedded", "--threshold", "1.5",
                  "--limit", "4"]) == 2
     assert capsys.readouterr().err.strip().startswith("seenn: error: --threshold must be in [0, 1]")
+
+
+def test_seenn_train_runs_the_public_fit_loop(tiny_data, tmp_path, monkeypatch):
+    """``seenn train`` is built on ``seenn.fit``: every epoch it trains goes through that one loop."""
+    import seenn.training.run as tr
+    from seenn.cli import main
+
+    calls = []
+    real = tr.fit
+
+    def spy(model, train_data, **kw):
+        calls.append(kw["epochs"])
+        return real(model, train_data, **kw)
+
+    monkeypatch.setattr(tr, "fit", spy)
+    assert main(["train", "--data-dir", str(tiny_data), "--width", "0.25", "--timesteps", "2", "--epochs", "2",
+                 "--limit", "64", "--val-size", "16", "--batch-size", "32", "--quiet", "--out",
+                 str(tmp_path / "run")]) == 0
+    assert calls == [2]
+    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]) == 2

@@ -10,8 +10,8 @@ from torch import nn
 from seenn.cli import main
 from seenn.data import Dataset, dataset_info, shift_flip
 from seenn.models import build_model
-from seenn.recipe import FAST, Lookahead, init_dirac, init_whitening, lr_factor, param_groups, time_views
-from seenn.train import TrainConfig
+from seenn.training.recipe import FAST, Lookahead, init_dirac, init_whitening, lr_factor, param_groups, time_views
+from seenn.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_recipe_fills_what_was_not_given_and_records_it(tiny_cifar, tmp_path, ca
               "translate", "flip", "lookahead", "whiten", "dirac", "decoupled", "nesterov"):
         assert tr[k] == FAST[k], k  # from the recipe
     # the whitening weights stayed as they were set (frozen), its bias trained in the first epochs only
-    from seenn.checkpoint import load_run
+    from seenn.runs.store import load_run
 
     model, _ = load_run(out)
     assert model.whiten.weight[:12].abs().sum() > 0 and torch.equal(model.whiten.weight[12:], -model.whiten.weight[:12])
@@ -164,14 +164,14 @@ def test_recipe_fills_what_was_not_given_and_records_it(tiny_cifar, tmp_path, ca
 
 
 def test_recipe_run_resumes_exactly(tiny_cifar, tmp_path, monkeypatch, capsys):
-    import seenn.train as tr
+    import seenn.training.run as tr
 
     base = ["train", "--recipe", "fast", "--dataset", "cifar10", "--data-dir", str(tiny_cifar), "--width", "0.125",
             "--timesteps", "2", "--val-size", "40", "--quiet", "--no-compile", "--epochs", "3", "--batch-size", "40",
             "--whiten-bias-epochs", "1", "--jpeg", "0.5"]
     full = tmp_path / "full"
     assert main([*base, "--out", str(full)]) == 0
-    real = tr._train_epoch
+    real = tr._epoch_starts
     calls = {"n": 0}
 
     def interrupt_third(*a, **kw):
@@ -180,9 +180,9 @@ def test_recipe_run_resumes_exactly(tiny_cifar, tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(tr, "_train_epoch", interrupt_third)
+    monkeypatch.setattr(tr, "_epoch_starts", interrupt_third)
     part = tmp_path / "part"
     assert main([*base, "--out", str(part)]) == 130
-    monkeypatch.setattr(tr, "_train_epoch", real)
+    monkeypatch.setattr(tr, "_epoch_starts", real)
     assert main(["train", "--resume", str(part), "--data-dir", str(tiny_cifar), "--quiet"]) == 0
     assert (part / "model.safetensors").read_bytes() == (full / "model.safetensors").read_bytes()

@@ -19,9 +19,9 @@ def args(data, out, epochs=3):
 
 def interrupted_at_second_epoch(monkeypatch, data, out, epochs: int) -> None:
     """Train with Ctrl-C arriving as the second epoch starts (a clean stop), then undo the patch."""
-    import seenn.train as tr
+    import seenn.training.run as tr
 
-    real = tr._train_epoch
+    real = tr._epoch_starts
     calls = {"n": 0}
 
     def interrupt_second_epoch(*a, **kw):
@@ -30,9 +30,9 @@ def interrupted_at_second_epoch(monkeypatch, data, out, epochs: int) -> None:
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(tr, "_train_epoch", interrupt_second_epoch)
+    monkeypatch.setattr(tr, "_epoch_starts", interrupt_second_epoch)
     assert main(args(data, out, epochs=epochs)) == 130  # Ctrl-C: a clean stop, not a traceback
-    monkeypatch.setattr(tr, "_train_epoch", real)
+    monkeypatch.setattr(tr, "_epoch_starts", real)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import load_file, save_file
 
 from seenn.cli import main
-from seenn.schema import LIMITS
+from seenn.io.schema import LIMITS
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -206,7 +206,7 @@ def test_a_killed_calibrate_leaves_no_partial_folder(tiny_run, tiny_data, tmp_pa
         raise OSError(28, "No space left on device", "x")
 
     monkeypatch.setattr(cli, "_emit_json", boom)
-    monkeypatch.setattr("seenn.calibration.write_json", boom)  # where store_in_run writes the config
+    monkeypatch.setattr("seenn.analysis.calibration.write_json", boom)  # where store_in_run writes the config
     one_line_error(capsys, ["calibrate", tiny_run, "--data-dir", tiny_data, "--json", "--out", tmp_path / "c"])
     assert not (tmp_path / "c").exists() and not any(tmp_path.iterdir())
 
@@ -359,7 +359,7 @@ def test_arguments_that_used_to_be_silently_changed(tiny_run, tiny_data, tmp_pat
 
 
 def test_demo_train_honours_limit_and_checks_out_first(tiny_data, tmp_path, capsys, monkeypatch):
-    import seenn.train as tr
+    import seenn.training.run as tr
 
     seen = {}
     real = tr.train
@@ -377,10 +377,10 @@ def test_demo_train_honours_limit_and_checks_out_first(tiny_data, tmp_path, caps
 
 
 def test_per_step_thresholds_must_have_one_per_step(tiny_run, capsys, tmp_path):
-    from seenn.engine import EarlyExitRunner
+    from seenn.runtime.engine import EarlyExitRunner
     from seenn.errors import ConfigError
     from seenn.exits import Confidence
-    from seenn.checkpoint import load_run
+    from seenn.runs.store import load_run
 
     model, cfg = load_run(tiny_run)
     with pytest.raises(ConfigError, match="per-step"):
@@ -407,7 +407,7 @@ def test_nir_graphs_that_must_be_refused(tmp_path, capsys):
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta or {})
 
     from seenn.errors import SeennError
-    from seenn.nir_io import import_nir
+    from seenn.interop.nir import import_nir
 
     bad_w = np.ones((10, 4), np.float32)
     bad_w[0, 0] = np.nan
@@ -417,7 +417,7 @@ def test_nir_graphs_that_must_be_refused(tmp_path, capsys):
         nir.write(str(path), g)
         with pytest.raises(SeennError):
             import_nir(path, dataset="mnist")
-    from seenn.nir_io import from_nir
+    from seenn.interop.nir import from_nir
 
     g = graph()
     w0 = g.nodes["fc"].weight.copy()

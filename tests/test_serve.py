@@ -22,9 +22,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from seenn.checkpoint import load_run  # noqa: E402
+from seenn.runs.store import load_run  # noqa: E402
 from seenn.data import load_dataset  # noqa: E402
-from seenn.engine import EarlyExitRunner  # noqa: E402
+from seenn.runtime.engine import EarlyExitRunner  # noqa: E402
 from seenn.errors import DataError  # noqa: E402
 from seenn.exits import Confidence  # noqa: E402
 from seenn.serve import Audit, QueueFull, ServingLoop, audit_stream, make_service  # noqa: E402
@@ -292,7 +292,7 @@ def test_16_bit_grey_is_scaled_and_huge_images_are_refused_from_their_header():
     from PIL import Image
 
     from seenn.data import dataset_info
-    from seenn.imagefolder import MAX_PIXELS
+    from seenn.data.imagefolder import MAX_PIXELS
     from seenn.serve.app import decode
 
     info = dataset_info("fashion-mnist")

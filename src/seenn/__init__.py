@@ -30,28 +30,28 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # public name -> (module, attribute)
 _NAMES = {
     "SpikingNetwork": ("seenn.models.base", "SpikingNetwork"),
-    "LIF": ("seenn.neuron", "LIF"),
-    "IF": ("seenn.neuron", "IF"),
+    "LIF": ("seenn.nn.neuron", "LIF"),
+    "IF": ("seenn.nn.neuron", "IF"),
     "build_model": ("seenn.models", "build_model"),
     "list_models": ("seenn.models", "list_models"),
     "ExitRule": ("seenn.exits", "ExitRule"),
     "Confidence": ("seenn.exits", "Confidence"),
     "Entropy": ("seenn.exits", "Entropy"),
     "Fixed": ("seenn.exits", "Fixed"),
-    "EarlyExitRunner": ("seenn.engine", "EarlyExitRunner"),
-    "ExitResult": ("seenn.engine", "ExitResult"),
-    "posthoc_exits": ("seenn.engine", "posthoc_exits"),
-    "step_logits": ("seenn.engine", "step_logits"),
+    "EarlyExitRunner": ("seenn.runtime.engine", "EarlyExitRunner"),
+    "ExitResult": ("seenn.runtime.engine", "ExitResult"),
+    "posthoc_exits": ("seenn.runtime.engine", "posthoc_exits"),
+    "step_logits": ("seenn.runtime.engine", "step_logits"),
     "tet_loss": ("seenn.training.losses", "tet_loss"),
     "fit": ("seenn.training", "fit"),
     "FitResult": ("seenn.training", "FitResult"),
-    "calibrate": ("seenn.calibration", "calibrate_network"),
-    "Calibration": ("seenn.calibration", "Calibration"),
+    "calibrate": ("seenn.analysis.calibration", "calibrate_network"),
+    "Calibration": ("seenn.analysis.calibration", "Calibration"),
     "convert": ("seenn.conversion", "convert"),
     "adapt": ("seenn.interop", "adapt"),
     "load_run": ("seenn.runs", "load_run"),

@@ -16,7 +16,7 @@ __all__ = ["build_parser", "main"]
 
 def main(argv=None) -> int:
     rc = _main(argv)
-    from ..distributed import left_group
+    from ..runtime.distributed import left_group
 
     if left_group() and argv is None:  # a torchrun worker: end without the interpreter's teardown (see left_group)
         sys.stdout.flush()
@@ -27,12 +27,12 @@ def main(argv=None) -> int:
 
 def _main(argv=None) -> int:
     try:
-        from ..alloc import tune_allocator
+        from ..io.alloc import tune_allocator
 
-        tune_allocator()  # freed tensor memory kept for reuse: no paging in on every large tensor (see seenn.alloc)
+        tune_allocator()  # freed tensor memory kept for reuse: no paging in on every large tensor (see seenn.io.alloc)
         args = build_parser().parse_args(argv)
         if getattr(args, "device", None) is not None:
-            from ..schema import check_device
+            from ..io.schema import check_device
 
             args.device = check_device(args.device)
         return args.func(args)

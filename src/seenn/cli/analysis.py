@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import _dataset_folder, _emit_json, _load, _load_with_rule, _log, _parse_betas, _rule, _run_dir_or_none, _timed, _writable_dir
+from .common import (_dataset_folder, _emit_json, _load, _load_with_rule, _log, _parse_betas, _rule, _run_dir_or_none,
+                     _timed, _writable_dir)
 
 
 def cmd_calibrate(args) -> int:
-    from ..calibration import calibrate, calibration_lines, store_in_run
-    from ..checkpoint import PRETRAINED_DIR, check_out_dir, read_config, resolve_run
-    from ..inference import inference_model
-    from ..engine import step_logits
+    from ..analysis.calibration import calibrate, calibration_lines, store_in_run
+    from ..io.files import PRETRAINED_DIR, check_out_dir
+    from ..runs.store import read_config, resolve_run
+    from ..runtime.inference import inference_model
+    from ..runtime.engine import step_logits
 
     if args.split != "val":
         raise ConfigError(f"calibration certifies on held-out data: use --split val, not {args.split} (the training "
@@ -52,7 +54,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_robustness(args) -> int:
-    from ..robustness import robustness_lines, robustness_report
+    from ..analysis.robustness import robustness_lines, robustness_report
 
     model, config, data, max_t, rule = _load_with_rule(args, "robustness")
     calib = config.get("exit", {}).get(args.exit, {}).get("calibration") if args.threshold is None else None
@@ -67,7 +69,7 @@ def cmd_robustness(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from ..explain import explain, explanation_lines
+    from ..analysis.explain import explain, explanation_lines
 
     model, config, data, max_t, rule = _load_with_rule(args, "explain")
     if args.png and not getattr(data, "time_varying", False):
@@ -75,7 +77,7 @@ def cmd_explain(args) -> int:
     report = explain(model, data, args.index, rule, max_t)
     if args.png:
         from ..data import atomic_write_bytes
-        from ..report import frames_figure
+        from ..analysis.report import frames_figure
 
         i = args.index
         atomic_write_bytes(Path(args.png), frames_figure([(f"#{i}", data.images[i], report["exit_timestep"],
@@ -89,13 +91,13 @@ def cmd_explain(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..checkpoint import resolve_run
-    from ..energy import count_operations, energy_report
-    from ..evaluate import Evaluation
-    from ..policy import load_policy
-    from ..report import build_report
+    from ..runs.store import resolve_run
+    from ..analysis.energy import count_operations, energy_report
+    from ..analysis.evaluate import Evaluation
+    from ..exits.policy import load_policy
+    from ..analysis.report import build_report
 
-    from ..checkpoint import check_out_dir
+    from ..io.files import check_out_dir
 
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[_run_dir_or_none(args.run)])
     model, config, data, max_t, rule = _load_with_rule(args, "the report")
@@ -116,8 +118,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_energy(args) -> int:
-    from ..energy import count_operations, energy_report
-    from ..evaluate import Evaluation
+    from ..analysis.energy import count_operations, energy_report
+    from ..analysis.evaluate import Evaluation
 
     for flag in ("pj_per_ac", "pj_per_mac"):
         v = getattr(args, flag)
@@ -153,16 +155,18 @@ def cmd_policy_train(args) -> int:
     import torch
 
     from ..data import load_dataset
-    from ..engine import EarlyExitRunner
-    from ..evaluate import Evaluation
+    from ..runtime.engine import EarlyExitRunner
+    from ..analysis.evaluate import Evaluation
     from ..exits import Fixed
-    from ..policy import check_policy_args, save_policy, train_and_choose
+    from ..training.policy import check_policy_args, train_and_choose
+    from ..exits.policy import save_policy
 
     betas = _parse_betas(args.beta)
     for beta in betas:  # before the SNN's long pass over the training split
         check_policy_args(kind=args.kind, objective=args.objective, epochs=args.epochs, lr=args.lr, beta=beta,
                           hidden=args.hidden, members=args.members)
-    from ..checkpoint import check_out_dir, read_config, resolve_run, staged_dir
+    from ..io.files import check_out_dir, staged_dir
+    from ..runs.store import read_config, resolve_run
 
     src = resolve_run(args.run)
     check_out_dir(args.out, overwrite=args.overwrite, source=src,
@@ -174,7 +178,7 @@ def cmd_policy_train(args) -> int:
                           "no image before its frames: use --kind learned (or the confidence rule) on event runs")
     _log(f"the frozen SNN's step logits on {len(train_data)} training images ...")
     train_ev = Evaluation(model, train_data, max_t, progress=True)
-    val_data = load_dataset(train_data.info.name, "val", data_dir=args.data_dir,
+    val_data = load_dataset(train_data.info.name, "val", data_dir=args.data_dir, info=train_data.info,
                             val_size=config.get("training", {}).get("val_size", 5000))
     val = Evaluation(model, val_data, max_t)
     net, info, rule = train_and_choose(train_data, train_ev.step_logits, val, kind=args.kind, betas=betas,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, SeennError
-from ..schema import BUILTIN_DATASETS
+from ..io.schema import BUILTIN_DATASETS
 
 
 DEMO_RUN = "fashion-mnist-convnet-t4"
@@ -56,7 +56,7 @@ def _log(msg: str) -> None:
 
 def _dataset_present(name: str, data_dir, image_size=None, frames=None, split_by="time") -> None:
     from ..data import find_dataset
-    from ..sources import is_prefixed, prepare
+    from ..data.sources import is_prefixed, prepare
 
     if is_prefixed(name):
         prepare(name, image_size=image_size, frames=frames, split_by=split_by)
@@ -67,7 +67,7 @@ def _dataset_present(name: str, data_dir, image_size=None, frames=None, split_by
 def _dataset_folder(name: str, data_dir, split: str | None = None):
     """The folder a dataset is read from (for the --out checks); None where it is not found (reported later)."""
     from ..data import find_dataset
-    from ..sources import is_prefixed
+    from ..data.sources import is_prefixed
 
     if is_prefixed(name):
         return Path(name.split(":", 1)[1] or ".")
@@ -79,13 +79,13 @@ def _dataset_folder(name: str, data_dir, split: str | None = None):
 
 def _record_pipeline(config: dict, info) -> None:
     """An imagefolder: or events: run records its pipeline (size, channels, mean, std, classes; frames)."""
-    from ..sources import record_pipeline
+    from ..data.sources import record_pipeline
 
     record_pipeline(config, info)
 
 
 def _run_dir_or_none(run):
-    from ..checkpoint import resolve_run
+    from ..runs.store import resolve_run
 
     try:
         return resolve_run(run)
@@ -116,7 +116,7 @@ def _rule(args, config):
     """The exit rule asked for (:func:`seenn.runs.rule_for`)."""
     from ..runs import rule_for
 
-    from ..checkpoint import resolve_run
+    from ..runs.store import resolve_run
 
     return rule_for(config, args.exit, threshold=args.threshold, timesteps=args.timesteps,
                     policy=getattr(args, "policy", None), run_dir=resolve_run(args.run))
@@ -158,7 +158,7 @@ def _data_args(p) -> None:
 
 def _n(name: str, lo: int = 1):
     """An argparse type: an integer in ``[lo, LIMITS[name]]`` (the documented bound on that size)."""
-    from ..schema import LIMITS
+    from ..io.schema import LIMITS
 
     hi = LIMITS[name]
 

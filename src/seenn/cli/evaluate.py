@@ -9,7 +9,7 @@ from .common import _emit_json, _load, _load_with_rule, _log, _precision, _rule,
 
 
 def cmd_eval(args) -> int:
-    from ..distributed import finish, init_from_env
+    from ..runtime.distributed import finish, init_from_env
 
     rank, _ = init_from_env(args.device)  # under torchrun: each process evaluates its shard
     try:
@@ -19,7 +19,7 @@ def cmd_eval(args) -> int:
 
 
 def _eval(args, rank: int) -> int:
-    from ..evaluate import Evaluation
+    from ..analysis.evaluate import Evaluation
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -45,7 +45,7 @@ def _eval(args, rank: int) -> int:
     if args.sweep:
         report["sweep"] = ev.sweep(args.exit if args.exit in ("confidence", "entropy") else "confidence")
     if args.audit_fraction:
-        from ..audit import audit_bound, audit_stream
+        from ..analysis.audit import audit_bound, audit_stream
 
         report["audit"] = audit_stream(result.prediction, ev.full_prediction, audit_bound(config, args.audit_bound),
                                        args.audit_fraction, alpha=args.audit_alpha)
@@ -62,7 +62,7 @@ def _eval(args, rank: int) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ..checkpoint import read_config, resolve_run
+    from ..runs.store import read_config, resolve_run
     from ..serve import make_service, run_server
 
     try:
@@ -103,7 +103,7 @@ def cmd_serve(args) -> int:
 
 def _eval_ann(args, model, data, rank: int) -> int:
     """An ANN run (before conversion): its accuracy, one pass per image."""
-    from ..engine import step_logits
+    from ..runtime.engine import step_logits
 
     t0 = time.perf_counter()
     logits = step_logits(model.to(args.device), data, 1, batch_size=args.batch_size, device=args.device)[:, 0]
@@ -155,7 +155,7 @@ def _print_sweep(rows, full_accuracy: float) -> None:
 
 
 def cmd_bench(args) -> int:
-    from ..bench import benchmark
+    from ..analysis.bench import benchmark
 
     for flag in ("batch_size", "repeats"):
         if getattr(args, flag) < 1:

@@ -10,8 +10,8 @@ from .common import _dataset_folder, _log, _record_pipeline, _rule
 
 
 def cmd_export(args) -> int:
-    from ..checkpoint import load_run
-    from ..nir_io import export_nir
+    from ..runs.store import load_run
+    from ..interop.nir import export_nir
 
     if args.format != "nir":
         raise ConfigError(f"unknown export format {args.format!r}; choose nir")
@@ -21,7 +21,7 @@ def cmd_export(args) -> int:
     rule = _rule(args, config)
     if rule is not None and getattr(rule, "timesteps", 1) > config["max_timesteps"]:
         raise ConfigError(f"--timesteps {rule.timesteps} is more than the run's {config['max_timesteps']} timesteps")
-    from ..checkpoint import check_out_dir
+    from ..io.files import check_out_dir
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -33,11 +33,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from ..checkpoint import save_run
+    from ..runs.store import save_run
     from ..data import dataset_info
-    from ..nir_io import import_nir
+    from ..interop.nir import import_nir
 
-    from ..checkpoint import check_out_dir, staged_dir
+    from ..io.files import check_out_dir, staged_dir
 
     info = dataset_info(args.dataset)
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.file])
@@ -59,9 +59,10 @@ def cmd_import(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from ..checkpoint import check_out_dir, read_config, resolve_run, staged_dir
+    from ..io.files import check_out_dir, staged_dir
+    from ..runs.store import read_config, resolve_run
     from ..conversion import convert_run
-    from ..schema import bounded
+    from ..io.schema import bounded
 
     bounded("timesteps", args.timesteps, "--timesteps")
     if (args.run is None) == (args.network is None):
@@ -92,7 +93,7 @@ def cmd_convert(args) -> int:
 
 def _convert_file(args) -> int:
     """seenn convert --network FILE: the user's own ANN."""
-    from ..checkpoint import check_out_dir, staged_dir
+    from ..io.files import check_out_dir, staged_dir
     from ..conversion import convert_file
     from ..data import dataset_info
     from ..interop.load import describe_input, input_record
@@ -120,7 +121,8 @@ def cmd_adapt(args) -> int:
     """Another framework's trained network as a seenn run folder, early-exited live (seenn.interop)."""
     import torch
 
-    from ..checkpoint import check_out_dir, save_run, staged_dir
+    from ..io.files import check_out_dir, staged_dir
+    from ..runs.store import save_run
     from ..data import dataset_info
     from ..interop import load_peer, peer_run_config
 

@@ -6,7 +6,7 @@ from .common import _emit_json, _log
 
 
 def cmd_pretrained(args) -> int:
-    from ..checkpoint import pretrained_runs
+    from ..runs.store import pretrained_runs
 
     runs = pretrained_runs()
     if args.json:
@@ -27,8 +27,8 @@ def cmd_download(args) -> int:
 
 
 def cmd_events_emulate(args) -> int:
-    from ..events import SensorModel
-    from ..events.folder import emulate_folder
+    from ..data.events import SensorModel
+    from ..data.events.folder import emulate_folder
 
     model = SensorModel(threshold=args.threshold, noise_hz=args.noise_hz)
     meta = emulate_folder(args.dataset, args.out, data_dir=args.data_dir, train_limit=args.train_limit,
@@ -41,7 +41,7 @@ def cmd_events_emulate(args) -> int:
 
 
 def cmd_events_info(args) -> int:
-    from ..events import read_events, to_frames
+    from ..data.events import read_events, to_frames
 
     sensor = tuple(args.sensor) if args.sensor else None
     ev = read_events(args.file, args.format, sensor)

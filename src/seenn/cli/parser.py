@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bool = dict(action=argparse.BooleanOptionalAction, default=None)
     t.add_argument("--nesterov", **_bool, help="Nesterov momentum")
     t.add_argument("--decoupled", **_bool, help="learning rate and weight decay per 1024 examples, decoupled from "
-                                               "each other and from the momentum (seenn.recipe.param_groups)")
+                                               "each other and from the momentum (seenn.training.recipe.param_groups)")
     t.add_argument("--bias-lr", type=float, metavar="X", help="batch norm biases learn X times faster (decoupled)")
     t.add_argument("--head-scale", type=float, metavar="S", help="the readout trained as if multiplied by S "
                                                                  "(decoupled)")

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import DEMO_RUN, DEMO_THRESHOLDS, _dataset_folder, _dataset_present, _emit_json, _log, _run_dir_or_none, _writable_dir
+from .common import (DEMO_RUN, DEMO_THRESHOLDS, _dataset_folder, _dataset_present, _emit_json, _log, _run_dir_or_none,
+                     _writable_dir)
 from .evaluate import _print_sweep
 
 
@@ -17,8 +18,8 @@ _RECIPE_FIELDS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_dec
 
 
 def _train_config(args):
-    from ..recipe import recipe_settings
-    from ..train import TrainConfig
+    from ..training.recipe import recipe_settings
+    from ..training.run import TrainConfig
 
     given = {k: getattr(args, k) for k in _RECIPE_FIELDS if getattr(args, k, None) is not None}
     return TrainConfig(**{**recipe_settings(args.recipe), **given},
@@ -31,9 +32,9 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
-    from ..checkpoint import check_out_dir, drop_aside, set_aside
-    from ..distributed import finish, world
-    from ..train import train
+    from ..io.files import check_out_dir, drop_aside, set_aside
+    from ..runtime.distributed import finish, world
+    from ..training.run import train
     from ..training.state import resume_finished
 
     if args.resume is not None:
@@ -75,9 +76,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ..checkpoint import load_run, resolve_run
-    from ..data import load_dataset
-    from ..evaluate import Evaluation
+    from ..runs.store import load_run, resolve_run
+    from ..data import dataset_info, load_dataset
+    from ..analysis.evaluate import Evaluation
     from ..exits import make_rule
 
     from ..data import EMBEDDED
@@ -85,8 +86,9 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     run = DEMO_RUN
     if args.train:
-        from ..checkpoint import check_out_dir, drop_aside, read_config, set_aside
-        from ..train import TrainConfig, train
+        from ..io.files import check_out_dir, drop_aside, set_aside
+        from ..runs.store import read_config
+        from ..training.run import TrainConfig, train
 
         shipped = dict(read_config(resolve_run(DEMO_RUN))["training"])
         shipped.pop("extra", None)
@@ -107,7 +109,8 @@ def cmd_demo(args) -> int:
     # the test split shipped inside the package comes first: the main job runs offline, with no dataset installed
     data_dir = args.data_dir if args.data_dir is not None else \
         (EMBEDDED if config["dataset"] == "fashion-mnist" else None)
-    data = load_dataset(config["dataset"], "test", data_dir=data_dir, limit=args.limit)
+    data = load_dataset(config["dataset"], "test", data_dir=data_dir, limit=args.limit,
+                        info=dataset_info(config["dataset"], config))
     max_t = config["max_timesteps"]
     ev = Evaluation(model, data, max_t)
     rules = [make_rule(name, threshold=th) for name, th in [("confidence", t) for t in DEMO_THRESHOLDS]

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .graph import ConversionError, _record, read_graph
-from ..neuron import SpikingNeuron
+from ..nn.neuron import SpikingNeuron
 
 
 class _Stop(Exception):

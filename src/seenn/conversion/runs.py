@@ -8,15 +8,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import __version__
-from ..checkpoint import METRICS, load_run, read_json, resolve_run, save_run
+from .._version import __version__
+from ..runs.store import METRICS, load_run, resolve_run, save_run
+from ..io.files import read_json
 from ..data import dataset_info, load_dataset
 from ..interop.base import input_affine
 from ..interop.load import build_from_file, input_record, load_weights
 from ..interop.trust import file_digest
-from ..qcfs import QCFS
-from ..schema import bounded
-from ..sources import record_pipeline
+from ..nn.qcfs import QCFS
+from ..io.schema import bounded
+from ..data.sources import record_pipeline
 from .bias import correct_biases
 from .graph import ConversionError
 from .snn import convert
@@ -127,7 +128,7 @@ def calibration_images(config: dict, samples: int, data_dir, seed: int) -> torch
     """``samples`` normalised images drawn at random from the run's training split (its validation split held out
     as at training)."""
 
-    data = load_dataset(config["dataset"], "train", data_dir=data_dir,
+    data = load_dataset(config["dataset"], "train", data_dir=data_dir, info=dataset_info(config["dataset"], config),
                         val_size=config.get("training", {}).get("val_size", 5000))
     if getattr(data, "time_varying", False):
         raise ConversionError("bias correction reads still images; this run's dataset is an event stream")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CheckpointError, ConfigError
 from .base import FRAMEWORKS, INPUT_SCALES, InputMap, PeerNetwork, adapt
 from .trust import check_trusted, file_digest

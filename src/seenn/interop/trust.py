@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
-from ..files import atomic_write_bytes
+from ..io.files import atomic_write_bytes
 
 MAX_STORE_BYTES = 1 << 20  # a trust list larger than 1 MiB is refused as damaged
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from ..io.schema import LIMITS, memory_check
 from .base import SpikingNetwork
 from .airbench import AirBench
 from .convnets import ConvNet, VGG
@@ -39,9 +42,25 @@ def build_model(name: str, *, in_channels: int, image_size: int, num_classes: in
                surrogate=surrogate, **options)
 
 
-__all__ = ["MODELS", "SpikingNetwork", "build_model"]
+__all__ = ["MODELS", "SpikingNetwork", "build_model", "check_model_size", "list_models"]
 
 
 def list_models() -> list[str]:
     """The registry's model names (``build_model``'s first argument)."""
     return sorted(MODELS)
+
+
+def check_model_size(name: str, **kw) -> int:
+    """Build the model on the meta device (no memory) and refuse it beyond ``LIMITS["parameters"]`` or the memory
+    this machine has. Returns the parameter count."""
+
+    with torch.device("meta"):
+        try:
+            count = sum(p.numel() for p in build_model(name, **kw).parameters())
+        except (RuntimeError, ValueError) as e:  # impossible layer shapes
+            raise CheckpointError(f"the model {name!r} cannot be built: {str(e).splitlines()[0]}") from None
+    if count > LIMITS["parameters"]:
+        raise CheckpointError(f"the model {name!r} would have {count:,} parameters, more than seenn's bound of "
+                              f"{LIMITS['parameters']:,}")
+    memory_check(count * 4 * 2, f"the model {name!r} ({count:,} parameters)")
+    return count

@@ -4,7 +4,7 @@ seconds on a single GPU", arXiv 2404.00498), in the forms that convert and spike
 Layout (``width`` scales the block widths 64 / 256 / 256):
 
 - stem, stateless and so computed once per input: a 2x2 convolution to 24 channels with a bias (the *whitening*
-  layer: :func:`seenn.recipe.init_whitening` sets its weights from training-image patches and training leaves them
+  layer: :func:`seenn.training.recipe.init_whitening` sets its weights from training-image patches and training leaves them
   frozen), then block 1's first 3x3 convolution and its batch norm;
 - body: three blocks of ``act, avg-pool 2x2, conv, BN, act`` / ``conv, BN`` (block 1's first convolution is in the
   stem), then global average pooling and a bias-free linear readout.
@@ -15,14 +15,14 @@ the convolution right before it) and what the fused training pass of the LIF for
 The paper's GELU after the whitening layer is dropped (the stem stays linear, computed once per input), and its
 final 3x3 max pool is a global average pool. Its output multiplier (1/9) is not a layer here: the recipe's
 ``head_scale`` gives the readout the same training dynamics as a linear layer initialised and stepped that much
-smaller (``seenn.recipe``), so the network stays plain Conv / BN / Linear for conversion and NIR.
+smaller (``seenn.training.recipe``), so the network stays plain Conv / BN / Linear for conversion and NIR.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..fold import FastAvgPool2d
+from ..nn.fold import FastAvgPool2d
 from .base import SpikingNetwork
 from .convnets import _activation, _ch
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ..fold import FastAvgPool2d, _is_plain_2x2
-from ..neuron import SpikingNeuron, as_fp32, bn_neuron_multistep, compiled, neuron_multistep_fused
+from ..nn.fold import FastAvgPool2d, _is_plain_2x2
+from ..nn.neuron import SpikingNeuron, as_fp32, bn_neuron_multistep, compiled, neuron_multistep_fused
 from .stateful import _Stateful
 
 
@@ -107,7 +107,7 @@ class SpikingNetwork(nn.Module):
                     static: bool = True) -> torch.Tensor:
         """Training's multi-step pass through a sequential body with each top-level neuron fused with its
         neighbours: a training-mode batch norm right before it and a 2x2 average pool right after it run in the
-        neuron's own pass (:func:`~seenn.neuron.bn_neuron_multistep`), and the first neuron takes the stem's output
+        neuron's own pass (:func:`~seenn.nn.neuron.bn_neuron_multistep`), and the first neuron takes the stem's output
         once for all steps instead of a T-fold copy. The same computation as module by module (the normalised
         input and the full-size spikes are just never stored); other layers run as they are on ``[T*B, ...]``.
         ``static=False``: ``e`` is already time-major ``[T*B, ...]`` (a time-varying input)."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import ConfigError
-from ..fold import FastAvgPool2d
-from ..neuron import LIF
-from ..qcfs import QCFS
+from ..nn.fold import FastAvgPool2d
+from ..nn.neuron import LIF
+from ..nn.qcfs import QCFS
 from .base import SpikingNetwork
 
 NEURONS = ("lif", "qcfs")  # qcfs: the ANN to convert (``seenn train --ann``)

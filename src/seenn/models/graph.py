@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..neuron import SpikingNeuron
+from ..nn.neuron import SpikingNeuron
 from .base import SpikingNetwork
 from .sequential import build_layer
 

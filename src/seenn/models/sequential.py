@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import ConfigError
-from ..neuron import NeuronParams, SpikingNeuron
+from ..nn.neuron import NeuronParams, SpikingNeuron
 from .base import SpikingNetwork
 from .stateful import CubaLIF, LeakyIntegrator, _Stateful
 

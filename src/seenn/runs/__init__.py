@@ -10,15 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import load_run as _load, resolve_run, save_run as _save
-from ..data import load_dataset
-from ..engine import EarlyExitRunner
+from .store import load_run as _load, resolve_run, save_run as _save
+from ..data import dataset_info, load_dataset
+from ..runtime.engine import EarlyExitRunner
 from ..errors import ConfigError
 from ..exits import make_rule
 from ..models.base import SpikingNetwork
-from ..schema import check_config
-from ..sources import adopt_for_run
-from ..policy import LearnedExitRule, PolicyRule, load_policy
+from ..io.schema import check_config
+from ..exits.policy import LearnedExitRule, PolicyRule, load_policy
 
 __all__ = ["DEFAULT_THRESHOLD", "Run", "load_run", "open_with_data", "precision_for", "rule_for", "save_run"]
 
@@ -48,7 +47,7 @@ class Run:
         return rule_for(self.config, exit)
 
     def runner(self, rule=None, **kw):
-        """An :class:`~seenn.engine.EarlyExitRunner` over the run's model, with ``rule`` or the run's own."""
+        """An :class:`~seenn.runtime.engine.EarlyExitRunner` over the run's model, with ``rule`` or the run's own."""
 
         return EarlyExitRunner(self.model, rule if rule is not None else self.rule(), self.max_timesteps, **kw)
 
@@ -81,8 +80,7 @@ def open_with_data(run, *, split: str = "test", dataset: str | None = None, data
     if before_data is not None:
         before_data(config)
     dataset = dataset or config["dataset"]
-    adopt_for_run(config, dataset)
-    data = load_dataset(dataset, split, data_dir=data_dir, limit=limit,
+    data = load_dataset(dataset, split, data_dir=data_dir, limit=limit, info=dataset_info(dataset, config),
                         val_size=config.get("training", {}).get("val_size", 5000))
     m = config["model"]
     want = (m["in_channels"], m["image_size"], m["image_size"])

@@ -14,12 +14,12 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass
 
-from ..audit import Audit, audit_bound, audit_stream
-from ..checkpoint import load_run
+from ..analysis.audit import Audit, audit_bound, audit_stream
+from ..runs.store import load_run
 from ..data import dataset_info
 from ..errors import ConfigError
-from ..inference import inference_model
-from ..schema import bounded
+from ..runtime.inference import inference_model
+from ..io.schema import bounded
 from .app import BODY_SECONDS, MAX_BODY, Metrics, build_app
 from .loop import QueueFull, ServingLoop
 
@@ -140,7 +140,7 @@ def make_service(run, *, rule, max_timesteps: int, precision: str = "fp32", max_
         raise ConfigError(f"--audit-fraction must be in [0, 1], got {audit_fraction}")
     if getattr(rule, "budget", None) is not None:
         raise ConfigError("seenn serve runs rules that decide after each step (confidence, entropy, learned, fixed)")
-    info = dataset_info(config["dataset"])
+    info = dataset_info(config["dataset"], config)
     m = config["model"]
     events = (config.get("data") or {}).get("events")
     shape = ((events["frames"],) if events else ()) + (m["in_channels"], m["image_size"], m["image_size"])

@@ -2,10 +2,10 @@
 
 One thread owns the model and steps one running batch. Between steps it takes the requests that arrived (up to
 ``max_batch`` rows in all): they join at the end of the batch with their membranes at rest, exactly as the
-runner's :meth:`~seenn.engine.EarlyExitRunner.stream` does, so a request's answers equal the offline runner's. A
+runner's :meth:`~seenn.runtime.engine.EarlyExitRunner.stream` does, so a request's answers equal the offline runner's. A
 sample whose rule fires is answered at once and leaves the batch (and every membrane), so an easy image does not
 wait for a hard one. An audited sample (a random ``audit_fraction`` of requests) is answered at its exit too but
-keeps stepping to full T; its early and full-T predictions feed the :class:`~seenn.audit.Audit`. In
+keeps stepping to full T; its early and full-T predictions feed the :class:`~seenn.analysis.audit.Audit`. In
 ``full-t`` mode (``on_alarm="full-t"`` once the alarm is raised, until :meth:`reset_audit`) nobody exits early.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine import retain
-from ..audit import Audit
+from ..runtime.engine import retain
+from ..analysis.audit import Audit
 
 
 class QueueFull(Exception):

@@ -4,7 +4,8 @@
 converted one, one the user built) on any iterable of ``(x, y)`` batches, a PyTorch ``DataLoader`` included, with
 TET (the loss of every step's own logits, Deng et al. 2022) or the mean-logit cross-entropy, SGD with momentum and
 a cosine or linear-decay schedule, and optional validation at full T after each epoch. It holds no files: ``seenn
-train`` adds datasets by name, augmentation, recipes, resumable run folders and the rest around the same losses.
+train`` (:mod:`seenn.training.run`) is built on it and adds datasets by name, augmentation, recipes, resumable run
+folders and the rest through its hooks.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from ..data import DEFAULT_VAL_SIZE
 from ..errors import ConfigError
 from ..models import MODELS
-from ..recipe import RECIPES
-from ..schema import LIMITS, bounded
+from .recipe import RECIPES
+from ..io.schema import LIMITS, bounded
 
 
 LOSSES = ("tet", "mean-ce")
@@ -49,10 +49,10 @@ class TrainConfig:
     clip_init: float = 2.0  # QCFS initial clip value lam (with ``ann``; see qcfs.py on why not the paper's 8)
     image_size: int | None = None  # imagefolder:PATH datasets: the square size images are resized to (default 32)
     frames_by: str = "time"  # events:PATH datasets: recordings cut into T frames by equal "time" or event "count"
-    # the pieces of a training recipe (seenn.recipe); ``recipe`` names the set the other fields started from
+    # the pieces of a training recipe (seenn.training.recipe); ``recipe`` names the set the other fields started from
     recipe: str | None = None
     nesterov: bool = False
-    decoupled: bool = False  # lr and weight_decay per 1024 examples, decoupled (seenn.recipe.param_groups)
+    decoupled: bool = False  # lr and weight_decay per 1024 examples, decoupled (seenn.training.recipe.param_groups)
     bias_lr: float = 1.0  # BN biases' learning rate, times lr (decoupled form)
     head_scale: float = 1.0  # the readout trained as if multiplied by this (decoupled form)
     frozen_bn_scale: bool = False  # batch norm's scale stays 1

@@ -1,7 +1,7 @@
 """The training losses over a network's time-major logits ``[T, B, K]`` (what ``model(x, T)`` returns): TET (every
 step's own cross-entropy), the exit-aware loss (the accumulated logits after each step, weighted toward early
 steps) and the mean-logit cross-entropy. Their first argument is named ``time_logits``: ``step_logits`` is the
-name of the sample-major ``[N, T, K]`` pass (:func:`seenn.engine.step_logits`)."""
+name of the sample-major ``[N, T, K]`` pass (:func:`seenn.runtime.engine.step_logits`)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_tensors
 
 from ..errors import CheckpointError, ConfigError
-from ..files import atomic_write_bytes
+from ..io.files import atomic_write_bytes
 from .config import TrainConfig
 
 

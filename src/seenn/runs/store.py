@@ -1,0 +1,131 @@
+"""Run directories: ``model.safetensors`` (weights and buffers), ``config.json`` (everything needed to rebuild
+the model and its data pipeline), ``metrics.json``. Nothing is ever unpickled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from ..io.files import CONFIG, PRETRAINED_DIR, atomic_write_bytes, read_json, write_json
+from ..errors import CheckpointError
+from ..models import SpikingNetwork, build_model, check_model_size
+from ..nn.neuron import SpikingNeuron
+from ..io.schema import check_config
+from ..interop.load import peer_from_config
+
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.json"
+
+
+def read_config(run_dir: Path) -> dict:
+    """A run's ``config.json``, checked against the one schema (:func:`seenn.io.schema.check_config`)."""
+
+    path = Path(run_dir) / CONFIG
+    config = check_config(read_json(path), str(path))
+    return config
+
+
+def pretrained_runs() -> list[dict]:
+    out = []
+    if PRETRAINED_DIR.is_dir():
+        for d in sorted(PRETRAINED_DIR.iterdir()):
+            if (d / CONFIG).is_file() and (d / WEIGHTS).is_file():
+                cfg = read_config(d)
+                entry = {"name": d.name, "dataset": cfg["dataset"], "max_timesteps": cfg["max_timesteps"],
+                         "path": str(d)}
+                if "converted_from" in cfg:
+                    entry["converted_from"] = "QCFS ANN"
+                best = _best_policy(d)
+                if best:
+                    entry["policy"], entry["policy_rule"] = best
+                out.append(entry)
+    return out
+
+
+def _best_policy(run_dir: Path):
+    """(name, rule) of the shipped policy with the fewest validation timesteps among those within 0.1 points of
+    full T on validation, else the most accurate one; None without policies."""
+    cands = []
+    for p in sorted((run_dir / "policies").glob("*/policy.json")):
+        v = read_json(p).get("validation", {})
+        if "accuracy" in v:
+            ok = v["accuracy"] >= v.get("full_accuracy", 1.0) - 0.001 - 1e-12
+            cands.append((not ok, v["avg_timesteps"] if ok else -v["accuracy"], p.parent.name, read_json(p)["kind"]))
+    return min(cands)[2:] if cands else None
+
+
+def resolve_run(run: str | Path) -> Path:
+    """A run directory, or the name of a shipped run."""
+    p = Path(run)
+    if p.is_dir():
+        return p
+    shipped = PRETRAINED_DIR / str(run)
+    if "/" not in str(run) and (shipped / CONFIG).is_file():
+        return shipped
+    names = [r["name"] for r in pretrained_runs()]
+    raise CheckpointError(f"{run} is neither a run directory nor a shipped run (shipped: {', '.join(names) or 'none'})")
+
+
+def save_run(out_dir: Path, model: SpikingNetwork, config: dict, metrics: dict | None = None) -> None:
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create {out_dir}: {e.strerror}") from None
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(out_dir / WEIGHTS, save(tensors, metadata={"format": "seenn"}))
+    write_json(out_dir / CONFIG, config)
+    if metrics is not None:
+        write_json(out_dir / METRICS, metrics)
+
+
+def model_from_config(config: dict) -> SpikingNetwork:
+    """The model a (checked) config describes; its size is checked before any weight is allocated."""
+    m = config["model"]
+    if m["name"] == "peer":  # another framework's network (seenn adapt), built by the user's own file
+        return peer_from_config(m, frames=config["dataset"].startswith("events:"))
+    options = {k: m[k] for k in ("layers", "neuron", "quant_levels") if m.get(k) is not None}
+    kw = dict(in_channels=m["in_channels"], image_size=m["image_size"], num_classes=m["num_classes"],
+              width=m.get("width") or 1.0, surrogate=m.get("surrogate") or "tanh", **options)
+    check_model_size(m["name"], **kw)
+    return build_model(m["name"], **kw)
+
+
+def load_run(run: str | Path, device: str = "cpu") -> tuple[SpikingNetwork, dict]:
+    """Rebuild a run's model (in eval mode) and return it with its config."""
+    d = resolve_run(run)
+    config = read_config(d)
+    model = model_from_config(config)
+    path = d / WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is not a valid safetensors file ({e})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{path} does not match config.json: missing {missing[:3]}, unexpected {extra[:3]}")
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise CheckpointError(f"{path} does not match config.json: {k} has shape {tuple(v.shape)}, "
+                                  f"the model needs {tuple(expected[k].shape)}")
+        if v.dtype != expected[k].dtype and not (v.is_floating_point() and expected[k].is_floating_point()):
+            raise CheckpointError(f"{path}: {k} is stored as {str(v.dtype).replace('torch.', '')}, the model needs "
+                                  f"{str(expected[k].dtype).replace('torch.', '')}")
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"{path}: {k} holds NaN or Inf")
+        if k.endswith("running_var") and (v < 0).any():
+            raise CheckpointError(f"{path}: {k} holds a negative variance")
+    model.load_state_dict(state)
+
+    for name, m in model.named_modules():  # a neuron's threshold is positive (its firing condition divides by it)
+        if isinstance(m, SpikingNeuron) and not m.params.threshold > 0:
+            raise CheckpointError(f"{path}: the neuron {name} has threshold {m.params.threshold:g}; thresholds are > 0")
+    model.eval()
+    return model.to(device), config
