@@ -17,13 +17,13 @@ import argparse
 import numpy as np
 from _common import machine, publish, today
 
-from seenn.runs.store import load_run
-from seenn.data import load_dataset
-from seenn.runtime.engine import posthoc_exits
-from seenn.analysis.evaluate import Evaluation
-from seenn.exits import Confidence
-from seenn.analysis.robustness import corrupted
 from seenn.analysis.audit import audit_stream
+from seenn.analysis.evaluate import Evaluation
+from seenn.analysis.robustness import corrupted
+from seenn.data import load_dataset
+from seenn.exits import Confidence
+from seenn.runs.store import load_run
+from seenn.runtime.engine import posthoc_exits
 
 RUN = "fashion-mnist-convnet-t4"
 SHIFTS = [("clean", 0)] + [(k, s) for k in ("gaussian-noise", "blur", "contrast") for s in (1, 3, 5)]

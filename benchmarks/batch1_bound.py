@@ -20,8 +20,8 @@ import torch
 from _common import allocator, machine, publish, today
 from torch import nn
 
-from seenn.runs.store import load_run
 from seenn.data import load_dataset
+from seenn.runs.store import load_run
 from seenn.runtime.inference import inference_model
 
 

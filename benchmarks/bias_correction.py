@@ -20,13 +20,13 @@ import time
 from _common import machine, publish, today
 from conversion import REFERENCE_T, accuracy_at, choose_on_validation
 
-from seenn.conversion.bias import correct_biases
-from seenn.runs.store import load_run
-from seenn.conversion import calibration_images, convert
-from seenn.data import load_dataset
-from seenn.runtime.engine import posthoc_exits
 from seenn.analysis.evaluate import Evaluation
 from seenn.analysis.metrics import ideal_timesteps, oracle_timesteps
+from seenn.conversion import calibration_images, convert
+from seenn.conversion.bias import correct_biases
+from seenn.data import load_dataset
+from seenn.runs.store import load_run
+from seenn.runtime.engine import posthoc_exits
 
 SHOW_T = (1, 2, 4, 8, 16, 32, 64)
 

@@ -15,11 +15,11 @@ import sys
 from _common import machine, publish, today
 
 from seenn.analysis.calibration import calibrate, ece_per_timestep
-from seenn.runs.store import load_run
-from seenn.data import load_dataset
 from seenn.analysis.evaluate import Evaluation
-from seenn.exits import Confidence, describe_text
 from seenn.analysis.robustness import corrupted
+from seenn.data import load_dataset
+from seenn.exits import Confidence, describe_text
+from seenn.runs.store import load_run
 
 TARGETS = (0.001, 0.0025, 0.005, 0.01)
 

@@ -18,14 +18,13 @@ from pathlib import Path
 import torch
 from _common import calibrated_result, machine, publish, today
 
-from seenn.runs.store import load_run
-from seenn.data import load_dataset
-from seenn.runtime.engine import posthoc_exits
 from seenn.analysis.evaluate import Evaluation
-from seenn.exits import Confidence
 from seenn.analysis.metrics import (accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps,
                                     oracle_timesteps)
-from seenn.runtime.engine import step_logits
+from seenn.data import load_dataset
+from seenn.exits import Confidence
+from seenn.runs.store import load_run
+from seenn.runtime.engine import posthoc_exits, step_logits
 
 CHECK_T = (8, 16, 32, 64)
 THRESHOLDS = (0.6, 0.8, 0.9, 0.99, 0.999)

@@ -16,11 +16,11 @@ import time
 import numpy as np
 from _common import ROOT, machine, publish, today
 
-from seenn.runs.store import load_run, pretrained_runs
-from seenn.data import load_dataset
-from seenn.analysis.evaluate import Evaluation
 from seenn.analysis.energy import count_operations, energy_report
+from seenn.analysis.evaluate import Evaluation
+from seenn.data import load_dataset
 from seenn.exits import make_rule
+from seenn.runs.store import load_run, pretrained_runs
 
 GRID = {
     "confidence": sorted(set(np.round(np.concatenate([np.linspace(0.5, 0.99, 50), 1 - np.logspace(-2, -6, 41)]), 8))),
@@ -60,8 +60,8 @@ def bench_run(name: str, data_dir, log) -> dict:
     r = make_rule("confidence", threshold=out["rules"]["confidence"]["val_threshold"])
     out["energy"] = energy_report(count_operations(model, test.data, t_max), test.run(r).exit_timestep)
     if config["dataset"] == "cifar10":  # the exact first 1,000 records, and the exact part against the JPEG part
-        from seenn.data import cifar_lossless_mask
         from seenn.analysis.robustness import subset
+        from seenn.data import cifar_lossless_mask
 
         exact = Evaluation(model, load_dataset("cifar10", "test", data_dir=data_dir, limit=1000), t_max)
         out["exact_1000"] = {**exact.header(), "exit": exact.summarize(r.describe(), exact.run(r))}

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from _common import calibrated_result, machine, publish, today
 
-from seenn.runs.store import load_run, resolve_run
-from seenn.data import load_dataset
-from seenn.runtime.engine import posthoc_exits, score_matrix
 from seenn.analysis.evaluate import Evaluation
-from seenn.exits import Confidence
 from seenn.analysis.metrics import fewest_steps_threshold
+from seenn.data import load_dataset
+from seenn.exits import Confidence
+from seenn.runs.store import load_run, resolve_run
+from seenn.runtime.engine import posthoc_exits, score_matrix
 
 TOLERANCE = 0.002  # SEENN-I is held to within 0.2 points of full T
 SWEEP = (0.5, 0.7, 0.9, 0.95, 0.99, 0.999, 0.9999)

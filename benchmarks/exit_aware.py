@@ -19,10 +19,10 @@ import sys
 from _common import machine, publish, today
 from early_exit import frontier
 
-from seenn.runs.store import load_run
-from seenn.data import load_dataset
 from seenn.analysis.evaluate import Evaluation
+from seenn.data import load_dataset
 from seenn.exits import make_rule
+from seenn.runs.store import load_run
 
 
 def main() -> None:

@@ -24,14 +24,13 @@ import time
 import torch
 from _common import machine, publish, stored_rule, today
 
-from seenn.runs.store import load_run, resolve_run
-from seenn.data import load_dataset
-from seenn.runtime.engine import posthoc_exits
 from seenn.analysis.evaluate import Evaluation
-from seenn.exits import Confidence
 from seenn.analysis.metrics import accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps
+from seenn.data import load_dataset
+from seenn.exits import Confidence
+from seenn.runs.store import load_run, resolve_run
+from seenn.runtime.engine import posthoc_exits, step_logits
 from seenn.training.recipe import time_views
-from seenn.runtime.engine import step_logits
 
 GRID_T = (1.0, 2.0, 4.0, 8.0, 16.0)
 GRID_TH = [0.5 + 0.01 * i for i in range(50)] + [1 - 10 ** -(2 + 0.25 * i) for i in range(17)]

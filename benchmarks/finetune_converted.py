@@ -19,11 +19,11 @@ from pathlib import Path
 from _common import machine, publish, stored_rule, today
 from conversion import REFERENCE_T, TOLERANCE, choose_on_validation
 
-from seenn.runs.store import load_run
-from seenn.data import load_dataset
 from seenn.analysis.evaluate import Evaluation
 from seenn.analysis.metrics import (accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps,
                                     oracle_timesteps)
+from seenn.data import load_dataset
+from seenn.runs.store import load_run
 
 SHOWN_T = (1, 2, 4, 8, 16, 32, 64)
 

@@ -14,11 +14,11 @@ import argparse
 from _common import machine, publish, today
 from policies import seenn1_at
 
-from seenn.runs.store import load_run
-from seenn.data import load_dataset
-from seenn.runtime.engine import posthoc_exits
 from seenn.analysis.evaluate import Evaluation
+from seenn.data import load_dataset
 from seenn.exits.policy import LearnedExitRule
+from seenn.runs.store import load_run
+from seenn.runtime.engine import posthoc_exits
 from seenn.training.policy import choose_learned_threshold, train_policy
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from _common import ROOT, machine, publish, today
 
-from seenn.runs.store import save_run
 from seenn.models import build_model
+from seenn.runs.store import save_run
 
 
 def peak_eval(run: Path, batch_size: int, tuned: bool = True) -> tuple[float, float]:

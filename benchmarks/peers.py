@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from _common import ROOT, allocator, machine, publish, today
 from torch import nn
 
-from seenn.runs.store import load_run, pretrained_runs
 from seenn.models import build_model
+from seenn.runs.store import load_run, pretrained_runs
 
 T = 4
 SHIPPED = "fashion-mnist-convnet-t4"
@@ -209,8 +209,8 @@ def train_step_fn(lib: str, batch: int):
 
 def infer_fn(lib: str, batch: int):
     if lib.endswith("-exit"):  # seenn's early-exit runner at the shipped run's calibrated threshold
-        from seenn.runtime.engine import EarlyExitRunner
         from seenn.exits import Confidence
+        from seenn.runtime.engine import EarlyExitRunner
 
         th = load_run(SHIPPED)[1]["exit"]["confidence"]["threshold"] if any(
             r["name"] == SHIPPED for r in pretrained_runs()) else 0.9

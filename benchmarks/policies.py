@@ -19,14 +19,15 @@ import numpy as np
 import torch
 from _common import machine, publish, today
 
+from seenn.analysis.evaluate import Evaluation
+from seenn.analysis.metrics import fewest_steps_threshold as choose
+from seenn.analysis.metrics import operating_point
+from seenn.data import load_dataset
+from seenn.exits import Confidence
+from seenn.exits.policy import LearnedExitRule, PolicyRule, load_policy
 from seenn.io.files import PRETRAINED_DIR
 from seenn.runs.store import load_run
-from seenn.data import load_dataset
-from seenn.analysis.evaluate import Evaluation
-from seenn.exits import Confidence
 from seenn.runtime.engine import score_matrix
-from seenn.analysis.metrics import fewest_steps_threshold as choose, operating_point
-from seenn.exits.policy import LearnedExitRule, PolicyRule, load_policy
 from seenn.training.policy import choose_learned_threshold, train_policy
 
 RUN = "fashion-mnist-convnet-t4"

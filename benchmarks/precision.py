@@ -16,11 +16,11 @@ import time
 
 from _common import machine, publish, today
 
-from seenn.runs.store import load_run, pretrained_runs
-from seenn.data import load_dataset
-from seenn.runtime.engine import posthoc_exits
 from seenn.analysis.evaluate import Evaluation
+from seenn.data import load_dataset
 from seenn.exits import describe_text, make_rule
+from seenn.runs.store import load_run, pretrained_runs
+from seenn.runtime.engine import posthoc_exits
 
 
 def _rule(config):

@@ -14,9 +14,9 @@ import sys
 from _common import allocator, machine, publish, today
 
 from seenn.analysis.bench import batch1_latency, benchmark
-from seenn.runs.store import load_run
 from seenn.data import load_dataset
 from seenn.exits import Confidence
+from seenn.runs.store import load_run
 
 
 def _each(runs, value) -> str:

@@ -19,13 +19,12 @@ from pathlib import Path
 import torch
 from _common import machine, publish, today
 
-from seenn.runs.store import load_run, resolve_run
-from seenn.data import load_dataset
-from seenn.runtime.engine import score_matrix
 from seenn.analysis.evaluate import Evaluation
-from seenn.exits import Confidence
 from seenn.analysis.metrics import accuracy_per_timestep, fewest_steps_threshold, operating_point
-from seenn.runtime.engine import step_logits
+from seenn.data import load_dataset
+from seenn.exits import Confidence
+from seenn.runs.store import load_run, resolve_run
+from seenn.runtime.engine import score_matrix, step_logits
 
 TOLERANCE = 0.001
 SHOW_T = (1, 2, 4, 8, 16, 32, 64)

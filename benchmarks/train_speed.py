@@ -28,9 +28,9 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from seenn.nn import neuron
     from seenn.data import load_dataset
     from seenn.models import build_model
+    from seenn.nn import neuron
     from seenn.training.losses import tet_loss
 
     b = args.batch_size

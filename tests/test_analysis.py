@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from seenn.analysis.robustness import corrupt, parse_severities
 from seenn.cli import main
 from seenn.errors import ConfigError
-from seenn.analysis.robustness import corrupt, parse_severities
 
 
 def test_parse_severities():
@@ -110,9 +110,9 @@ def test_jpeg_part_against_exact_part(tmp_path, capsys):
     """A CIFAR-10-format folder whose test batch lists exact (1) and JPEG (0) records."""
     import numpy as np
 
-    from seenn.runs.store import save_run
     from seenn.data import DATASETS
     from seenn.models import build_model
+    from seenn.runs.store import save_run
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "data" / "cifar-10-batches-bin"

@@ -6,15 +6,14 @@ import json
 
 import pytest
 import torch
+from _resnets import randomize_bn
+from conftest import mid_threshold
 from torch import nn
 
-from _resnets import randomize_bn
-from seenn.conversion.bias import _step_rates, activation_layers, activation_means, correct_biases, feeders
 from seenn.conversion import ConversionError, convert
+from seenn.conversion.bias import _step_rates, activation_layers, activation_means, correct_biases, feeders
 from seenn.errors import ConfigError
 from seenn.models import build_model
-
-from conftest import mid_threshold
 
 
 def _gaps(ann, snn, cfg, x, steps):
@@ -89,9 +88,9 @@ def test_potential_correction_moves_the_offset_into_the_initial_potential_and_re
     initial potentials the cumulative gap to the ANN closes further than with biases alone; the potentials are
     weights (saved and read back through safetensors), and the runner's early exits, continuous batching
     included, equal the post-hoc exits of the full-T outputs."""
+    from seenn.exits import Confidence
     from seenn.runs.store import load_run, save_run
     from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
-    from seenn.exits import Confidence
 
     torch.manual_seed(0)
     steps = 4

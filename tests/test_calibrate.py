@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from seenn.analysis.calibration import (binomial_cdf, calibrate, expected_calibration_error, exit_steps,
+from seenn.analysis.calibration import (binomial_cdf, calibrate, exit_steps, expected_calibration_error,
                                         fit_temperature, fixed_sequence_test)
 from seenn.cli import main
 from seenn.errors import ConfigError
@@ -98,10 +98,11 @@ def test_calibrate_cli_writes_config_and_eval_uses_it(tiny_run, tiny_data, tmp_p
 
 def test_calibrated_threshold_keeps_its_promise_on_the_real_test_split():
     from conftest import real_data_dir
-    from seenn.runs.store import load_run, pretrained_runs
-    from seenn.data import load_dataset
+
     from seenn.analysis.evaluate import Evaluation
+    from seenn.data import load_dataset
     from seenn.exits import Confidence
+    from seenn.runs.store import load_run, pretrained_runs
 
     root = real_data_dir()
     if root is None or not (root / "fashion-mnist").is_dir() or not any(

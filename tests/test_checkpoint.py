@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from seenn.runs.store import load_run, resolve_run, save_run
-from seenn.io.files import read_json
 from seenn.errors import CheckpointError
+from seenn.io.files import read_json
 from seenn.models import build_model
+from seenn.runs.store import load_run, resolve_run, save_run
 
 
 def config_for(model_name="convnet", width=0.25):

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from seenn.runs.store import pretrained_runs
-from seenn.cli import main
-
 from conftest import needs_dataset, real_data_dir
+
+from seenn.cli import main
+from seenn.runs.store import pretrained_runs
 
 
 def run_cli(capsys, *args):

@@ -6,10 +6,10 @@ import torch.nn.functional as F
 from conftest import needs_dataset, real_data_dir
 from torch import nn
 
-from seenn.runs.store import pretrained_runs
 from seenn.conversion import ConversionError, convert, convert_run
 from seenn.nn.neuron import IF
 from seenn.nn.qcfs import QCFS
+from seenn.runs.store import pretrained_runs
 
 
 def test_qcfs_hand_values_and_straight_through_gradient():
@@ -151,12 +151,11 @@ def test_shipped_converted_run(name):
     """The shipped converted CIFAR-10 runs (a chain, a residual network, and that residual network fine-tuned with
     BPTT, and the airbench network): strong at full T, and the runner with the calibrated rule exits exactly where
     the post-hoc evaluation says, in far fewer than T steps."""
-    from seenn.runs.store import load_run
     from seenn.data import load_dataset
-    from seenn.runtime.engine import EarlyExitRunner, posthoc_exits
     from seenn.exits import Confidence
+    from seenn.runs.store import load_run
+    from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, step_logits
     from seenn.runtime.inference import inference_model
-    from seenn.runtime.engine import step_logits
 
     if not any(r["name"] == name for r in pretrained_runs()):
         pytest.skip(f"{name} is not shipped")
@@ -221,9 +220,9 @@ def test_a_users_own_ann_converts_from_its_file_by_its_traced_graph(tiny_data, t
     trained on [0, 1] pixels goes in with --input-scale unit."""
     import json
 
-    from seenn.runs.store import load_run
     from seenn.cli import main
     from seenn.data import load_dataset
+    from seenn.runs.store import load_run
 
     ns = {}
     exec(OWN_ANN_PY, ns)

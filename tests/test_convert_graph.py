@@ -4,17 +4,16 @@ seenn's ResNet-20, exactness of every supported layer, refusals, and the convert
 import pytest
 import torch
 import torch.nn.functional as F
+from _resnets import randomize_bn, resnet18, resnet34, resnet50
+from conftest import mid_threshold
 from torch import nn
 
-from _resnets import randomize_bn, resnet18, resnet34, resnet50
 from seenn.conversion import ConversionError, convert, replace_maxpool
-from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.exits import Confidence
-from seenn.runtime.inference import inference_model
 from seenn.models import build_model
 from seenn.nn.qcfs import QCFS
-
-from conftest import mid_threshold
+from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
+from seenn.runtime.inference import inference_model
 
 
 def _relative_errors(ann, snn, x, steps):

@@ -5,13 +5,12 @@ import tarfile
 import threading
 
 import numpy as np
-import torch
 import pytest
+import torch
+from conftest import make_images, needs_dataset, real_data_dir
 
 from seenn.data import DATASETS, download, find_dataset, load_dataset, read_cifar_batch, read_idx, write_idx
 from seenn.errors import DataError
-
-from conftest import make_images, needs_dataset, real_data_dir
 
 
 def test_idx_round_trip(tmp_path):

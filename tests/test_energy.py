@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from seenn.cli import main
 from seenn.analysis.energy import conv_macs, count_operations, energy_report
+from seenn.cli import main
 from seenn.models.base import SpikingNetwork
 from seenn.nn.neuron import LIF
 

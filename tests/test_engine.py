@@ -1,17 +1,15 @@
 import pytest
 import torch
+from conftest import mid_threshold, needs_dataset, real_data_dir
 
-from seenn.runs.store import load_run, pretrained_runs
 from seenn.data import load_dataset
-from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.errors import DataError
 from seenn.exits import Confidence, Entropy, Fixed
-from seenn.nn.fold import fold_batchnorm
-from seenn.runtime.inference import inference_model
 from seenn.models import build_model
-from seenn.runtime.engine import step_logits
-
-from conftest import mid_threshold, needs_dataset, real_data_dir
+from seenn.nn.fold import fold_batchnorm
+from seenn.runs.store import load_run, pretrained_runs
+from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix, step_logits
+from seenn.runtime.inference import inference_model
 
 
 def random_net(name="convnet", channels=1, size=28, seed=0, fold=True):

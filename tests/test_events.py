@@ -7,13 +7,12 @@ import struct
 import numpy as np
 import pytest
 import torch
-
 from conftest import SHARED, mid_threshold
+
 from seenn.cli import main
-from seenn.errors import DataError
-from seenn.data.events import Events, read_events, to_frames
-from seenn.data.events import emulate
+from seenn.data.events import Events, emulate, read_events, to_frames
 from seenn.data.events.formats import decode_aedat2, decode_aedat3, decode_nmnist, encode_nmnist
+from seenn.errors import DataError
 
 SAMPLE = SHARED / "events" / "nmnist-sample.bin"
 
@@ -202,8 +201,8 @@ def _frames_net(seed=0):
 
 
 def test_runner_on_frames_equals_posthoc_exits_and_reads_only_its_frames():
-    from seenn.runtime.engine import EarlyExitRunner, posthoc_exits
     from seenn.exits import Confidence
+    from seenn.runtime.engine import EarlyExitRunner, posthoc_exits
 
     net = _frames_net()
     g = torch.Generator().manual_seed(0)
@@ -280,9 +279,9 @@ def test_an_event_run_trains_evaluates_and_explains(tiny_data, tmp_path, capsys)
 def test_timestamps_spanning_centuries_are_refused_not_wrapped():
     import numpy as np
 
-    from seenn.errors import DataError
     from seenn.data.events.formats import Events
     from seenn.data.events.frames import to_frames
+    from seenn.errors import DataError
 
     t = np.array([0, 1 << 61], dtype=np.int64)  # a 2^30 AEDAT overflow counter, shifted by 31 bits
     ev = Events(np.zeros(2, np.int64), np.zeros(2, np.int64), t, np.zeros(2, np.uint8), (4, 4))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from seenn.models import build_model
 from seenn.nn.fold import FastAvgPool2d, PackedConv2d
 from seenn.runtime.inference import inference_model
-from seenn.models import build_model
 
 
 def _net(name="convnet", channels=1, size=28):

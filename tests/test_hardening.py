@@ -7,13 +7,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from seenn.cli import main
 from seenn.data import load_dataset
-from seenn.runtime.engine import EarlyExitRunner
 from seenn.errors import CheckpointError, ConfigError, DataError, SeennError
 from seenn.exits import Confidence
+from seenn.runtime.engine import EarlyExitRunner
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -8,13 +8,12 @@ import json
 
 import pytest
 import torch
+from conftest import mid_threshold
 from torch import nn
 
-from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.exits import Confidence
 from seenn.interop import adapt
-
-from conftest import mid_threshold
+from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
 
 T = 6
 
@@ -250,8 +249,8 @@ def test_a_run_folder_never_runs_code_it_was_not_trusted_with(tmp_path, capsys, 
            "model": {"name": "peer", "framework": "explicit", "source": str(src), "sha256": file_digest(src),
                      "factory": "build", "output": 0, "in_channels": 1, "image_size": 28, "num_classes": 10}}
     run = shared / "run"
-    from seenn.runs.store import save_run
     from seenn.interop import adapt
+    from seenn.runs.store import save_run
 
     ns = {}
     exec(EXPLICIT_PY, ns)  # (without the marker line)

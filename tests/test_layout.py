@@ -144,3 +144,13 @@ def test_version_is_the_projects():
     import re
     text = (ROOT.parent.parent / "pyproject.toml").read_text()
     assert re.search(r'^version = "([^"]+)"', text, re.M).group(1) == seenn.__version__
+
+
+def test_every_subpackage_is_installed():
+    """A folder of modules without ``__init__.py`` imports from a checkout but is left out of an installed wheel
+    (setuptools finds packages by their ``__init__``)."""
+    from setuptools import find_packages
+
+    found = set(find_packages(str(ROOT.parent)))
+    folders = {".".join(p.parent.relative_to(ROOT.parent).parts) for p in ROOT.rglob("*.py")}
+    assert folders - found == set()

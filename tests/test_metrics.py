@@ -2,13 +2,14 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from seenn.runtime.engine import posthoc_exits
-from seenn.exits import Confidence, Entropy, Fixed, make_rule, normalized_certainty
-from seenn.errors import ConfigError
 from seenn.analysis.metrics import (accuracy_per_timestep, correct_per_timestep, exit_histogram, exit_summary,
                                     ideal_timesteps, oracle_timesteps)
+from seenn.errors import ConfigError
+from seenn.exits import Confidence, Entropy, Fixed, make_rule, normalized_certainty
+from seenn.runtime.engine import posthoc_exits
 from seenn.training.losses import tet_loss
 
 # 3 samples, 3 steps, 2 classes: each step's own logits

@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
+from seenn.errors import ConfigError
 from seenn.nn.neuron import (IF, IF_PARAMS, LIF, LIF_PARAMS, NeuronParams, neuron_multistep, neuron_multistep_reference,
                              neuron_step)
 from seenn.nn.surrogate import SURROGATES, make_surrogate
-from seenn.errors import ConfigError
 
 
 def run_steps(module, xs):

@@ -9,13 +9,13 @@ import torch.nn.functional as F
 
 nir = pytest.importorskip("nir")
 
-from seenn.runs.store import load_run  # noqa: E402
+from conftest import mid_threshold  # noqa: E402
+
 from seenn.cli import main  # noqa: E402
 from seenn.data import load_dataset  # noqa: E402
 from seenn.errors import ConfigError  # noqa: E402
 from seenn.interop.nir import from_nir, import_nir, to_nir  # noqa: E402
-
-from conftest import mid_threshold  # noqa: E402
+from seenn.runs.store import load_run  # noqa: E402
 
 
 def simulate(graph, x: np.ndarray, steps: int, dt: float = 1.0) -> np.ndarray:
@@ -188,6 +188,7 @@ def test_resnet_export_with_residual_edges_matches_the_simulator():
 
 def test_shipped_run_export_matches_the_simulator_on_real_images(tmp_path):
     from conftest import real_data_dir
+
     from seenn.runs.store import pretrained_runs
 
     root = real_data_dir()
@@ -334,8 +335,8 @@ def test_exact_exponential_discretisation():
 
 
 def test_cubalif_and_li_readout_match_the_simulator_and_the_runner(tmp_path):
-    from seenn.runtime.engine import EarlyExitRunner, posthoc_exits
     from seenn.exits import Confidence
+    from seenn.runtime.engine import EarlyExitRunner, posthoc_exits
 
     rng = np.random.default_rng(3)
     n = 12

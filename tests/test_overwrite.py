@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seenn.io.files import check_not_an_input
 from seenn.cli import main
 from seenn.errors import CheckpointError
+from seenn.io.files import check_not_an_input
 
 
 def files_of(folder: Path) -> dict:

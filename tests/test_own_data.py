@@ -130,9 +130,9 @@ def test_cifar100_binary(tmp_path):
 
 
 def test_more_class_folders_than_the_bound_are_refused(tmp_path):
+    from seenn.data.info import class_folders
     from seenn.errors import DataError
     from seenn.io.schema import LIMITS
-    from seenn.data.info import class_folders
 
     for i in range(LIMITS["num_classes"] + 1):
         (tmp_path / f"c{i}").mkdir()

@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from seenn.runs.store import load_run
 from seenn.cli import main
+from seenn.runs.store import load_run
 
 T = 4
 

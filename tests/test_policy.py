@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from seenn.cli import main
-from seenn.data import Dataset, DATASETS
-from seenn.runtime.engine import EarlyExitRunner
+from seenn.data import DATASETS, Dataset
 from seenn.exits.policy import PolicyRule
+from seenn.runtime.engine import EarlyExitRunner
 from seenn.training.policy import expected_reward_loss, rewards, sample_weights, train_policy
 
 
@@ -143,10 +143,10 @@ def test_learned_rule_learns_a_per_class_bar_that_one_confidence_threshold_canno
     """Class-0 predictions are confident at step 1 but half of them flip later; class-1 predictions are unsure at step
     1 but never flip. SEENN-I must keep everything to step 2 to stay exact; the learned rule (which sees the predicted
     class) lets class 1 leave at step 1."""
-    from seenn.runtime.engine import posthoc_exits, score_matrix
-    from seenn.exits import Confidence
     from seenn.analysis.metrics import fewest_steps_threshold, operating_point
+    from seenn.exits import Confidence
     from seenn.exits.policy import LearnedExitRule
+    from seenn.runtime.engine import posthoc_exits, score_matrix
     from seenn.training.policy import choose_learned_threshold
 
     def task(n, seed):

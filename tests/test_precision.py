@@ -6,21 +6,20 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import mid_threshold, needs_dataset, real_data_dir
+from test_engine import random_net
 from torch import nn
 
-from seenn.runs.store import load_run, pretrained_runs
 from seenn.cli import main
 from seenn.conversion import convert
 from seenn.data import load_dataset
-from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
 from seenn.errors import ConfigError
 from seenn.exits import Confidence
-from seenn.runtime.inference import inference_model
 from seenn.models import build_model
+from seenn.runs.store import load_run, pretrained_runs
+from seenn.runtime.engine import EarlyExitRunner, posthoc_exits, score_matrix
+from seenn.runtime.inference import inference_model
 from seenn.runtime.precision import Bf16Conv2d, Int8Conv2d, apply_precision, quantize_weight, spike_grids
-
-from conftest import mid_threshold, needs_dataset, real_data_dir
-from test_engine import random_net
 
 SHIPPED = {r["name"] for r in pretrained_runs()}
 
@@ -269,8 +268,8 @@ def test_counting_neurons_replace_neuron_and_pool_and_keep_every_decision(monkey
     """int8 copies of the convnet hand their int8 convolutions uint8 counts from the native kernel; with
     SEENN_NATIVE=0 the eager neuron and pool stay. Both give the same exits (IF neurons with v0 = theta / 2 too),
     also under continuous batching (rows joining at rest)."""
-    from seenn.runtime.precision.native import kernel
     from seenn.runtime.precision import CountingNeuron
+    from seenn.runtime.precision.native import kernel
 
     if kernel() is None:
         pytest.skip("the native kernel cannot be built here (no compiler)")

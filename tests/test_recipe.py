@@ -10,8 +10,8 @@ from torch import nn
 from seenn.cli import main
 from seenn.data import Dataset, dataset_info, shift_flip
 from seenn.models import build_model
-from seenn.training.recipe import FAST, Lookahead, init_dirac, init_whitening, lr_factor, param_groups, time_views
 from seenn.training.config import TrainConfig
+from seenn.training.recipe import FAST, Lookahead, init_dirac, init_whitening, lr_factor, param_groups, time_views
 
 
 @pytest.fixture(scope="module")

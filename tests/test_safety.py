@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from seenn.cli import main
@@ -377,10 +378,10 @@ def test_demo_train_honours_limit_and_checks_out_first(tiny_data, tmp_path, caps
 
 
 def test_per_step_thresholds_must_have_one_per_step(tiny_run, capsys, tmp_path):
-    from seenn.runtime.engine import EarlyExitRunner
     from seenn.errors import ConfigError
     from seenn.exits import Confidence
     from seenn.runs.store import load_run
+    from seenn.runtime.engine import EarlyExitRunner
 
     model, cfg = load_run(tiny_run)
     with pytest.raises(ConfigError, match="per-step"):

@@ -22,11 +22,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from seenn.runs.store import load_run  # noqa: E402
 from seenn.data import load_dataset  # noqa: E402
-from seenn.runtime.engine import EarlyExitRunner  # noqa: E402
 from seenn.errors import DataError  # noqa: E402
 from seenn.exits import Confidence  # noqa: E402
+from seenn.runs.store import load_run  # noqa: E402
+from seenn.runtime.engine import EarlyExitRunner  # noqa: E402
 from seenn.serve import Audit, QueueFull, ServingLoop, audit_stream, make_service  # noqa: E402
 
 RUN = "fashion-mnist-convnet-t4"

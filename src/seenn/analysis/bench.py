@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from ..runtime.engine import EarlyExitRunner
 from ..exits import ExitRule, Fixed
 from ..nn.fold import for_compiler
+from ..runtime.engine import EarlyExitRunner
 from ..runtime.inference import inference_model
 
 

@@ -26,11 +26,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..io.files import CONFIG, copy_folder, read_json, staged_dir, write_json
-from ..runtime.engine import step_logits as dataset_step_logits
 from ..errors import ConfigError
 from ..exits import Confidence, confidence
-
+from ..io.files import CONFIG, copy_folder, read_json, staged_dir, write_json
+from ..runtime.engine import step_logits as dataset_step_logits
 
 # ------------------------------------------------------------------------------------------- statistics
 

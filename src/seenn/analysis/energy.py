@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.fold import fold_batchnorm
 from ..models import SpikingNetwork
+from ..nn.fold import fold_batchnorm
 from ..nn.neuron import SpikingNeuron
 
 PJ_PER_AC = 0.9

@@ -10,13 +10,14 @@ import numpy as np
 import torch
 
 from ..data import Dataset, atomic_write_bytes
-from ..runtime.distributed import world
-from ..runtime.engine import EarlyExitRunner, ExitResult, posthoc_exits, score_matrix, step_logits as full_step_logits
 from ..exits import Confidence, ExitRule, make_rule
+from ..io.schema import bounded, memory_check
+from ..models import SpikingNetwork
+from ..runtime.distributed import world
+from ..runtime.engine import EarlyExitRunner, ExitResult, posthoc_exits, score_matrix
+from ..runtime.engine import step_logits as full_step_logits
 from ..runtime.inference import inference_model
 from .metrics import accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps, oracle_timesteps
-from ..models import SpikingNetwork
-from ..io.schema import bounded, memory_check
 
 SWEEP_THRESHOLDS = {
     "confidence": (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999),

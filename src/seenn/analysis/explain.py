@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..runtime.engine import EarlyExitRunner, score_matrix
 from ..errors import ConfigError
+from ..runtime.engine import EarlyExitRunner, score_matrix
 
 
 def explain(model, data, index: int, rule, max_timesteps: int) -> dict:

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from ..data import atomic_write_bytes
-from ..runtime.engine import posthoc_exits
 from ..errors import ConfigError
-from .evaluate import Evaluation
 from ..exits import ExitRule, Fixed, describe_text
+from ..runtime.engine import posthoc_exits
+from .evaluate import Evaluation
 from .metrics import exit_summary
 
 

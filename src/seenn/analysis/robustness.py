@@ -8,8 +8,8 @@ import torch
 
 from ..data import Dataset, cifar_lossless_mask
 from ..errors import ConfigError
-from .evaluate import Evaluation
 from ..exits import describe_text
+from .evaluate import Evaluation
 
 CORRUPTIONS = ("gaussian-noise", "blur", "contrast")
 _NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)  # std on [0, 1] pixels

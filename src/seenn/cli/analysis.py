@@ -13,8 +13,8 @@ def cmd_calibrate(args) -> int:
     from ..analysis.calibration import calibrate, calibration_lines, store_in_run
     from ..io.files import PRETRAINED_DIR, check_out_dir
     from ..runs.store import read_config, resolve_run
-    from ..runtime.inference import inference_model
     from ..runtime.engine import step_logits
+    from ..runtime.inference import inference_model
 
     if args.split != "val":
         raise ConfigError(f"calibration certifies on held-out data: use --split val, not {args.split} (the training "
@@ -76,8 +76,8 @@ def cmd_explain(args) -> int:
         raise ConfigError("--png draws the frames a recording's sample read; this run's inputs are images")
     report = explain(model, data, args.index, rule, max_t)
     if args.png:
-        from ..data import atomic_write_bytes
         from ..analysis.report import frames_figure
+        from ..data import atomic_write_bytes
 
         i = args.index
         atomic_write_bytes(Path(args.png), frames_figure([(f"#{i}", data.images[i], report["exit_timestep"],
@@ -91,13 +91,12 @@ def cmd_explain(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..runs.store import resolve_run
     from ..analysis.energy import count_operations, energy_report
     from ..analysis.evaluate import Evaluation
-    from ..exits.policy import load_policy
     from ..analysis.report import build_report
-
+    from ..exits.policy import load_policy
     from ..io.files import check_out_dir
+    from ..runs.store import resolve_run
 
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[_run_dir_or_none(args.run)])
     model, config, data, max_t, rule = _load_with_rule(args, "the report")
@@ -154,12 +153,12 @@ def cmd_energy(args) -> int:
 def cmd_policy_train(args) -> int:
     import torch
 
-    from ..data import load_dataset
-    from ..runtime.engine import EarlyExitRunner
     from ..analysis.evaluate import Evaluation
+    from ..data import load_dataset
     from ..exits import Fixed
-    from ..training.policy import check_policy_args, train_and_choose
     from ..exits.policy import save_policy
+    from ..runtime.engine import EarlyExitRunner
+    from ..training.policy import check_policy_args, train_and_choose
 
     betas = _parse_betas(args.beta)
     for beta in betas:  # before the SNN's long pass over the training split

@@ -11,7 +11,6 @@ from pathlib import Path
 from ..errors import ConfigError, SeennError
 from ..io.schema import BUILTIN_DATASETS
 
-
 DEMO_RUN = "fashion-mnist-convnet-t4"
 
 
@@ -115,7 +114,6 @@ def _load_with_rule(args, purpose: str):
 def _rule(args, config):
     """The exit rule asked for (:func:`seenn.runs.rule_for`)."""
     from ..runs import rule_for
-
     from ..runs.store import resolve_run
 
     return rule_for(config, args.exit, threshold=args.threshold, timesteps=args.timesteps,

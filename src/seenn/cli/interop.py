@@ -10,8 +10,8 @@ from .common import _dataset_folder, _log, _record_pipeline, _rule
 
 
 def cmd_export(args) -> int:
-    from ..runs.store import load_run
     from ..interop.nir import export_nir
+    from ..runs.store import load_run
 
     if args.format != "nir":
         raise ConfigError(f"unknown export format {args.format!r}; choose nir")
@@ -33,11 +33,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from ..runs.store import save_run
     from ..data import dataset_info
     from ..interop.nir import import_nir
-
     from ..io.files import check_out_dir, staged_dir
+    from ..runs.store import save_run
 
     info = dataset_info(args.dataset)
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.file])
@@ -59,10 +58,10 @@ def cmd_import(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from ..io.files import check_out_dir, staged_dir
-    from ..runs.store import read_config, resolve_run
     from ..conversion import convert_run
+    from ..io.files import check_out_dir, staged_dir
     from ..io.schema import bounded
+    from ..runs.store import read_config, resolve_run
 
     bounded("timesteps", args.timesteps, "--timesteps")
     if (args.run is None) == (args.network is None):
@@ -93,10 +92,10 @@ def cmd_convert(args) -> int:
 
 def _convert_file(args) -> int:
     """seenn convert --network FILE: the user's own ANN."""
-    from ..io.files import check_out_dir, staged_dir
     from ..conversion import convert_file
     from ..data import dataset_info
     from ..interop.load import describe_input, input_record
+    from ..io.files import check_out_dir, staged_dir
 
     if args.dataset is None:
         raise ConfigError("--network needs --dataset (the images it classifies; calibration images come from them)")
@@ -121,12 +120,11 @@ def cmd_adapt(args) -> int:
     """Another framework's trained network as a seenn run folder, early-exited live (seenn.interop)."""
     import torch
 
-    from ..io.files import check_out_dir, staged_dir
-    from ..runs.store import save_run
     from ..data import dataset_info
     from ..interop import load_peer, peer_run_config
-
     from ..interop.load import describe_input, input_record
+    from ..io.files import check_out_dir, staged_dir
+    from ..runs.store import save_run
 
     info = dataset_info(args.dataset)
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.network, args.weights])

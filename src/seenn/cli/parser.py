@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from .common import ALL_RULES, DATASET_NAMES, REAL_RULES, _audit_args, _data_args, _dataset_name, _n, _x
-from .train import cmd_demo, cmd_train
-from .evaluate import cmd_bench, cmd_eval, cmd_serve
 from .analysis import cmd_calibrate, cmd_energy, cmd_explain, cmd_policy_train, cmd_report, cmd_robustness
+from .common import ALL_RULES, DATASET_NAMES, REAL_RULES, _audit_args, _data_args, _dataset_name, _n, _x
+from .evaluate import cmd_bench, cmd_eval, cmd_serve
 from .interop import cmd_adapt, cmd_convert, cmd_export, cmd_import, cmd_trust
 from .misc import cmd_download, cmd_events_emulate, cmd_events_info, cmd_pretrained
+from .train import cmd_demo, cmd_train
 
 
 def _run_parser(sub, name: str, help: str, *, split: str = "test", rules=REAL_RULES, batch_size: int | None = 500,

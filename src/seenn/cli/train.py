@@ -10,7 +10,6 @@ from .common import (DEMO_RUN, DEMO_THRESHOLDS, _dataset_folder, _dataset_presen
                      _writable_dir)
 from .evaluate import _print_sweep
 
-
 _RECIPE_FIELDS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "decoupled",
                   "bias_lr", "head_scale", "frozen_bn_scale", "bn_momentum", "schedule", "warmup", "final_lr",
                   "label_smoothing", "whiten", "whiten_bias_epochs", "dirac", "lookahead", "translate",
@@ -76,12 +75,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ..runs.store import load_run, resolve_run
-    from ..data import dataset_info, load_dataset
     from ..analysis.evaluate import Evaluation
+    from ..data import EMBEDDED, dataset_info, load_dataset
     from ..exits import make_rule
-
-    from ..data import EMBEDDED
+    from ..runs.store import load_run, resolve_run
 
     t0 = time.perf_counter()
     run = DEMO_RUN

@@ -30,8 +30,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .graph import ConversionError, _record, read_graph
 from ..nn.neuron import SpikingNeuron
+from .graph import ConversionError, _record, read_graph
 
 
 class _Stop(Exception):

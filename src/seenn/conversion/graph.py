@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn.fold import FastAvgPool2d, fold_bn
 from ..models.base import SpikingNetwork
+from ..nn.fold import FastAvgPool2d, fold_bn
 from ..nn.qcfs import QCFS
-
 
 SUPPORTED_NAMES = ("Conv2d, Linear, BatchNorm1d/2d, ReLU, ReLU6, QCFS, AvgPool2d, AdaptiveAvgPool2d, Flatten, "
                    "Dropout, Identity and residual additions")

@@ -9,15 +9,15 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..runs.store import METRICS, load_run, resolve_run, save_run
-from ..io.files import read_json
 from ..data import dataset_info, load_dataset
+from ..data.sources import record_pipeline
 from ..interop.base import input_affine
 from ..interop.load import build_from_file, input_record, load_weights
 from ..interop.trust import file_digest
-from ..nn.qcfs import QCFS
+from ..io.files import read_json
 from ..io.schema import bounded
-from ..data.sources import record_pipeline
+from ..nn.qcfs import QCFS
+from ..runs.store import METRICS, load_run, resolve_run, save_run
 from .bias import correct_biases
 from .graph import ConversionError
 from .snn import convert

@@ -7,8 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ..models import check_model_size
-from ..models import build_model
+from ..models import build_model, check_model_size
 from .graph import ConversionError, _fold_bns, _record, _users, read_graph
 
 

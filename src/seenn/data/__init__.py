@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .info import DatasetInfo
 from ..errors import ConfigError, DataError
 from ..io.files import atomic_write_bytes  # noqa: F401 (also seenn.data's)
 from ..io.schema import available_memory
-from .sources import run_pipeline, source
 from .events.dataset import EventDataset
-
+from .info import DatasetInfo
+from .sources import run_pipeline, source
 
 _IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

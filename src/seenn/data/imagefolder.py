@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .info import DatasetInfo, class_folders
 from ..errors import DataError
 from ..io.schema import LIMITS
+from .info import DatasetInfo, class_folders
 
 PREFIX = "imagefolder:"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")

@@ -17,10 +17,8 @@ import torch
 from .._version import __version__
 from ..errors import CheckpointError, ConfigError
 from .base import FRAMEWORKS, INPUT_SCALES, InputMap, PeerNetwork, adapt
-from .trust import check_trusted, file_digest
 from .snntorch import STATE_NAMES
-
-
+from .trust import check_trusted, file_digest
 
 
 def build_from_file(source, factory: str, step: str | None = None):

@@ -35,17 +35,16 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..models import check_model_size
 from ..data import atomic_write_bytes, dataset_info
 from ..errors import CheckpointError, ConfigError
-from ..nn.fold import fold_batchnorm
-from ..models import SpikingNetwork
+from ..io.schema import bounded, check_config, nir_metadata
+from ..models import SpikingNetwork, check_model_size
 from ..models.resnet import BasicBlock
 from ..models.sequential import SequentialSNN, SumPool2d
 from ..models.stateful import LeakyIntegrator
+from ..nn.fold import fold_batchnorm
 from ..nn.neuron import SpikingNeuron
-from .nir_compat import PEERS, PEER_DT, for_peer
-from ..io.schema import bounded, check_config, nir_metadata
+from .nir_compat import PEER_DT, PEERS, for_peer
 
 
 def _nir():

@@ -6,11 +6,11 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from ..io.schema import LIMITS, memory_check
-from .base import SpikingNetwork
 from .airbench import AirBench
-from .convnets import ConvNet, VGG
-from .resnet import ResNet19, ResNet20
+from .base import SpikingNetwork
+from .convnets import VGG, ConvNet
 from .graph import GraphSNN
+from .resnet import ResNet19, ResNet20
 from .sequential import SequentialSNN
 
 MODELS = {

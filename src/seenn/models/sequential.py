@@ -17,7 +17,6 @@ from .base import SpikingNetwork
 from .stateful import CubaLIF, LeakyIntegrator, _Stateful
 
 
-
 class SumPool2d(nn.AvgPool2d):
     """Sum pooling (NIR's SumPool2d): average pooling times the window size."""
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import load_run as _load, resolve_run, save_run as _save
 from ..data import dataset_info, load_dataset
-from ..runtime.engine import EarlyExitRunner
 from ..errors import ConfigError
 from ..exits import make_rule
-from ..models.base import SpikingNetwork
-from ..io.schema import check_config
 from ..exits.policy import LearnedExitRule, PolicyRule, load_policy
+from ..io.schema import check_config
+from ..models.base import SpikingNetwork
+from ..runtime.engine import EarlyExitRunner
+from .store import load_run as _load
+from .store import resolve_run
+from .store import save_run as _save
 
 __all__ = ["DEFAULT_THRESHOLD", "Run", "load_run", "open_with_data", "precision_for", "rule_for", "save_run"]
 

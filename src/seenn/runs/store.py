@@ -9,12 +9,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from ..io.files import CONFIG, PRETRAINED_DIR, atomic_write_bytes, read_json, write_json
 from ..errors import CheckpointError
+from ..interop.load import peer_from_config
+from ..io.files import CONFIG, PRETRAINED_DIR, atomic_write_bytes, read_json, write_json
+from ..io.schema import check_config
 from ..models import SpikingNetwork, build_model, check_model_size
 from ..nn.neuron import SpikingNeuron
-from ..io.schema import check_config
-from ..interop.load import peer_from_config
 
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"

@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
 from ..exits import ExitRule
+from ..io.schema import bounded
+from ..models import SpikingNetwork
 from ..nn.fold import for_compiler
 from .inference import inference_model
-from ..models import SpikingNetwork
-from ..io.schema import bounded
 
 
 @dataclass

@@ -15,11 +15,11 @@ import gc
 from dataclasses import dataclass
 
 from ..analysis.audit import Audit, audit_bound, audit_stream
-from ..runs.store import load_run
 from ..data import dataset_info
 from ..errors import ConfigError
-from ..runtime.inference import inference_model
 from ..io.schema import bounded
+from ..runs.store import load_run
+from ..runtime.inference import inference_model
 from .app import BODY_SECONDS, MAX_BODY, Metrics, build_app
 from .loop import QueueFull, ServingLoop
 

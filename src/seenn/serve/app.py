@@ -23,9 +23,9 @@ import json
 import numpy as np
 import torch
 
+from ..data.imagefolder import as_8bit
 from ..errors import DataError
 from .loop import QueueFull, ServingLoop
-from ..data.imagefolder import as_8bit
 
 MAX_BODY = 8 * 1024 * 1024  # bytes of one request body
 BODY_SECONDS = 30.0  # a request body must arrive whole this long after its headers (a stalled upload gets 408)

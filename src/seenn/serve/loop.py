@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..runtime.engine import retain
 from ..analysis.audit import Audit
+from ..runtime.engine import retain
 
 
 class QueueFull(Exception):

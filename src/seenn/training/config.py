@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 
 from ..data import DEFAULT_VAL_SIZE
 from ..errors import ConfigError
+from ..io.schema import LIMITS, bounded
 from ..models import MODELS
 from .recipe import RECIPES
-from ..io.schema import LIMITS, bounded
-
 
 LOSSES = ("tet", "mean-ce")
 

@@ -20,7 +20,6 @@ from ..errors import ConfigError
 from ..exits.policy import ExitMLP, LearnedExitRule, PolicyCNN, PolicyRule, exit_features
 from ..runtime.engine import score_matrix
 
-
 # ------------------------------------------------------------------------------------------- objectives
 
 

@@ -38,6 +38,7 @@ from .fit import fit
 from .losses import exit_aware_loss, mean_ce_loss, tet_loss
 from .state import TRAIN_STATE, _check_new_length, _save_state, read_train_state
 
+
 def model_config(cfg: TrainConfig, data: Dataset) -> dict:
     info = data.info
     spec = {"name": cfg.model, "in_channels": info.channels, "image_size": info.image_size,

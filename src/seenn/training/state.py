@@ -16,7 +16,6 @@ from ..errors import CheckpointError, ConfigError
 from ..io.files import atomic_write_bytes
 from .config import TrainConfig
 
-
 TRAIN_STATE = "train_state.safetensors"
 
 

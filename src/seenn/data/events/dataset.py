@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..info import DatasetInfo, class_folders
 from ...errors import CheckpointError, DataError
 from ...io.files import read_json
 from ...io.schema import check_events_meta, memory_check
+from ..info import DatasetInfo, class_folders
 from .formats import NMNIST_SENSOR, read_events
 from .frames import to_frames
 

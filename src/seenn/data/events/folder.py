@@ -8,9 +8,9 @@ import json
 
 import numpy as np
 
+from ...errors import DataError
 from ...io.files import staged_dir
 from .. import atomic_write_bytes, load_dataset
-from ...errors import DataError
 from .emulate import SETUPS, SensorModel, emulate, grey, sensor_thresholds
 from .formats import encode_nmnist
 
