@@ -154,3 +154,48 @@ def test_every_subpackage_is_installed():
     found = set(find_packages(str(ROOT.parent)))
     folders = {".".join(p.parent.relative_to(ROOT.parent).parts) for p in ROOT.rglob("*.py")}
     assert folders - found == set()
+
+
+# seenn's own modules import each other at their tops; an import inside a function is left only for an optional
+# extra (the server's packages), so a function-level import cannot hide a cycle or a layer crossed upward
+EXTRAS_IMPORTED_LATE = {("seenn.cli.evaluate", "seenn.serve")}
+
+
+def test_seenn_imports_inside_functions_only_for_optional_extras():
+    late = set()
+    for m, p in _modules().items():
+        package = m if p.name == "__init__.py" else m.rsplit(".", 1)[0]
+        for fn in ast.walk(ast.parse(p.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.level:
+                    base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                    late.add((m, ".".join(base + ([node.module] if node.module else []))))
+                elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                    late |= {(m, n) for n in names if n and n.split(".")[0] == "seenn"}
+    assert late == EXTRAS_IMPORTED_LATE
+
+
+def test_the_command_line_loads_only_the_command_it_runs():
+    import subprocess
+    import sys
+
+    code = ("import sys, seenn.cli\n"
+            "try:\n    seenn.cli.main(['eval', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'seenn.cli.train', 'seenn.cli.evaluate') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"  # --help builds every parser and imports no command module
+    from seenn.cli import command
+    from seenn.cli.parser import build_parser
+
+    def named(parser):
+        for action in parser._actions:
+            for sub in (action.choices or {}).values() if isinstance(action.choices, dict) else ():
+                yield from named(sub)
+        if parser.get_default("func"):
+            yield parser.get_default("func")
+
+    funcs = set(named(build_parser()))
+    assert len(funcs) == 20 and all(callable(command(f)) for f in funcs)  # every command the parser names exists

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -280,7 +281,6 @@ def store_in_run(src, result: dict, precision: str, *, out=None, overwrite: bool
     copy of the run at ``out`` (staged, so the copy is whole or absent). Where no threshold could be certified and
     the run already has a rule, that rule is kept unless ``allow_no_early_exit`` (then 'never exit early' is
     stored). Returns (the folder written or kept, the kept rule or None)."""
-    from pathlib import Path
 
 
     src = Path(src)

@@ -1,14 +1,19 @@
-"""The ``seenn`` command line, a thin layer over the library: ``parser`` (every command and flag), one
-module per group of commands (``train``, ``evaluate``, ``analysis``, ``interop``, ``misc``) and ``common``
-(argument types, output, opening a run). Every user mistake (missing or corrupt file, impossible argument)
-ends with one line on stderr and exit code 2."""
+"""The ``seenn`` command line, a thin layer over the library: ``parser`` (every command and flag) with ``args``
+(argument types and their bounds), one module per group of commands (``train``, ``evaluate``, ``analysis``,
+``interop``, ``misc``) and ``common`` (output, opening a run). The parser names each command's function as
+``"module:function"`` and only the chosen command's module is imported, so ``seenn --help`` does not load PyTorch
+and the command modules import the library at their tops. Every user mistake (missing or corrupt file, impossible
+argument) ends with one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 from ..errors import SeennError
+from ..io.alloc import tune_allocator
+from ..io.schema import check_device
 from .parser import build_parser
 
 __all__ = ["build_parser", "main"]
@@ -16,9 +21,10 @@ __all__ = ["build_parser", "main"]
 
 def main(argv=None) -> int:
     rc = _main(argv)
-    from ..runtime.distributed import left_group
-
-    if left_group() and argv is None:  # a torchrun worker: end without the interpreter's teardown (see left_group)
+    # a torchrun worker ends without the interpreter's teardown (see left_group); only a command that can join a
+    # process group imports seenn.runtime.distributed
+    distributed = sys.modules.get("seenn.runtime.distributed")
+    if distributed is not None and distributed.left_group() and argv is None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc)
@@ -27,15 +33,11 @@ def main(argv=None) -> int:
 
 def _main(argv=None) -> int:
     try:
-        from ..io.alloc import tune_allocator
-
         tune_allocator()  # freed tensor memory kept for reuse: no paging in on every large tensor (see seenn.io.alloc)
         args = build_parser().parse_args(argv)
         if getattr(args, "device", None) is not None:
-            from ..io.schema import check_device
-
             args.device = check_device(args.device)
-        return args.func(args)
+        return command(args.func)(args)
     except SeennError as e:
         print(f"seenn: error: {e.for_cli()}", file=sys.stderr)
         return 2
@@ -55,3 +57,9 @@ def _main(argv=None) -> int:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         print(f"seenn: error: {type(e).__name__}: {first[:300]} (SEENN_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
+
+
+def command(name: str):
+    """The function a parser entry names as ``"module:function"`` (a module of this package), imported now."""
+    module, function = name.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)

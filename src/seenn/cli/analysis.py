@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from ..analysis.calibration import calibrate, calibration_lines, store_in_run
+from ..analysis.energy import count_operations, energy_report
+from ..analysis.evaluate import Evaluation
+from ..analysis.explain import explain, explanation_lines
+from ..analysis.report import build_report, frames_figure
+from ..analysis.robustness import robustness_lines, robustness_report
+from ..data import atomic_write_bytes, load_dataset
 from ..errors import ConfigError
+from ..exits import Fixed
+from ..exits.policy import load_policy, save_policy
+from ..io.files import PRETRAINED_DIR, check_out_dir, staged_dir
+from ..runs.store import read_config, resolve_run
+from ..runtime.engine import EarlyExitRunner, step_logits
+from ..runtime.inference import inference_model
+from ..training.policy import check_policy_args, train_and_choose
 from .common import (_dataset_folder, _emit_json, _load, _load_with_rule, _log, _parse_betas, _rule, _run_dir_or_none,
                      _timed, _writable_dir)
 
 
 def cmd_calibrate(args) -> int:
-    from ..analysis.calibration import calibrate, calibration_lines, store_in_run
-    from ..io.files import PRETRAINED_DIR, check_out_dir
-    from ..runs.store import read_config, resolve_run
-    from ..runtime.engine import step_logits
-    from ..runtime.inference import inference_model
-
     if args.split != "val":
         raise ConfigError(f"calibration certifies on held-out data: use --split val, not {args.split} (the training "
                           "split was fitted on, the test split is for the final report)")
@@ -54,8 +64,6 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_robustness(args) -> int:
-    from ..analysis.robustness import robustness_lines, robustness_report
-
     model, config, data, max_t, rule = _load_with_rule(args, "robustness")
     calib = config.get("exit", {}).get(args.exit, {}).get("calibration") if args.threshold is None else None
     report = robustness_report(model, data, rule, max_t, args.corruption, args.severity, seed=args.seed,
@@ -69,16 +77,11 @@ def cmd_robustness(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from ..analysis.explain import explain, explanation_lines
-
     model, config, data, max_t, rule = _load_with_rule(args, "explain")
     if args.png and not getattr(data, "time_varying", False):
         raise ConfigError("--png draws the frames a recording's sample read; this run's inputs are images")
     report = explain(model, data, args.index, rule, max_t)
     if args.png:
-        from ..analysis.report import frames_figure
-        from ..data import atomic_write_bytes
-
         i = args.index
         atomic_write_bytes(Path(args.png), frames_figure([(f"#{i}", data.images[i], report["exit_timestep"],
                                                            data.ends[i], report["prediction_name"],
@@ -91,13 +94,6 @@ def cmd_explain(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..analysis.energy import count_operations, energy_report
-    from ..analysis.evaluate import Evaluation
-    from ..analysis.report import build_report
-    from ..exits.policy import load_policy
-    from ..io.files import check_out_dir
-    from ..runs.store import resolve_run
-
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[_run_dir_or_none(args.run)])
     model, config, data, max_t, rule = _load_with_rule(args, "the report")
     _writable_dir(args.out)
@@ -117,9 +113,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_energy(args) -> int:
-    from ..analysis.energy import count_operations, energy_report
-    from ..analysis.evaluate import Evaluation
-
     for flag in ("pj_per_ac", "pj_per_mac"):
         v = getattr(args, flag)
         if not (v >= 0 and v < float("inf")):
@@ -151,21 +144,11 @@ def cmd_energy(args) -> int:
 
 
 def cmd_policy_train(args) -> int:
-    import torch
-
-    from ..analysis.evaluate import Evaluation
-    from ..data import load_dataset
-    from ..exits import Fixed
-    from ..exits.policy import save_policy
-    from ..runtime.engine import EarlyExitRunner
-    from ..training.policy import check_policy_args, train_and_choose
 
     betas = _parse_betas(args.beta)
     for beta in betas:  # before the SNN's long pass over the training split
         check_policy_args(kind=args.kind, objective=args.objective, epochs=args.epochs, lr=args.lr, beta=beta,
                           hidden=args.hidden, members=args.members)
-    from ..io.files import check_out_dir, staged_dir
-    from ..runs.store import read_config, resolve_run
 
     src = resolve_run(args.run)
     check_out_dir(args.out, overwrite=args.overwrite, source=src,

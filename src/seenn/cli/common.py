@@ -1,31 +1,22 @@
-"""The ``seenn`` command line: What the commands share: argument types and bounds, output (one JSON document on stdout, log lines on stderr), opening a run with its data, choosing the exit rule and the precision."""
+"""The ``seenn`` command line: what the commands share: output (one JSON document on stdout, log lines on stderr), opening a run with its data, choosing the exit rule and the precision."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
+from ..data import find_dataset
+from ..data.sources import is_prefixed, prepare, record_pipeline
 from ..errors import ConfigError, SeennError
-from ..io.schema import BUILTIN_DATASETS
+from ..runs import open_with_data, precision_for, rule_for
+from ..runs.store import resolve_run
 
 DEMO_RUN = "fashion-mnist-convnet-t4"
 
 
-DATASET_NAMES = list(BUILTIN_DATASETS)
-
-
 DEMO_THRESHOLDS = (0.9, 0.99, 0.999)
-
-
-def _dataset_name(text: str) -> str:
-    if text.startswith(("imagefolder:", "events:")) and not text.split(":", 1)[1].strip():
-        raise argparse.ArgumentTypeError(f"{text} needs a folder after the colon (imagefolder:PATH, events:PATH)")
-    if text in DATASET_NAMES or text.startswith(("imagefolder:", "events:")):
-        return text
-    raise argparse.ArgumentTypeError(f"must be one of {DATASET_NAMES}, imagefolder:PATH or events:PATH, got {text!r}")
 
 
 def _writable_dir(path) -> Path:
@@ -54,9 +45,6 @@ def _log(msg: str) -> None:
 
 
 def _dataset_present(name: str, data_dir, image_size=None, frames=None, split_by="time") -> None:
-    from ..data import find_dataset
-    from ..data.sources import is_prefixed, prepare
-
     if is_prefixed(name):
         prepare(name, image_size=image_size, frames=frames, split_by=split_by)
     else:
@@ -65,8 +53,6 @@ def _dataset_present(name: str, data_dir, image_size=None, frames=None, split_by
 
 def _dataset_folder(name: str, data_dir, split: str | None = None):
     """The folder a dataset is read from (for the --out checks); None where it is not found (reported later)."""
-    from ..data import find_dataset
-    from ..data.sources import is_prefixed
 
     if is_prefixed(name):
         return Path(name.split(":", 1)[1] or ".")
@@ -78,14 +64,11 @@ def _dataset_folder(name: str, data_dir, split: str | None = None):
 
 def _record_pipeline(config: dict, info) -> None:
     """An imagefolder: or events: run records its pipeline (size, channels, mean, std, classes; frames)."""
-    from ..data.sources import record_pipeline
 
     record_pipeline(config, info)
 
 
 def _run_dir_or_none(run):
-    from ..runs.store import resolve_run
-
     try:
         return resolve_run(run)
     except SeennError:
@@ -94,7 +77,6 @@ def _run_dir_or_none(run):
 
 def _load(args, ann_ok: bool = False):
     """The run, its data and horizon for a command's arguments (:func:`seenn.runs.open_with_data`)."""
-    from ..runs import open_with_data
 
     policy = getattr(args, "exit", None) in ("policy", "learned") and getattr(args, "policy", None)
     check = (lambda config: _rule(args, config)) if policy else None  # a policy that does not fit: before the data
@@ -113,8 +95,6 @@ def _load_with_rule(args, purpose: str):
 
 def _rule(args, config):
     """The exit rule asked for (:func:`seenn.runs.rule_for`)."""
-    from ..runs import rule_for
-    from ..runs.store import resolve_run
 
     return rule_for(config, args.exit, threshold=args.threshold, timesteps=args.timesteps,
                     policy=getattr(args, "policy", None), run_dir=resolve_run(args.run))
@@ -122,7 +102,6 @@ def _rule(args, config):
 
 def _precision(args, config) -> str:
     """--precision, else the certified one, else fp32 (:func:`seenn.runs.precision_for`), with its note."""
-    from ..runs import precision_for
 
     uses_stored = getattr(args, "exit", None) == "confidence" and getattr(args, "threshold", None) is None
     chosen, note = precision_for(config, args.precision, uses_stored_rule=uses_stored)
@@ -147,64 +126,3 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
-
-
-def _data_args(p) -> None:
-    p.add_argument("--data-dir", help="folder holding the datasets (default: $SEENN_DATA, the user cache, "
-                                      "/usr/share/datasets)")
-
-
-def _n(name: str, lo: int = 1):
-    """An argparse type: an integer in ``[lo, LIMITS[name]]`` (the documented bound on that size)."""
-    from ..io.schema import LIMITS
-
-    hi = LIMITS[name]
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {value}")
-        return value
-
-    parse.__name__ = name
-    return parse
-
-
-def _x(lo: float, hi: float, open_lo: bool = False, open_hi: bool = False):
-    """An argparse type: a finite number in the given range."""
-    import math
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        ok = math.isfinite(value) and (value > lo if open_lo else value >= lo) and (value < hi if open_hi else
-                                                                                     value <= hi)
-        if not ok:
-            raise argparse.ArgumentTypeError(f"must be a number in {'(' if open_lo else '['}{lo:g}, {hi:g}"
-                                             f"{')' if open_hi else ']'}, got {text}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
-
-
-ALL_RULES = ["confidence", "entropy", "fixed", "policy", "learned", "oracle"]
-
-
-REAL_RULES = ALL_RULES[:5]  # the rules that run without labels
-
-
-def _audit_args(p, default: float = 0.0) -> None:
-    p.add_argument("--audit-fraction", type=_x(0, 1), default=default, metavar="F",
-                   help="run this share of the samples to full T as well and test, without labels, whether the "
-                        "early exits' disagreement with full T stays within the certified false-exit bound"
-                        + (f" (default {default:g})" if default else ""))
-    p.add_argument("--audit-bound", type=_x(0, 1, open_lo=True, open_hi=True),
-                   help="the false-exit rate the audit holds the exits to (default: the run's calibrated bound)")
-    p.add_argument("--audit-alpha", type=_x(0, 1, open_lo=True, open_hi=True), default=0.01,
-                   help="the audit's false-alarm probability over the whole run (default 0.01)")

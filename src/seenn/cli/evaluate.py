@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import time
 
+import torch
+
+from ..analysis.audit import audit_bound, audit_stream
+from ..analysis.bench import benchmark
+from ..analysis.evaluate import Evaluation
 from ..errors import ConfigError
+from ..exits import describe_text
+from ..interop.load import describe_input
+from ..runs.store import read_config, resolve_run
+from ..runtime.distributed import finish, init_from_env
+from ..runtime.engine import step_logits
 from .common import _emit_json, _load, _load_with_rule, _log, _precision, _rule, _writable_file
 
 
 def cmd_eval(args) -> int:
-    from ..runtime.distributed import finish, init_from_env
-
     rank, _ = init_from_env(args.device)  # under torchrun: each process evaluates its shard
     try:
         return _eval(args, rank)
@@ -19,8 +27,6 @@ def cmd_eval(args) -> int:
 
 
 def _eval(args, rank: int) -> int:
-    from ..analysis.evaluate import Evaluation
-
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.dump:
@@ -38,15 +44,12 @@ def _eval(args, rank: int) -> int:
     desc = {"rule": "oracle", "threshold": None} if rule is None else rule.describe()
     report = {**ev.header(), "exit": ev.summarize(desc, result)}
     if config["model"]["name"] == "peer":  # what the user's network is fed, and how its steps are read
-        from ..interop.load import describe_input
 
         report["input"] = describe_input(config["model"].get("input"))
         report["readout"] = config["model"].get("readout") or "sum"
     if args.sweep:
         report["sweep"] = ev.sweep(args.exit if args.exit in ("confidence", "entropy") else "confidence")
     if args.audit_fraction:
-        from ..analysis.audit import audit_bound, audit_stream
-
         report["audit"] = audit_stream(result.prediction, ev.full_prediction, audit_bound(config, args.audit_bound),
                                        args.audit_fraction, alpha=args.audit_alpha)
     report["seconds"] = time.perf_counter() - t0
@@ -62,7 +65,6 @@ def _eval(args, rank: int) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ..runs.store import read_config, resolve_run
     from ..serve import make_service, run_server
 
     try:
@@ -81,7 +83,6 @@ def cmd_serve(args) -> int:
         raise ConfigError(f"--max-timesteps {args.max_timesteps} is more than the run's {config['max_timesteps']}")
     if getattr(rule, "timesteps", 1) > (args.max_timesteps or config["max_timesteps"]):
         raise ConfigError(f"--timesteps {rule.timesteps} is more than the run's {config['max_timesteps']} timesteps")
-    import torch
 
     torch.set_num_threads(args.threads)
     max_t = args.max_timesteps or config["max_timesteps"]
@@ -92,7 +93,6 @@ def cmd_serve(args) -> int:
                        max_queue=args.max_queue, audit_fraction=args.audit_fraction,
                        bound=args.audit_bound, audit_alpha=args.audit_alpha,
                        on_alarm=args.on_alarm, max_body=args.max_body, seed=args.seed)
-    from ..exits import describe_text
 
     _log(f"seenn serve {args.run} on http://{args.host}:{args.port} ({describe_text(svc.rule_desc)}, "
          f"{svc.precision}, audit {args.audit_fraction:g} of requests)")
@@ -103,7 +103,6 @@ def cmd_serve(args) -> int:
 
 def _eval_ann(args, model, data, rank: int) -> int:
     """An ANN run (before conversion): its accuracy, one pass per image."""
-    from ..runtime.engine import step_logits
 
     t0 = time.perf_counter()
     logits = step_logits(model.to(args.device), data, 1, batch_size=args.batch_size, device=args.device)[:, 0]
@@ -155,8 +154,6 @@ def _print_sweep(rows, full_accuracy: float) -> None:
 
 
 def cmd_bench(args) -> int:
-    from ..analysis.bench import benchmark
-
     for flag in ("batch_size", "repeats"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")

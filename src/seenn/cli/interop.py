@@ -5,14 +5,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
+
+from ..conversion import convert_file, convert_run
+from ..data import dataset_info, load_dataset
 from ..errors import ConfigError, SeennError
+from ..interop import load_peer, peer_run_config
+from ..interop.load import describe_input, input_record, scale_accuracy
+from ..interop.nir import export_nir, import_nir
+from ..interop.trust import trust, trust_store
+from ..io.files import check_out_dir, staged_dir
+from ..io.schema import bounded
+from ..runs.store import load_run, read_config, resolve_run, save_run
 from .common import _dataset_folder, _log, _record_pipeline, _rule
 
 
 def cmd_export(args) -> int:
-    from ..interop.nir import export_nir
-    from ..runs.store import load_run
-
     if args.format != "nir":
         raise ConfigError(f"unknown export format {args.format!r}; choose nir")
     model, config = load_run(args.run)
@@ -21,7 +29,6 @@ def cmd_export(args) -> int:
     rule = _rule(args, config)
     if rule is not None and getattr(rule, "timesteps", 1) > config["max_timesteps"]:
         raise ConfigError(f"--timesteps {rule.timesteps} is more than the run's {config['max_timesteps']} timesteps")
-    from ..io.files import check_out_dir
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -33,11 +40,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from ..data import dataset_info
-    from ..interop.nir import import_nir
-    from ..io.files import check_out_dir, staged_dir
-    from ..runs.store import save_run
-
     info = dataset_info(args.dataset)
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.file])
     model, config = import_nir(Path(args.file), dataset=args.dataset, max_timesteps=args.timesteps, dt=args.dt,
@@ -58,11 +60,6 @@ def cmd_import(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from ..conversion import convert_run
-    from ..io.files import check_out_dir, staged_dir
-    from ..io.schema import bounded
-    from ..runs.store import read_config, resolve_run
-
     bounded("timesteps", args.timesteps, "--timesteps")
     if (args.run is None) == (args.network is None):
         raise ConfigError("seenn convert takes an ANN run directory or --network FILE (one of them)")
@@ -92,10 +89,6 @@ def cmd_convert(args) -> int:
 
 def _convert_file(args) -> int:
     """seenn convert --network FILE: the user's own ANN."""
-    from ..conversion import convert_file
-    from ..data import dataset_info
-    from ..interop.load import describe_input, input_record
-    from ..io.files import check_out_dir, staged_dir
 
     if args.dataset is None:
         raise ConfigError("--network needs --dataset (the images it classifies; calibration images come from them)")
@@ -118,13 +111,7 @@ def _convert_file(args) -> int:
 
 def cmd_adapt(args) -> int:
     """Another framework's trained network as a seenn run folder, early-exited live (seenn.interop)."""
-    import torch
 
-    from ..data import dataset_info
-    from ..interop import load_peer, peer_run_config
-    from ..interop.load import describe_input, input_record
-    from ..io.files import check_out_dir, staged_dir
-    from ..runs.store import save_run
 
     info = dataset_info(args.dataset)
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.network, args.weights])
@@ -153,7 +140,6 @@ def cmd_adapt(args) -> int:
     _record_pipeline(config, info)
     with staged_dir(args.out, overwrite=args.overwrite) as stage:
         save_run(stage, net, config)
-    from ..interop.trust import trust
 
     path, digest = trust(args.network)  # the user asked for this file to be run: its runs may run it, as it is now
     _log(f"input: {describe_input(record)}; readout: {args.readout}")
@@ -169,8 +155,6 @@ def _check_input_scale(net, record: dict, info, args) -> None:
     ones loses most of its accuracy, silently)."""
     if not args.check_images or info.name.startswith("events:"):
         return
-    from ..data import load_dataset
-    from ..interop.load import describe_input, input_record, scale_accuracy
 
     try:
         data = load_dataset(args.dataset, "val", data_dir=args.data_dir, val_size=args.check_images)
@@ -188,8 +172,6 @@ def _check_input_scale(net, record: dict, info, args) -> None:
 
 
 def cmd_trust(args) -> int:
-    from ..interop.trust import trust, trust_store
-
     path, digest = trust(args.file)
     _log(f"trusted {path} (SHA-256 {digest}) in {trust_store()}: peer runs built by it may run it while it is "
          "unchanged")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from ..data import download
+from ..data.events import SensorModel, read_events, to_frames
+from ..data.events.folder import emulate_folder
+from ..runs.store import pretrained_runs
 from .common import _emit_json, _log
 
 
 def cmd_pretrained(args) -> int:
-    from ..runs.store import pretrained_runs
-
     runs = pretrained_runs()
     if args.json:
         _emit_json(runs)
@@ -19,17 +21,12 @@ def cmd_pretrained(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from ..data import download
-
     folder = download(args.dataset, args.data_dir, base_url=args.mirror)
     print(folder)
     return 0
 
 
 def cmd_events_emulate(args) -> int:
-    from ..data.events import SensorModel
-    from ..data.events.folder import emulate_folder
-
     model = SensorModel(threshold=args.threshold, noise_hz=args.noise_hz)
     meta = emulate_folder(args.dataset, args.out, data_dir=args.data_dir, train_limit=args.train_limit,
                           test_limit=args.test_limit, model=model, seed=args.seed, overwrite=args.overwrite,
@@ -41,8 +38,6 @@ def cmd_events_emulate(args) -> int:
 
 
 def cmd_events_info(args) -> int:
-    from ..data.events import read_events, to_frames
-
     sensor = tuple(args.sensor) if args.sensor else None
     ev = read_events(args.file, args.format, sensor)
     out = {"file": str(args.file), "events": len(ev), "on": int(ev.p.sum()), "off": int(len(ev) - ev.p.sum()),

@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from .analysis import cmd_calibrate, cmd_energy, cmd_explain, cmd_policy_train, cmd_report, cmd_robustness
-from .common import ALL_RULES, DATASET_NAMES, REAL_RULES, _audit_args, _data_args, _dataset_name, _n, _x
-from .evaluate import cmd_bench, cmd_eval, cmd_serve
-from .interop import cmd_adapt, cmd_convert, cmd_export, cmd_import, cmd_trust
-from .misc import cmd_download, cmd_events_emulate, cmd_events_info, cmd_pretrained
-from .train import cmd_demo, cmd_train
+from .args import ALL_RULES, DATASET_NAMES, REAL_RULES, _audit_args, _data_args, _dataset_name, _n, _x
 
 
 def _run_parser(sub, name: str, help: str, *, split: str = "test", rules=REAL_RULES, batch_size: int | None = 500,
@@ -133,13 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--clip-init", type=float, default=2.0, metavar="LAM",
                    help="QCFS initial clip value (with --ann; learned from there)")
     _data_args(t)
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func="train:cmd_train")
 
     e = _run_parser(sub, "eval", "evaluate a run with temporal early exit", rules=ALL_RULES, precision=True)
     e.add_argument("--sweep", action="store_true", help="also sweep a grid of thresholds")
     e.add_argument("--dump", help="write per-sample arrays to this .npz file")
     _audit_args(e)
-    e.set_defaults(func=cmd_eval)
+    e.set_defaults(func="evaluate:cmd_eval")
 
     sv = sub.add_parser("serve", help="an HTTP inference service with early exit and a live audit of its exits")
     sv.add_argument("run", help="a run directory or the name of a shipped run")
@@ -162,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="PyTorch threads of the model (default 1: at the small batches a service steps, more threads "
                          "spin-wait on the cores the HTTP side needs)")
     _audit_args(sv, default=0.03)
-    sv.set_defaults(func=cmd_serve)
+    sv.set_defaults(func="evaluate:cmd_serve")
 
     b = _run_parser(sub, "bench", "time early exit against full T (same samples, side by side)", batch_size=256,
                     limit=4096, precision=True)
@@ -170,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--latency-samples", type=_n("samples"), default=100)
     b.add_argument("--compile", action="store_true",
                    help="batch-1 paths (early exit and every full-T path alike) through torch.compile")
-    b.set_defaults(func=cmd_bench)
+    b.set_defaults(func="evaluate:cmd_bench")
 
     c = _run_parser(sub, "calibrate", "choose the exit threshold with a statistical guarantee", split="val",
                     rules=None, batch_size=None, precision=True)
@@ -182,30 +177,30 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--temperature", action="store_true", help="fit a softmax temperature first")
     c.add_argument("--out", help="write a calibrated copy of the run here instead of updating it")
     c.add_argument("--overwrite", action="store_true", help="replace what --out holds")
-    c.set_defaults(func=cmd_calibrate)
+    c.set_defaults(func="analysis:cmd_calibrate")
 
     r = _run_parser(sub, "robustness", "early exit under corrupted inputs (distribution shift)")
     r.add_argument("--corruption", default="gaussian-noise", choices=["gaussian-noise", "blur", "contrast", "jpeg"],
                    help="jpeg: the JPEG part of the CIFAR-10 test batch against its exact part")
     r.add_argument("--severity", default="1..5", help="1..5, 3 or 1,3,5")
     r.add_argument("--seed", type=_n("seed", 0), default=0)
-    r.set_defaults(func=cmd_robustness)
+    r.set_defaults(func="analysis:cmd_robustness")
 
     x = _run_parser(sub, "explain", "why one sample exited when it did", batch_size=None)
     x.add_argument("--index", type=int, required=True)
     x.add_argument("--png", metavar="FILE", help="event runs: draw the frames the sample read before it left")
-    x.set_defaults(func=cmd_explain)
+    x.set_defaults(func="analysis:cmd_explain")
 
     rp = _run_parser(sub, "report", "write an HTML report with plots", json_flag=False)
     rp.add_argument("--out", required=True, help="folder for index.html and its PNG plots")
     rp.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     rp.add_argument("--policies", nargs="*", help="policy folders to plot beside the threshold sweeps")
-    rp.set_defaults(func=cmd_report)
+    rp.set_defaults(func="analysis:cmd_report")
 
     en = _run_parser(sub, "energy", "synaptic operations and energy per sample under early exit", rules=ALL_RULES)
     en.add_argument("--pj-per-ac", type=float, default=0.9, help="picojoules per accumulate (45 nm: 0.9)")
     en.add_argument("--pj-per-mac", type=float, default=4.6, help="picojoules per multiply-accumulate (45 nm: 4.6)")
-    en.set_defaults(func=cmd_energy)
+    en.set_defaults(func="analysis:cmd_energy")
 
     ex = sub.add_parser("export", help="write a run as a NIR graph")
     ex.add_argument("run")
@@ -221,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--for", dest="peer", default="nir", choices=["nir", "norse", "snntorch", "spikingjelly"],
                     help="the importer that will read the file: norse also gets LIF thresholds in units of r = 1 "
                          "and average pools as convolutions, which is all its from_nir maps (the same network)")
-    ex.set_defaults(func=cmd_export)
+    ex.set_defaults(func="interop:cmd_export")
 
     im = sub.add_parser("import", help="turn a NIR graph (snnTorch, Norse, SpikingJelly, seenn) into a seenn run")
     im.add_argument("file")
@@ -234,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the time step the graph's time constants assume (default: its metadata, else 1)")
     im.add_argument("--discretisation", default="euler", choices=["euler", "exp"],
                     help="forward Euler (snnTorch, SpikingJelly) or exact exponential decay (sinabs, Norse-style)")
-    im.set_defaults(func=cmd_import)
+    im.set_defaults(func="interop:cmd_import")
 
     cv = sub.add_parser("convert", help="turn an ANN into an SNN run (IF neurons): a QCFS ANN run (seenn train "
                                         "--ann), or your own ANN (--network FILE)")
@@ -272,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training images for --bias-correction (default 256)")
     cv.add_argument("--seed", type=_n("seed", 0), default=0, help="which calibration images are drawn")
     _data_args(cv)
-    cv.set_defaults(func=cmd_convert)
+    cv.set_defaults(func="interop:cmd_convert")
 
     ad = sub.add_parser("adapt", help="early exit for a SpikingJelly / snnTorch / Norse network: a run folder that "
                                       "steps it live")
@@ -309,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--timesteps", type=_n("timesteps"), default=8, help="max timesteps (default 8)")
     ad.add_argument("--out", required=True, help="run directory to write")
     ad.add_argument("--overwrite", action="store_true", help="replace what --out holds")
-    ad.set_defaults(func=cmd_adapt)
+    ad.set_defaults(func="interop:cmd_adapt")
 
     po = sub.add_parser("policy", help="SEENN-II policies and learned exit rules")
     posub = po.add_subparsers(dest="policy_command", required=True)
@@ -334,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", required=True)
     pt.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     _data_args(pt)
-    pt.set_defaults(func=cmd_policy_train)
+    pt.set_defaults(func="analysis:cmd_policy_train")
 
     d = sub.add_parser("demo", help="the main job: the shipped Fashion-MNIST SNN with early exit")
     d.add_argument("--train", action="store_true", help="train the model from scratch first")
@@ -344,16 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--limit", type=_n("samples"), help="evaluate (and with --train, train) on the first N samples")
     d.add_argument("--json", action="store_true")
     _data_args(d)
-    d.set_defaults(func=cmd_demo)
+    d.set_defaults(func="train:cmd_demo")
 
     pr = sub.add_parser("pretrained", help="list the shipped runs")
     pr.add_argument("--json", action="store_true")
-    pr.set_defaults(func=cmd_pretrained)
+    pr.set_defaults(func="misc:cmd_pretrained")
 
     tr = sub.add_parser("trust", help="let peer runs run this Python file (as it is now; seenn adapt does it for "
                                       "the file it is given)")
     tr.add_argument("file", help="the Python file that builds a peer network")
-    tr.set_defaults(func=cmd_trust)
+    tr.set_defaults(func="interop:cmd_trust")
 
     ev = sub.add_parser("events", help="event-camera recordings: read one, or emulate a dataset from real images")
     evsub = ev.add_subparsers(dest="events_command", required=True)
@@ -369,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     em.add_argument("--quiet", action="store_true")
     _data_args(em)
-    em.set_defaults(func=cmd_events_emulate)
+    em.set_defaults(func="misc:cmd_events_emulate")
     ei = evsub.add_parser("info", help="read one recording and summarise it (checks the file)")
     ei.add_argument("file")
     ei.add_argument("--format", choices=["nmnist", "aedat2", "aedat3"], help="default: from the file name")
@@ -378,11 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     ei.add_argument("--frames", type=_n("timesteps"), help="also cut it into this many frames")
     ei.add_argument("--frames-by", choices=["time", "count"], default="time")
     ei.add_argument("--json", action="store_true")
-    ei.set_defaults(func=cmd_events_info)
+    ei.set_defaults(func="misc:cmd_events_info")
 
     dl = sub.add_parser("download", help="download a dataset (needs the internet)")
     dl.add_argument("dataset", choices=DATASET_NAMES)
     dl.add_argument("--mirror", help="base URL holding the same file names")
     _data_args(dl)
-    dl.set_defaults(func=cmd_download)
+    dl.set_defaults(func="misc:cmd_download")
     return p

@@ -5,7 +5,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..analysis.evaluate import Evaluation
+from ..data import EMBEDDED, dataset_info, load_dataset
 from ..errors import ConfigError
+from ..exits import make_rule
+from ..io.files import check_out_dir, drop_aside, set_aside
+from ..runs.store import load_run, read_config, resolve_run
+from ..runtime.distributed import finish, world
+from ..training import run as training_run
+from ..training.recipe import recipe_settings
+from ..training.run import TrainConfig
+from ..training.state import resume_finished
 from .common import (DEMO_RUN, DEMO_THRESHOLDS, _dataset_folder, _dataset_present, _emit_json, _log, _run_dir_or_none,
                      _writable_dir)
 from .evaluate import _print_sweep
@@ -17,9 +27,6 @@ _RECIPE_FIELDS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_dec
 
 
 def _train_config(args):
-    from ..training.recipe import recipe_settings
-    from ..training.run import TrainConfig
-
     given = {k: getattr(args, k) for k in _RECIPE_FIELDS if getattr(args, k, None) is not None}
     return TrainConfig(**{**recipe_settings(args.recipe), **given},
                        dataset=args.dataset, width=args.width, timesteps=args.timesteps, recipe=args.recipe,
@@ -31,11 +38,6 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
-    from ..io.files import check_out_dir, drop_aside, set_aside
-    from ..runtime.distributed import finish, world
-    from ..training.run import train
-    from ..training.state import resume_finished
-
     if args.resume is not None:
         if args.out is not None:
             raise ConfigError("--resume continues RUN_DIR in place and takes no --out (copy the run folder first to "
@@ -61,10 +63,10 @@ def cmd_train(args) -> int:
                 _log(f"the old contents of {args.out} are kept in {aside} until the new run is complete")
         _writable_dir(args.out)
     try:
-        metrics = train(_train_config(args), out, data_dir=args.data_dir, progress=not args.quiet,
-                        device=args.device, log=_log, resume=args.resume is not None,
-                        resume_epochs=args.epochs if args.resume is not None else None,
-                        resume_bn_reestimate=args.bn_reestimate if args.resume is not None else None)
+        metrics = training_run.train(_train_config(args), out, data_dir=args.data_dir, progress=not args.quiet,
+                                     device=args.device, log=_log, resume=args.resume is not None,
+                                     resume_epochs=args.epochs if args.resume is not None else None,
+                                     resume_bn_reestimate=args.bn_reestimate if args.resume is not None else None)
         if world()[0] == 0:
             drop_aside(aside)
             _log(f"best validation accuracy {metrics['best_val_accuracy']}; run written to {out}")
@@ -75,18 +77,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ..analysis.evaluate import Evaluation
-    from ..data import EMBEDDED, dataset_info, load_dataset
-    from ..exits import make_rule
-    from ..runs.store import load_run, resolve_run
-
     t0 = time.perf_counter()
     run = DEMO_RUN
     if args.train:
-        from ..io.files import check_out_dir, drop_aside, set_aside
-        from ..runs.store import read_config
-        from ..training.run import TrainConfig, train
-
         shipped = dict(read_config(resolve_run(DEMO_RUN))["training"])
         shipped.pop("extra", None)
         cfg = TrainConfig(**shipped)
@@ -100,7 +93,7 @@ def cmd_demo(args) -> int:
         aside = set_aside(Path(args.out)) if args.overwrite else None  # kept until the new run is complete
         run = args.out
         _log(f"training {cfg.model} on {cfg.dataset} for {cfg.epochs} epochs into {run} ...")
-        train(cfg, run, data_dir=args.data_dir, progress=True, log=_log)
+        training_run.train(cfg, run, data_dir=args.data_dir, progress=True, log=_log)
         drop_aside(aside)
     model, config = load_run(run)
     # the test split shipped inside the package comes first: the main job runs offline, with no dataset installed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -169,7 +171,6 @@ class PeerNetwork(SpikingNetwork):
         return self
 
     def __deepcopy__(self, memo):  # the state object follows its module into the copy
-        import copy
 
         new = PeerNetwork.__new__(PeerNetwork)
         memo[id(self)] = new

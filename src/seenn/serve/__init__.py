@@ -12,6 +12,7 @@ Entry point: :func:`make_service` (what the CLI runs; tests and benchmarks build
 from __future__ import annotations
 
 import gc
+import socket
 from dataclasses import dataclass
 
 from ..analysis.audit import Audit, audit_bound, audit_stream
@@ -37,7 +38,6 @@ HEADER_SECONDS = 10.0  # a connection that has not sent a whole request line and
 def bind(host: str, port: int):
     """The listening socket, bound before the service says it serves: a port in use or an address this machine
     does not have is one line (``ConfigError``), not uvicorn's exit 3 after a "serving on" line."""
-    import socket
 
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
