@@ -19,6 +19,12 @@ def _modules() -> dict[str, Path]:
     return mods
 
 
+def _relative_target(package: str, node: ast.ImportFrom) -> str:
+    """The module a relative ``from ... import`` in ``package`` names."""
+    base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(mods: dict[str, Path]) -> dict[str, set]:
     edges = {m: set() for m in mods}
     for m, p in mods.items():
@@ -26,8 +32,7 @@ def _imports(mods: dict[str, Path]) -> dict[str, set]:
         for node in ast.walk(ast.parse(p.read_text())):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
-                    base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
-                    target = ".".join(base + ([node.module] if node.module else []))
+                    target = _relative_target(package, node)
                 elif node.module and node.module.split(".")[0] == "seenn":
                     target = node.module
                 else:
@@ -170,8 +175,7 @@ def test_seenn_imports_inside_functions_only_for_optional_extras():
                 continue
             for node in ast.walk(fn):
                 if isinstance(node, ast.ImportFrom) and node.level:
-                    base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
-                    late.add((m, ".".join(base + ([node.module] if node.module else []))))
+                    late.add((m, _relative_target(package, node)))
                 elif isinstance(node, (ast.Import, ast.ImportFrom)):
                     names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                     late |= {(m, n) for n in names if n and n.split(".")[0] == "seenn"}

@@ -231,8 +231,42 @@ def test_train_precision_bf16_is_recorded_and_learns(tiny_data, tmp_path):
     metrics = train(cfg, tmp_path / "bf16", data_dir=tiny_data, progress=False, log=lambda m: None)
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["training"]["precision"] == "bf16"
     assert metrics["best_val_accuracy"] > 0.5
-    with pytest.raises(ConfigError, match="fp32 or bf16"):
+    with pytest.raises(ConfigError, match="fp32, bf16, auto"):
         TrainConfig(precision="int8").validate()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_train_precision_auto_takes_bf16_only_where_it_is_native(tiny_data, tmp_path, monkeypatch, native):
+    """``auto`` (the fast recipe's default) is resolved when the run starts; the run records the precision it trained
+    in, so that its command with that precision reproduces it on any machine."""
+    import seenn.training.run as training_run
+    from seenn.training.run import TrainConfig, train
+
+    monkeypatch.setattr(training_run, "native_bf16", lambda device: native)
+    cfg = TrainConfig(dataset="fashion-mnist", model="convnet", width=0.25, timesteps=2, epochs=1, batch_size=32,
+                      lr=0.05, val_size=60, limit=64, seed=0, precision="auto")
+    train(cfg, tmp_path / "r", data_dir=tiny_data, progress=False, log=lambda m: None)
+    recorded = json.loads((tmp_path / "r" / "config.json").read_text())["training"]
+    assert recorded["precision"] == ("bf16" if native else "fp32")
+    assert recorded["extra"]["precision_requested"] == "auto"
+
+
+def test_the_fast_recipe_trains_in_auto_precision_unless_told(tmp_path):
+    from seenn.cli.parser import build_parser
+    from seenn.cli.train import _train_config
+
+    common = ["train", "--recipe", "fast", "--dataset", "cifar10", "--out", str(tmp_path / "r")]
+    parse = build_parser().parse_args
+    assert _train_config(parse(common)).precision == "auto"
+    assert _train_config(parse(common + ["--precision", "fp32"])).precision == "fp32"
+    assert _train_config(parse(common[:1] + common[3:])).precision == "fp32"  # no recipe: fp32
+
+
+def test_native_bf16_is_false_for_devices_it_cannot_vouch_for():
+    from seenn.runtime.precision import native_bf16
+
+    assert native_bf16("meta") is False
+    assert isinstance(native_bf16("cpu"), bool)
 
 
 def _eager_counts(x, v, decay, th, soft, k):

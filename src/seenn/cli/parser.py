@@ -108,9 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(robustness to compression artifacts)")
     t.add_argument("--compile", **_bool,
                    help="torch.compile the neurons' BPTT loops: faster training after a one-off compile")
-    t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    t.add_argument("--precision", choices=["fp32", "bf16", "auto"],
                    help="bf16: convolutions and linear layers under bf16 autocast (membranes, BN and the loss stay "
-                        "fp32); fast only where the CPU has bf16 arithmetic (AVX512-BF16 / AMX) or on a GPU")
+                        "fp32); fast only where the CPU has bf16 arithmetic (AVX512-BF16 / AMX) or on a GPU. auto: "
+                        "bf16 there, fp32 elsewhere (the run records which). Default: fp32; auto with --recipe fast")
     t.add_argument("--device", default="cpu")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--out", help="run directory to write")

@@ -23,7 +23,7 @@ from .evaluate import _print_sweep
 _RECIPE_FIELDS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "decoupled",
                   "bias_lr", "head_scale", "frozen_bn_scale", "bn_momentum", "schedule", "warmup", "final_lr",
                   "label_smoothing", "whiten", "whiten_bias_epochs", "dirac", "lookahead", "translate",
-                  "translate_padding", "flip", "compile", "jpeg", "bn_reestimate")
+                  "translate_padding", "flip", "compile", "jpeg", "bn_reestimate", "precision")
 
 
 def _train_config(args):
@@ -32,7 +32,7 @@ def _train_config(args):
                        dataset=args.dataset, width=args.width, timesteps=args.timesteps, recipe=args.recipe,
                        loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
                        seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
-                       precision=args.precision, init=args.init,
+                       init=args.init,
                        exit_aware=args.exit_aware, ann=args.ann, quant_levels=args.quant_levels, clip_init=args.clip_init,
                        image_size=args.image_size, frames_by=args.frames_by)
 

@@ -13,6 +13,7 @@ from ..models import MODELS
 from .recipe import RECIPES
 
 LOSSES = ("tet", "mean-ce")
+TRAIN_PRECISIONS = ("fp32", "bf16", "auto")
 
 
 ANN_MODELS = ("convnet", "vgg", "resnet19", "resnet20", "airbench")  # layouts with a QCFS form
@@ -39,7 +40,9 @@ class TrainConfig:
     val_size: int = DEFAULT_VAL_SIZE
     augment: bool = True  # random crop + flip for 32x32 RGB; no effect on 28x28
     jpeg: float = 0.0  # probability of re-encoding a training image as JPEG (data.jpeg_roundtrip)
-    precision: str = "fp32"  # bf16: convolutions and linear layers under bf16 autocast; membranes, BN, loss fp32
+    # bf16: convolutions and linear layers under bf16 autocast (membranes, BN, loss fp32); auto: bf16 where the
+    # device has bf16 arithmetic, else fp32, resolved when the run starts and recorded as the one chosen
+    precision: str = "fp32"
     compile: bool = False  # torch.compile the neurons' BPTT loops (faster on CPU after a one-off compile)
     init: str | None = None  # start from this run's weights (fine-tuning)
     exit_aware: float = 0.0  # weight of the exit-aware term (0: plain loss)
@@ -103,8 +106,9 @@ class TrainConfig:
                               "imported run, fine-tuned with --init RUN")
         if self.ann and self.exit_aware:
             raise ConfigError("exit_aware is for spiking runs; an --ann run has no timesteps", param="exit_aware")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision for training must be fp32 or bf16, got {self.precision!r}", param="precision")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ConfigError(f"precision for training must be one of {', '.join(TRAIN_PRECISIONS)}, got "
+                              f"{self.precision!r}", param="precision")
         if not 0.0 <= self.jpeg <= 1.0:
             raise ConfigError(f"jpeg must be in [0, 1], got {self.jpeg}", param="jpeg")
         if not (self.clip_init > 0 and math.isfinite(self.clip_init)):

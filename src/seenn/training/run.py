@@ -32,6 +32,7 @@ from ..nn.qcfs import QCFS
 from ..runs.store import load_run, save_run
 from ..runtime.distributed import init_from_env, plain_batchnorm, sync_batchnorm
 from ..runtime.engine import step_logits
+from ..runtime.precision import native_bf16
 from . import recipe
 from .config import LAYERED, TrainConfig
 from .fit import fit
@@ -94,6 +95,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
                 {"after_epoch": done, "bn_reestimate": resume_bn_reestimate}]
             cfg = replace(cfg, bn_reestimate=resume_bn_reestimate, extra={**cfg.extra, "evaluation_changes": changes})
     cfg.validate()
+    if cfg.precision == "auto":  # the run records the precision it trained in
+        cfg = replace(cfg, precision="bf16" if native_bf16(device) else "fp32",
+                      extra={**cfg.extra, "precision_requested": "auto"})
     rank, size = init_from_env(device)
     if size > 1 and cfg.batch_size % size:
         raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of the {size} processes", param="batch_size")

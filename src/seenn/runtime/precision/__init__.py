@@ -26,16 +26,30 @@ from __future__ import annotations
 
 import os
 
+import torch
 from torch import nn
 
 from ...errors import ConfigError
 from .grids import MAX_COUNT, spike_grids
 from .layers import Bf16Conv2d, CountingNeuron, Int8Conv2d, fuse_counting, quantize_weight
 
-__all__ = ["PRECISIONS", "MAX_COUNT", "apply_precision", "check_precision", "spike_grids", "Int8Conv2d",
-           "Bf16Conv2d", "CountingNeuron", "quantize_weight"]
+__all__ = ["PRECISIONS", "MAX_COUNT", "apply_precision", "check_precision", "native_bf16", "spike_grids",
+           "Int8Conv2d", "Bf16Conv2d", "CountingNeuron", "quantize_weight"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` does bf16 arithmetic in hardware: a GPU that supports bf16, or a CPU with AVX512-BF16
+    or AMX. Elsewhere oneDNN emulates bf16 and it is several times slower than fp32 (docs/benchmarks.md)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    cpu = torch.cpu
+    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in ("_is_avx512_bf16_supported",
+                                                                       "_is_amx_tile_supported"))
 
 
 def check_precision(precision: str) -> str:
