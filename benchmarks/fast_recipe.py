@@ -75,6 +75,7 @@ def training_summary(name: str) -> dict:
         if to90 is None and e.get("val_accuracy", 0) >= 0.9:
             to90 = (e["epoch"], t)
     return {"epochs": len(epochs), "train_seconds": sum(secs), "epoch_seconds": secs,
+            "wall_seconds": metrics.get("train_seconds"),  # the epochs and each validation (BN re-estimated) in all
             "data_share": sum(data) / sum(secs[:len(data)]) if data else None, "to90": to90,
             "best_val": metrics.get("best_val_accuracy")}
 
@@ -156,7 +157,9 @@ def render(args, ann, conv, direct, replaced, command) -> list[str]:
         tr = ann["training"]
         lines += [f"QCFS ANN `{args.ann}`: test batch {pct(ann['acc']['test'])}, exact 1,000 "
                   f"{pct(ann['acc'].get('exact 1,000'))}; {tr['epochs']} epochs in {tr['train_seconds'] / 60:.1f} "
-                  f"min of training ({', '.join(f'{s:.0f}' for s in tr['epoch_seconds'])} s an epoch; the data "
+                  f"min of training steps"
+                  + (f", {tr['wall_seconds'] / 60:.1f} min in all with validation" if tr["wall_seconds"] else "")
+                  + f" ({', '.join(f'{s:.0f}' for s in tr['epoch_seconds'])} s an epoch; the data "
                   f"pipeline {pct(tr['data_share'])} of it); best validation {pct(tr['best_val'])}"
                   + (f"; 90% on validation after epoch {tr['to90'][0]} ({tr['to90'][1] / 60:.1f} min)"
                      if tr["to90"] else "; never 90% on validation") + ".", ""]
