@@ -74,7 +74,7 @@ def training_summary(name: str) -> dict:
         t += e["seconds"]
         if to90 is None and e.get("val_accuracy", 0) >= 0.9:
             to90 = (e["epoch"], t)
-    return {"epochs": len(epochs), "train_seconds": sum(secs), "epoch_seconds": secs,
+    return {"epochs": len(epochs), "epoch_seconds": secs,
             "wall_seconds": metrics.get("train_seconds"),  # the epochs and each validation (BN re-estimated) in all
             "data_share": sum(data) / sum(secs[:len(data)]) if data else None, "to90": to90,
             "best_val": metrics.get("best_val_accuracy")}
@@ -156,7 +156,7 @@ def render(args, ann, conv, direct, replaced, command) -> list[str]:
     if ann:
         tr = ann["training"]
         lines += [f"QCFS ANN `{args.ann}`: test batch {pct(ann['acc']['test'])}, exact 1,000 "
-                  f"{pct(ann['acc'].get('exact 1,000'))}; {tr['epochs']} epochs in {tr['train_seconds'] / 60:.1f} "
+                  f"{pct(ann['acc'].get('exact 1,000'))}; {tr['epochs']} epochs in {sum(tr['epoch_seconds']) / 60:.1f} "
                   f"min of training steps"
                   + (f", {tr['wall_seconds'] / 60:.1f} min in all with validation" if tr["wall_seconds"] else "")
                   + f" ({', '.join(f'{s:.0f}' for s in tr['epoch_seconds'])} s an epoch; the data "

@@ -281,8 +281,6 @@ def store_in_run(src, result: dict, precision: str, *, out=None, overwrite: bool
     copy of the run at ``out`` (staged, so the copy is whole or absent). Where no threshold could be certified and
     the run already has a rule, that rule is kept unless ``allow_no_early_exit`` (then 'never exit early' is
     stored). Returns (the folder written or kept, the kept rule or None)."""
-
-
     src = Path(src)
     config = read_json(src / CONFIG)
     old = (config.get("exit") or {}).get("confidence")
@@ -338,7 +336,6 @@ class Calibration:
 
     def rule(self):
         """The certified rule: ``Confidence`` at the chosen threshold(s) and temperature."""
-
         return Confidence(self.thresholds if self.thresholds is not None else self.threshold, self.temperature)
 
     @classmethod
@@ -354,7 +351,6 @@ def calibrate_network(model, data, timesteps: int, *, max_accuracy_drop: float =
     iterable of ``(x, y)`` batches such as a DataLoader; never the data it was trained on): with probability
     ``confidence_level`` its early exits lose at most ``max_accuracy_drop`` of accuracy against full T (see the
     module docstring)."""
-
     if hasattr(data, "batches") and hasattr(data, "labels"):
         logits, labels = dataset_step_logits(model, data, timesteps, batch_size), data.labels
     else:

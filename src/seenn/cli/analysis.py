@@ -144,7 +144,6 @@ def cmd_energy(args) -> int:
 
 
 def cmd_policy_train(args) -> int:
-
     betas = _parse_betas(args.beta)
     for beta in betas:  # before the SNN's long pass over the training split
         check_policy_args(kind=args.kind, objective=args.objective, epochs=args.epochs, lr=args.lr, beta=beta,

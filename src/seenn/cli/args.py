@@ -26,7 +26,6 @@ def _data_args(p) -> None:
 
 def _n(name: str, lo: int = 1):
     """An argparse type: an integer in ``[lo, LIMITS[name]]`` (the documented bound on that size)."""
-
     hi = LIMITS[name]
 
     def parse(text: str) -> int:

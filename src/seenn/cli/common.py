@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..data import find_dataset
-from ..data.sources import is_prefixed, prepare, record_pipeline
+from ..data.sources import is_prefixed, prepare
 from ..errors import ConfigError, SeennError
 from ..runs import open_with_data, precision_for, rule_for
 from ..runs.store import resolve_run
@@ -53,19 +53,12 @@ def _dataset_present(name: str, data_dir, image_size=None, frames=None, split_by
 
 def _dataset_folder(name: str, data_dir, split: str | None = None):
     """The folder a dataset is read from (for the --out checks); None where it is not found (reported later)."""
-
     if is_prefixed(name):
         return Path(name.split(":", 1)[1] or ".")
     try:
         return find_dataset(name, data_dir, split)
     except SeennError:
         return None
-
-
-def _record_pipeline(config: dict, info) -> None:
-    """An imagefolder: or events: run records its pipeline (size, channels, mean, std, classes; frames)."""
-
-    record_pipeline(config, info)
 
 
 def _run_dir_or_none(run):
@@ -77,7 +70,6 @@ def _run_dir_or_none(run):
 
 def _load(args, ann_ok: bool = False):
     """The run, its data and horizon for a command's arguments (:func:`seenn.runs.open_with_data`)."""
-
     policy = getattr(args, "exit", None) in ("policy", "learned") and getattr(args, "policy", None)
     check = (lambda config: _rule(args, config)) if policy else None  # a policy that does not fit: before the data
     return open_with_data(args.run, split=args.split, dataset=args.dataset, data_dir=args.data_dir, limit=args.limit,
@@ -95,14 +87,12 @@ def _load_with_rule(args, purpose: str):
 
 def _rule(args, config):
     """The exit rule asked for (:func:`seenn.runs.rule_for`)."""
-
     return rule_for(config, args.exit, threshold=args.threshold, timesteps=args.timesteps,
                     policy=getattr(args, "policy", None), run_dir=resolve_run(args.run))
 
 
 def _precision(args, config) -> str:
     """--precision, else the certified one, else fp32 (:func:`seenn.runs.precision_for`), with its note."""
-
     uses_stored = getattr(args, "exit", None) == "confidence" and getattr(args, "threshold", None) is None
     chosen, note = precision_for(config, args.precision, uses_stored_rule=uses_stored)
     if note and not getattr(args, "json", False):

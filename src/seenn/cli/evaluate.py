@@ -44,7 +44,6 @@ def _eval(args, rank: int) -> int:
     desc = {"rule": "oracle", "threshold": None} if rule is None else rule.describe()
     report = {**ev.header(), "exit": ev.summarize(desc, result)}
     if config["model"]["name"] == "peer":  # what the user's network is fed, and how its steps are read
-
         report["input"] = describe_input(config["model"].get("input"))
         report["readout"] = config["model"].get("readout") or "sum"
     if args.sweep:
@@ -103,7 +102,6 @@ def cmd_serve(args) -> int:
 
 def _eval_ann(args, model, data, rank: int) -> int:
     """An ANN run (before conversion): its accuracy, one pass per image."""
-
     t0 = time.perf_counter()
     logits = step_logits(model.to(args.device), data, 1, batch_size=args.batch_size, device=args.device)[:, 0]
     acc = (logits.argmax(1) == data.labels).sum().item() / len(data)

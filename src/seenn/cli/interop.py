@@ -9,6 +9,7 @@ import torch
 
 from ..conversion import convert_file, convert_run
 from ..data import dataset_info, load_dataset
+from ..data.sources import record_pipeline
 from ..errors import ConfigError, SeennError
 from ..interop import load_peer, peer_run_config
 from ..interop.load import describe_input, input_record, scale_accuracy
@@ -17,7 +18,7 @@ from ..interop.trust import trust, trust_store
 from ..io.files import check_out_dir, staged_dir
 from ..io.schema import bounded
 from ..runs.store import load_run, read_config, resolve_run, save_run
-from .common import _dataset_folder, _log, _record_pipeline, _rule
+from .common import _dataset_folder, _log, _rule
 
 
 def cmd_export(args) -> int:
@@ -52,7 +53,7 @@ def cmd_import(args) -> int:
         raise ConfigError(f"the graph gives {m['num_classes']} outputs, {args.dataset} has {info.num_classes} classes")
     if config["imported_from"]["max_timesteps_from"] == "default":
         _log(f"neither --timesteps nor the graph's metadata gives the timesteps: using {config['max_timesteps']}")
-    _record_pipeline(config, info)
+    record_pipeline(config, info)  # an imagefolder: or events: run records its pipeline
     with staged_dir(args.out, overwrite=args.overwrite) as stage:
         save_run(stage, model, config)
     print(args.out)
@@ -89,7 +90,6 @@ def cmd_convert(args) -> int:
 
 def _convert_file(args) -> int:
     """seenn convert --network FILE: the user's own ANN."""
-
     if args.dataset is None:
         raise ConfigError("--network needs --dataset (the images it classifies; calibration images come from them)")
     info = dataset_info(args.dataset)
@@ -111,8 +111,6 @@ def _convert_file(args) -> int:
 
 def cmd_adapt(args) -> int:
     """Another framework's trained network as a seenn run folder, early-exited live (seenn.interop)."""
-
-
     info = dataset_info(args.dataset)
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.network, args.weights])
     record = input_record(args.input_scale, info, args.mean, args.std)
@@ -137,7 +135,7 @@ def cmd_adapt(args) -> int:
     config = peer_run_config(args.network, args.factory, net.framework, args.output, dataset=args.dataset,
                              max_timesteps=args.timesteps, info=info, readout=args.readout, input=record,
                              step=args.step)
-    _record_pipeline(config, info)
+    record_pipeline(config, info)  # an imagefolder: or events: run records its pipeline
     with staged_dir(args.out, overwrite=args.overwrite) as stage:
         save_run(stage, net, config)
 
@@ -155,7 +153,6 @@ def _check_input_scale(net, record: dict, info, args) -> None:
     ones loses most of its accuracy, silently)."""
     if not args.check_images or info.name.startswith("events:"):
         return
-
     try:
         data = load_dataset(args.dataset, "val", data_dir=args.data_dir, val_size=args.check_images)
     except SeennError as e:

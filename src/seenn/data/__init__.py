@@ -114,7 +114,6 @@ EMBEDDED = "embedded"  # data_dir value that selects it
 
 def embedded_folder(name: str) -> Path:
     """The test split shipped inside the package (Fashion-MNIST only), its checksums verified."""
-
     folder = EMBEDDED_DIR / dataset_info(name).folder
     sums = folder / "SHA256SUMS"
     if not sums.is_file():
@@ -295,7 +294,6 @@ def jpeg_roundtrip(x: torch.Tensor, p: float, generator=None) -> torch.Tensor:
     ``JPEG_QUALITY`` and decoded again (Pillow, 4:2:0 chroma subsampling for RGB, as most encoders write it).
     A training augmentation for robustness to compression artifacts, a common mild distribution shift: the
     CIFAR-10 test batch shipped here is 90% JPEG-decoded (quality 75) and the rest exact."""
-
     from PIL import Image
 
     pick = torch.rand(len(x), generator=generator) < p

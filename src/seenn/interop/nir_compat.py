@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import torch
 
 from ..errors import ConfigError
 
@@ -105,9 +106,6 @@ def snntorch_for_export(net, example):
     step's input, then clears the whole membrane), where NIR and seenn clear it at the spike and keep the next
     input. The imported network therefore follows snnTorch exactly only where the step after each spike does not
     matter: a sparsely firing network matches spike for spike (tested), one that fires often drifts."""
-
-    import torch
-
     try:
         import snntorch as snn
         from snntorch import utils

@@ -38,7 +38,6 @@ HEADER_SECONDS = 10.0  # a connection that has not sent a whole request line and
 def bind(host: str, port: int):
     """The listening socket, bound before the service says it serves: a port in use or an address this machine
     does not have is one line (``ConfigError``), not uvicorn's exit 3 after a "serving on" line."""
-
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
