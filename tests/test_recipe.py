@@ -49,6 +49,11 @@ def test_whitening_layer_whitens_the_patches_it_was_set_from():
     assert torch.equal(conv.weight[12:], -conv.weight[:12]) and not conv.bias.any()
     with pytest.raises(Exception, match="24 channels"):
         init_whitening(nn.Conv2d(3, 16, 2), images)
+    # a larger eps damps the low-variance directions much more than the leading one
+    damped = nn.Conv2d(3, 24, 2)
+    init_whitening(damped, images, eps=0.5)
+    ratio = damped.weight[:12].flatten(1).norm(dim=1) / conv.weight[:12].flatten(1).norm(dim=1)
+    assert ratio[-1] < 0.5 * ratio[0] and ratio[0] > 0.7
 
 
 def test_dirac_start_passes_channels_through():
@@ -158,6 +163,8 @@ def test_recipe_fills_what_was_not_given_and_records_it(tiny_cifar, tmp_path, ca
     assert json.loads((snn / "config.json").read_text())["max_timesteps"] == 8
     capsys.readouterr()
     assert main([*base, "--epochs", "2", "--whiten-bias-epochs", "-1", "--out", str(tmp_path / "x")]) == 2
+    for eps in ("0", "101", "nan"):
+        assert main([*base, "--whiten-eps", eps, "--out", str(tmp_path / "x")]) == 2
     assert main([*base, "--model", "resnet20", "--out", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err
     assert "--whiten" in err and "Traceback" not in err

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=float, help="default 0")
     t.add_argument("--whiten", **_bool, help="first layer set from training-image patches and frozen (airbench)")
     t.add_argument("--whiten-bias-epochs", type=_n("epochs", 0), help="epochs the whitening bias trains, default 3")
+    t.add_argument("--whiten-eps", type=_x(0, 100, open_lo=True), metavar="EPS",
+                   help="added to each patch eigenvalue before whitening, in (0, 100], default 5e-4; larger damps the "
+                        "fine patterns JPEG compression destroys")
     t.add_argument("--dirac", **_bool, help="3x3 convolutions start as identities")
     t.add_argument("--lookahead", **_bool, help="lookahead weight averaging")
     t.add_argument("--bn-reestimate", type=_n("repeats", 0), metavar="BATCHES",

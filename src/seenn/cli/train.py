@@ -22,7 +22,7 @@ from .evaluate import _print_sweep
 
 _RECIPE_FIELDS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "decoupled",
                   "bias_lr", "head_scale", "frozen_bn_scale", "bn_momentum", "schedule", "warmup", "final_lr",
-                  "label_smoothing", "whiten", "whiten_bias_epochs", "dirac", "lookahead", "translate",
+                  "label_smoothing", "whiten", "whiten_bias_epochs", "whiten_eps", "dirac", "lookahead", "translate",
                   "translate_padding", "flip", "compile", "jpeg", "bn_reestimate", "precision")
 
 

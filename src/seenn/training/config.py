@@ -14,6 +14,7 @@ from .recipe import RECIPES
 
 LOSSES = ("tet", "mean-ce")
 TRAIN_PRECISIONS = ("fp32", "bf16", "auto")
+MAX_WHITEN_EPS = 100.0  # bound on --whiten-eps (normalised pixels: a patch eigenvalue is at most 12 per channel)
 
 
 ANN_MODELS = ("convnet", "vgg", "resnet19", "resnet20", "airbench")  # layouts with a QCFS form
@@ -65,6 +66,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     whiten: bool = False  # first layer set from training-image patches and frozen (the airbench network)
     whiten_bias_epochs: int = 3  # epochs the whitening layer's bias trains
+    whiten_eps: float = 5e-4  # added to each eigenvalue before whitening: damps the low-variance (fine) patterns
     dirac: bool = False  # 3x3 convolutions start as identities
     lookahead: bool = False  # lookahead weight averaging
     bn_reestimate: int = 0  # batches: BN statistics re-estimated on this many training batches before validation
@@ -111,6 +113,8 @@ class TrainConfig:
                               f"{self.precision!r}", param="precision")
         if not 0.0 <= self.jpeg <= 1.0:
             raise ConfigError(f"jpeg must be in [0, 1], got {self.jpeg}", param="jpeg")
+        if not 0.0 < self.whiten_eps <= MAX_WHITEN_EPS:
+            raise ConfigError(f"whiten_eps must be in (0, {MAX_WHITEN_EPS}], got {self.whiten_eps}", param="whiten_eps")
         if not (self.clip_init > 0 and math.isfinite(self.clip_init)):
             raise ConfigError(f"clip_init must be a positive number, got {self.clip_init}", param="clip_init")
         bounded("quant_levels", self.quant_levels, "--quant-levels")

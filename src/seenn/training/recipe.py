@@ -107,7 +107,7 @@ def init_fresh(model: nn.Module, cfg, train_images: torch.Tensor) -> None:
     if cfg.dirac:
         init_dirac(model, skip=(whiten,) if whiten is not None else ())
     if cfg.whiten:
-        init_whitening(whiten, train_images[:WHITEN_PATCH_IMAGES])
+        init_whitening(whiten, train_images[:WHITEN_PATCH_IMAGES], eps=cfg.whiten_eps)
     readout = getattr(model, "readout", None)
     if cfg.head_scale != 1.0 and readout is not None:
         with torch.no_grad():
