@@ -19,7 +19,7 @@ def test_parse_severities():
             parse_severities(bad)
 
 
-@pytest.mark.parametrize("kind", ["gaussian-noise", "blur", "contrast"])
+@pytest.mark.parametrize("kind", ["gaussian-noise", "blur", "contrast", "jpeg-compression"])
 def test_corruptions_grow_with_severity(kind):
     g = torch.Generator().manual_seed(0)
     img = (torch.rand(4, 3, 32, 32, generator=g) * 255).to(torch.uint8)
@@ -40,6 +40,12 @@ def test_robustness_cli(tiny_run, tiny_data, capsys):
         assert row["samples"] == 60 and 1 <= row["exit"]["avg_timesteps"] <= 3
         assert row["accuracy_drop"] == pytest.approx(row["accuracy_per_timestep"][-1] - row["exit"]["accuracy"])
     assert main(["robustness", str(tiny_run), "--data-dir", str(tiny_data), "--corruption", "jpeg"]) == 2
+    capsys.readouterr()
+    # the same images recompressed (grey ones here): paired with the clean rows, any dataset
+    assert main(["robustness", str(tiny_run), "--data-dir", str(tiny_data), "--corruption", "jpeg-compression",
+                 "--severity", "5", "--json", "--threshold", "0.6", "--limit", "60"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert [row["severity"] for row in r["results"]] == ["clean", 5] and r["corruption"] == "jpeg-compression"
 
 
 def test_explain_cli(tiny_run, tiny_data, tmp_path, capsys):

@@ -1,20 +1,22 @@
 """Input corruptions for robustness checks, applied to uint8 images and stored back as uint8 (as a corrupted
-image file would be). Severities 1..5 follow the spirit of CIFAR-10-C / ImageNet-C."""
+image file would be). Severities 1..5 follow the spirit of CIFAR-10-C / ImageNet-C (``jpeg-compression``: its
+qualities)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..data import Dataset, cifar_lossless_mask
+from ..data import Dataset, cifar_lossless_mask, jpeg_recode
 from ..errors import ConfigError
 from ..exits import describe_text
 from .evaluate import Evaluation
 
-CORRUPTIONS = ("gaussian-noise", "blur", "contrast")
+CORRUPTIONS = ("gaussian-noise", "blur", "contrast", "jpeg-compression")
 _NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)  # std on [0, 1] pixels
 _BLUR = (0.5, 0.75, 1.0, 1.5, 2.0)  # gaussian sigma in pixels
 _CONTRAST = (0.4, 0.3, 0.2, 0.1, 0.05)  # factor toward the image mean
+_JPEG = (80, 65, 58, 50, 40)  # JPEG quality (CIFAR-10-C's); the CIFAR-10 test batch here was decoded from quality 75
 
 
 def parse_severities(spec: str) -> list[int]:
@@ -43,6 +45,8 @@ def corrupt(images: torch.Tensor, kind: str, severity: int, seed: int = 0) -> to
     """uint8 ``[N, C, H, W]`` -> corrupted uint8 of the same shape."""
     if kind not in CORRUPTIONS:
         raise ConfigError(f"unknown corruption {kind!r}; choose one of {list(CORRUPTIONS)}")
+    if kind == "jpeg-compression":  # the same images recompressed: paired with the clean ones, unlike ``jpeg``
+        return jpeg_recode(images, _JPEG[severity - 1])
     x = images.float() / 255.0
     if kind == "gaussian-noise":
         g = torch.Generator().manual_seed(seed)

@@ -291,21 +291,30 @@ JPEG_QUALITY = (40, 95)  # the range a --jpeg re-encoding draws its quality from
 
 def jpeg_roundtrip(x: torch.Tensor, p: float, generator=None) -> torch.Tensor:
     """Each uint8 image of ``x`` [B, C, H, W] is, with probability ``p``, encoded as JPEG at a quality drawn from
-    ``JPEG_QUALITY`` and decoded again (Pillow, 4:2:0 chroma subsampling for RGB, as most encoders write it).
-    A training augmentation for robustness to compression artifacts, a common mild distribution shift: the
-    CIFAR-10 test batch shipped here is 90% JPEG-decoded (quality 75) and the rest exact."""
-    from PIL import Image
-
+    ``JPEG_QUALITY`` and decoded again (see ``jpeg_recode``). A training augmentation for robustness to compression
+    artifacts, a common mild distribution shift: the CIFAR-10 test batch shipped here is 90% JPEG-decoded (quality
+    75) and the rest exact."""
     pick = torch.rand(len(x), generator=generator) < p
     quality = torch.randint(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, (len(x),), generator=generator)
     if not pick.any():
         return x
     out = x.clone()
-    for i in pick.nonzero().flatten().tolist():
+    out[pick] = jpeg_recode(x[pick], quality[pick].tolist())
+    return out
+
+
+def jpeg_recode(x: torch.Tensor, quality) -> torch.Tensor:
+    """The uint8 images ``x`` [B, C, H, W] encoded as JPEG at ``quality`` (one int, or one per image) and decoded
+    again (Pillow, 4:2:0 chroma subsampling for RGB, as most encoders write it)."""
+    from PIL import Image
+
+    qualities = [int(quality)] * len(x) if isinstance(quality, int) else [int(q) for q in quality]
+    out = torch.empty_like(x)
+    for i, q in enumerate(qualities):
         arr = x[i].permute(1, 2, 0).numpy()
         img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
         buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=int(quality[i]))
+        img.save(buf, format="JPEG", quality=q)
         buf.seek(0)
         dec = np.asarray(Image.open(buf).convert(img.mode))
         out[i] = torch.from_numpy(dec.reshape(arr.shape).copy()).permute(2, 0, 1)
