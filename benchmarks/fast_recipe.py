@@ -26,7 +26,8 @@ from _common import machine, publish, stored_rule, today
 
 from seenn.analysis.evaluate import Evaluation
 from seenn.analysis.metrics import accuracy_per_timestep, correct_per_timestep, exit_summary, ideal_timesteps
-from seenn.data import Dataset, jpeg_recode, load_dataset
+from seenn.data import Dataset, load_dataset
+from seenn.data.augment import jpeg_recode
 from seenn.exits import Confidence
 from seenn.runs.store import load_run, resolve_run
 from seenn.runtime.engine import posthoc_exits, step_logits

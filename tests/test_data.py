@@ -162,7 +162,7 @@ def test_download_failure_is_clear(http_dir, tmp_path):
 def test_jpeg_roundtrip_augmentation():
     """--jpeg P: each image re-encoded as JPEG with probability P (quality in JPEG_QUALITY), reproducibly; grey and
     RGB alike; P = 0 leaves the batch as it is."""
-    from seenn.data import jpeg_roundtrip
+    from seenn.data.augment import jpeg_roundtrip
     from seenn.errors import ConfigError
     from seenn.training.config import TrainConfig
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from seenn.cli import main
-from seenn.data import Dataset, dataset_info, shift_flip
+from seenn.data import Dataset, dataset_info
+from seenn.data.augment import shift_flip
 from seenn.models import build_model
 from seenn.training.config import TrainConfig
 from seenn.training.recipe import FAST, Lookahead, init_dirac, init_whitening, lr_factor, param_groups, time_views

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data import Dataset, cifar_lossless_mask, jpeg_recode
+from ..data import Dataset, cifar_lossless_mask
+from ..data.augment import jpeg_recode
 from ..errors import ConfigError
 from ..exits import describe_text
 from .evaluate import Evaluation

@@ -40,7 +40,7 @@ class TrainConfig:
     limit: int | None = None
     val_size: int = DEFAULT_VAL_SIZE
     augment: bool = True  # random crop + flip for 32x32 RGB; no effect on 28x28
-    jpeg: float = 0.0  # probability of re-encoding a training image as JPEG (data.jpeg_roundtrip)
+    jpeg: float = 0.0  # probability of re-encoding a training image as JPEG (data.augment.jpeg_roundtrip)
     # bf16: convolutions and linear layers under bf16 autocast (membranes, BN, loss fp32); auto: bf16 where the
     # device has bf16 arithmetic, else fp32, resolved when the run starts and recorded as the one chosen
     precision: str = "fp32"
