@@ -186,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = _run_parser(sub, "robustness", "early exit under corrupted inputs (distribution shift)")
     r.add_argument("--corruption", default="gaussian-noise",
                    choices=["gaussian-noise", "blur", "contrast", "jpeg-compression", "jpeg"],
-                   help="jpeg-compression: the same images recompressed at quality 80 / 65 / 58 / 50 / 40 (severity 1..5); "
-                        "jpeg: the JPEG part of the CIFAR-10 test batch against its exact part (other images)")
+                   help="jpeg-compression: the same images recompressed at quality 80 / 65 / 58 / 50 / 40 (severity "
+                        "1..5); jpeg: the JPEG part of the CIFAR-10 test batch against its exact part (other images)")
     r.add_argument("--severity", default="1..5", help="1..5, 3 or 1,3,5")
     r.add_argument("--seed", type=_n("seed", 0), default=0)
     r.set_defaults(func="analysis:cmd_robustness")

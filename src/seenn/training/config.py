@@ -14,7 +14,7 @@ from .recipe import RECIPES
 
 LOSSES = ("tet", "mean-ce")
 TRAIN_PRECISIONS = ("fp32", "bf16", "auto")
-MAX_WHITEN_EPS = 100.0  # bound on --whiten-eps (normalised pixels: a patch eigenvalue is at most 12 per channel)
+MAX_WHITEN_EPS = 100.0  # bound on --whiten-eps (normalised pixels: the eigenvalues of a 2x2 RGB patch sum to about 12)
 
 
 ANN_MODELS = ("convnet", "vgg", "resnet19", "resnet20", "airbench")  # layouts with a QCFS form
