@@ -65,6 +65,12 @@ def recompressed(data):
                    data.labels[:n].numpy())
 
 
+def part_summary(logits, labels) -> dict:
+    """Accuracy after each step and the ideal exit's average steps, of one part of the test split."""
+    return {"accuracy_per_t": accuracy_per_timestep(logits, labels),
+            "ideal": ideal_timesteps(correct_per_timestep(logits, labels)).double().mean().item()}
+
+
 def parts_of(dataset: str, logits, labels) -> dict:
     parts = {"test": (logits, labels)}
     if dataset == "cifar10":  # the first 1,000 records of its test batch are the exact ones
@@ -119,9 +125,7 @@ def spiking(name: str, data_dir, limit, reference_t: int | None, tolerance: floa
     out = {"t_max": t_max, "reference_t": ref_t, "parts": {}, "rules": {}, "test_samples": len(test),
            "val_samples": len(val)}
     for part, (logits, labels) in parts_of(cfg["dataset"], ev.step_logits, ev.labels).items():
-        correct = correct_per_timestep(logits, labels)
-        out["parts"][part] = {"accuracy_per_t": accuracy_per_timestep(logits, labels),
-                              "ideal": ideal_timesteps(correct).double().mean().item()}
+        out["parts"][part] = part_summary(logits, labels)
     rules = {"SEENN-I chosen on validation": choose(val_ev.step_logits, val_ev.labels, ref_t, tolerance),
              "calibrated (stored)": stored_rule(cfg)}
     for what, rule in rules.items():
@@ -135,9 +139,7 @@ def spiking(name: str, data_dir, limit, reference_t: int | None, tolerance: floa
     if cfg["dataset"] == "cifar10":  # the JPEG gap on the same images; post-hoc exits (the runner's, tested equal)
         rec = recompressed(test)
         logits = Evaluation(model, rec, t_max).step_logits
-        correct = correct_per_timestep(logits, rec.labels)
-        out["parts"][RECOMPRESSED] = {"accuracy_per_t": accuracy_per_timestep(logits, rec.labels),
-                                      "ideal": ideal_timesteps(correct).double().mean().item()}
+        out["parts"][RECOMPRESSED] = part_summary(logits, rec.labels)
         for what, rule in rules.items():
             if rule is not None:
                 r = posthoc_exits(logits, rule)

@@ -30,7 +30,7 @@ import torch
 from ..errors import DataError
 from ..io.files import atomic_write_bytes  # noqa: F401 (also seenn.data's)
 from ..io.schema import available_memory
-from .augment import _crop_flip, jpeg_roundtrip, shift_flip
+from .augment import crop_flip, jpeg_roundtrip, shift_flip
 from .events.dataset import EventDataset
 from .info import DatasetInfo
 from .sources import run_pipeline, source
@@ -278,7 +278,7 @@ class Dataset:
                 x = jpeg_roundtrip(x, jpeg, generator)
             if augment and self.info.channels == 3:
                 if classic:
-                    x = _crop_flip(x, generator)  # (as it always was: earlier runs resume bit for bit)
+                    x = crop_flip(x, generator)  # (as it always was: earlier runs resume bit for bit)
                 else:
                     flips = alternate[idx] if alternate is not None else \
                         torch.rand(len(idx), generator=generator) < 0.5

@@ -68,7 +68,8 @@ def shift_flip(x: torch.Tensor, shift: int, padding: str, flips: torch.Tensor, g
     return out if inside is None else out * inside
 
 
-def _crop_flip(x: torch.Tensor, generator) -> torch.Tensor:
+def crop_flip(x: torch.Tensor, generator) -> torch.Tensor:
+    """Each image padded by 4 zero pixels, cropped back at a random offset and mirrored with probability 1/2."""
     b, _, h, w = x.shape
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     dy = torch.randint(0, 9, (b,), generator=generator)
