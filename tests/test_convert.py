@@ -175,6 +175,52 @@ def test_shipped_converted_run(name):
     assert got.exit_timestep.float().mean() < max_avg
 
 
+def test_a_shipped_ann_is_found_by_name_and_converts(tiny_data, tmp_path, monkeypatch, capsys):
+    """An ANN under pretrained/ann/ is no spiking run (seenn pretrained lists it apart) but seenn convert and
+    seenn train --init take its name; a name that is neither says what is shipped."""
+    import json
+
+    from seenn.cli import main
+    from seenn.errors import CheckpointError
+    from seenn.runs import store
+    from seenn.training.run import TrainConfig, train
+
+    anns = tmp_path / "pretrained" / "ann"
+    cfg = TrainConfig(dataset="mnist", model="convnet", width=0.25, epochs=1, batch_size=32, lr=0.05, val_size=60,
+                      ann=True, quant_levels=4, seed=0)
+    train(cfg, anns / "tiny-qcfs4", data_dir=tiny_data, progress=False, log=lambda m: None)
+    monkeypatch.setattr(store, "PRETRAINED_ANN_DIR", anns)
+    assert store.resolve_run("tiny-qcfs4") == anns / "tiny-qcfs4"
+    assert [r["name"] for r in store.pretrained_anns()] == ["tiny-qcfs4"]
+    assert "tiny-qcfs4" not in [r["name"] for r in store.pretrained_runs()]
+    assert main(["pretrained", "--ann", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [{"name": "tiny-qcfs4", "dataset": "mnist", "kind": "ann", "quant_levels": 4,
+                       "path": str(anns / "tiny-qcfs4")}]
+    config = convert_run("tiny-qcfs4", tmp_path / "snn", timesteps=8)
+    assert config["max_timesteps"] == 8
+    with pytest.raises(CheckpointError, match="tiny-qcfs4"):
+        store.resolve_run("no-such-run")
+
+
+@needs_dataset("cifar10")
+def test_shipped_anns_are_strong_and_convert():
+    """Each shipped QCFS ANN loads by name, is strong on real test images, and converts."""
+    from seenn.data import load_dataset
+    from seenn.runs.store import load_run, pretrained_anns
+
+    anns = pretrained_anns()
+    if not anns:
+        pytest.skip("no ANN is shipped")
+    data = load_dataset("cifar10", "test", data_dir=real_data_dir(), limit=200)
+    for r in anns:
+        model, config = load_run(r["name"])
+        assert config["training"]["ann"] and config["max_timesteps"] is None
+        with torch.no_grad():
+            acc = (model.ann_forward(data.normalize(data.images)).argmax(1) == data.labels).float().mean().item()
+        assert acc > 0.85, (r["name"], acc)
+
+
 @pytest.mark.parametrize("lam", [1.5, -1.5])
 def test_one_hidden_layer_is_exact_at_t_equals_l(lam):
     """Linear -> QCFS -> Linear: the stem feeds the IF layer a constant input, so after L steps the SNN's average

@@ -5,18 +5,20 @@ from __future__ import annotations
 from ..data import download
 from ..data.events import SensorModel, read_events, to_frames
 from ..data.events.folder import emulate_folder
-from ..runs.store import pretrained_runs
+from ..runs.store import pretrained_anns, pretrained_runs
 from .common import _emit_json, _log
 
 
 def cmd_pretrained(args) -> int:
-    runs = pretrained_runs()
+    runs, anns = pretrained_runs(), pretrained_anns()
     if args.json:
-        _emit_json(runs)
+        _emit_json(anns if args.ann else runs)
     else:
-        wn, wd = (max((len(r[k]) for r in runs), default=0) for k in ("name", "dataset"))
-        for r in runs:
+        wn, wd = (max((len(r[k]) for r in runs + anns), default=0) for k in ("name", "dataset"))
+        for r in [] if args.ann else runs:
             print(f"{r['name']:<{wn}}  {r['dataset']:<{wd}}  T={r['max_timesteps']:<4} {r['path']}")
+        for r in anns:
+            print(f"{r['name']:<{wn}}  {r['dataset']:<{wd}}  ANN    {r['path']}")
     return 0
 
 

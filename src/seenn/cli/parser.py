@@ -347,8 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(d)
     d.set_defaults(func="train:cmd_demo")
 
-    pr = sub.add_parser("pretrained", help="list the shipped runs")
-    pr.add_argument("--json", action="store_true")
+    pr = sub.add_parser("pretrained", help="list the shipped runs, then the shipped QCFS ANNs (seenn convert NAME, "
+                                           "seenn train --init NAME)")
+    pr.add_argument("--json", action="store_true", help="the spiking runs as JSON (with --ann: the ANNs)")
+    pr.add_argument("--ann", action="store_true", help="only the shipped QCFS ANNs")
     pr.set_defaults(func="misc:cmd_pretrained")
 
     tr = sub.add_parser("trust", help="let peer runs run this Python file (as it is now; seenn adapt does it for "

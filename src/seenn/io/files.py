@@ -16,6 +16,7 @@ from .schema import LIMITS
 
 CONFIG = "config.json"  # a run folder's config (seenn.runs.store)
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # the shipped runs
+PRETRAINED_ANN_DIR = PRETRAINED_DIR / "ann"  # the shipped QCFS ANNs, to convert or to start a LIF network from
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save
 
 from ..errors import CheckpointError
 from ..interop.load import peer_from_config
-from ..io.files import CONFIG, PRETRAINED_DIR, atomic_write_bytes, read_json, write_json
+from ..io.files import CONFIG, PRETRAINED_ANN_DIR, PRETRAINED_DIR, atomic_write_bytes, read_json, write_json
 from ..io.schema import check_config
 from ..models import SpikingNetwork, build_model, check_model_size
 from ..nn.neuron import SpikingNeuron
@@ -45,6 +45,19 @@ def pretrained_runs() -> list[dict]:
     return out
 
 
+def pretrained_anns() -> list[dict]:
+    """The shipped QCFS ANNs (``pretrained/ann/``). Not spiking runs: what ``seenn convert NAME`` and ``seenn train
+    --init NAME`` start from, so that the two paths' shipped networks can be remade without training the ANN again."""
+    out = []
+    if PRETRAINED_ANN_DIR.is_dir():
+        for d in sorted(PRETRAINED_ANN_DIR.iterdir()):
+            if (d / CONFIG).is_file() and (d / WEIGHTS).is_file():
+                cfg = read_config(d)
+                out.append({"name": d.name, "dataset": cfg["dataset"], "kind": "ann",
+                            "quant_levels": cfg["model"].get("quant_levels"), "path": str(d)})
+    return out
+
+
 def _best_policy(run_dir: Path):
     """(name, rule) of the shipped policy with the fewest validation timesteps among those within 0.1 points of
     full T on validation, else the most accurate one; None without policies."""
@@ -62,10 +75,11 @@ def resolve_run(run: str | Path) -> Path:
     p = Path(run)
     if p.is_dir():
         return p
-    shipped = PRETRAINED_DIR / str(run)
-    if "/" not in str(run) and (shipped / CONFIG).is_file():
-        return shipped
-    names = [r["name"] for r in pretrained_runs()]
+    if "/" not in str(run):
+        for shipped in (PRETRAINED_DIR / str(run), PRETRAINED_ANN_DIR / str(run)):
+            if (shipped / CONFIG).is_file():
+                return shipped
+    names = [r["name"] for r in pretrained_runs() + pretrained_anns()]
     raise CheckpointError(f"{run} is neither a run directory nor a shipped run (shipped: {', '.join(names) or 'none'})")
 
 
