@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--exit-aware", type=float, default=0.0, metavar="W",
                    help="weight in [0, 1] of the exit-aware loss (accumulated-logit cross-entropy weighted toward "
                         "early steps); with --init: exit-aware fine-tuning")
+    t.add_argument("--distill", metavar="RUN", help="knowledge distillation: also match this run's softened outputs "
+                   "at every step (usually the QCFS ANN given to --init; seenn.training.distill)")
+    t.add_argument("--distill-weight", type=_x(0, 1), metavar="A",
+                   help="the distillation term's weight in [0, 1], default 0.5 (the own loss gets 1 - A)")
+    t.add_argument("--distill-temperature", type=_x(0, 100, open_lo=True), metavar="TAU",
+                   help="softmax temperature of the distillation term, in (0, 100], default 4")
     t.add_argument("--ann", action="store_true",
                    help="train an ANN with QCFS activations instead (convnet, vgg, resnet19, resnet20), to turn into an SNN with "
                         "seenn convert")

@@ -13,6 +13,7 @@ from ..io.files import check_out_dir, drop_aside, set_aside
 from ..runs.store import load_run, read_config, resolve_run
 from ..runtime.distributed import finish, world
 from ..training import run as training_run
+from ..training.distill import check_teacher
 from ..training.recipe import recipe_settings
 from ..training.run import TrainConfig
 from ..training.state import resume_finished
@@ -32,7 +33,9 @@ def _train_config(args):
                        dataset=args.dataset, width=args.width, timesteps=args.timesteps, recipe=args.recipe,
                        loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
                        seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
-                       init=args.init,
+                       init=args.init, distill=args.distill,
+                       **{k: getattr(args, k) for k in ("distill_weight", "distill_temperature")
+                          if getattr(args, k) is not None},
                        exit_aware=args.exit_aware, ann=args.ann, quant_levels=args.quant_levels, clip_init=args.clip_init,
                        image_size=args.image_size, frames_by=args.frames_by)
 
@@ -52,9 +55,12 @@ def cmd_train(args) -> int:
     if args.out:
         cfg = _train_config(args)
         cfg.validate()  # argument mistakes first, then the data, then the folder
+        if cfg.distill:
+            check_teacher(cfg.distill, cfg.dataset)
         _dataset_present(cfg.dataset, args.data_dir, cfg.image_size, cfg.timesteps, cfg.frames_by)
         check_out_dir(args.out, overwrite=args.overwrite, source=cfg.init and _run_dir_or_none(cfg.init),
-                      inputs=[_dataset_folder(cfg.dataset, args.data_dir)])
+                      inputs=[_dataset_folder(cfg.dataset, args.data_dir),
+                              cfg.distill and _run_dir_or_none(cfg.distill)])
     aside = None
     if args.out:
         if world()[0] == 0 and Path(args.out).is_dir() and args.overwrite:

@@ -14,6 +14,7 @@ from .recipe import RECIPES
 
 LOSSES = ("tet", "mean-ce")
 TRAIN_PRECISIONS = ("fp32", "bf16", "auto")
+MAX_DISTILL_TEMPERATURE = 100.0  # bound on --distill-temperature
 MAX_WHITEN_EPS = 100.0  # bound on --whiten-eps (normalised pixels: the eigenvalues of a 2x2 RGB patch sum to about 12)
 
 
@@ -47,6 +48,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the neurons' BPTT loops (faster on CPU after a one-off compile)
     init: str | None = None  # start from this run's weights (fine-tuning)
     exit_aware: float = 0.0  # weight of the exit-aware term (0: plain loss)
+    distill: str | None = None  # a teacher run whose softened outputs the network also matches (training.distill)
+    distill_weight: float = 0.5  # the distillation term's weight (the own loss gets 1 - it)
+    distill_temperature: float = 4.0  # softmax temperature of the distillation term
     ann: bool = False  # train the network as an ANN with QCFS activations, for ``seenn convert``
     quant_levels: int = 8  # QCFS quantization levels L (with ``ann``)
     clip_init: float = 2.0  # QCFS initial clip value lam (with ``ann``; see qcfs.py on why not the paper's 8)
@@ -120,9 +124,14 @@ class TrainConfig:
         bounded("quant_levels", self.quant_levels, "--quant-levels")
         if self.frames_by not in ("time", "count"):
             raise ConfigError(f"frames_by must be time or count, got {self.frames_by!r}", param="frames_by")
-        if self.dataset.startswith("events:") and (self.ann or self.jpeg or self.init):
-            raise ConfigError("an events: dataset trains spiking runs directly (no --ann, --jpeg or --init: "
-                              "recordings are not images)")
+        if self.dataset.startswith("events:") and (self.ann or self.jpeg or self.init or self.distill):
+            raise ConfigError("an events: dataset trains spiking runs directly (no --ann, --jpeg, --init or "
+                              "--distill: recordings are not images)")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ConfigError(f"distill_weight must be in [0, 1], got {self.distill_weight}", param="distill_weight")
+        if not 0.0 < self.distill_temperature <= MAX_DISTILL_TEMPERATURE:
+            raise ConfigError(f"distill_temperature must be in (0, {MAX_DISTILL_TEMPERATURE:g}], got "
+                              f"{self.distill_temperature}", param="distill_temperature")
         if not 0.0 <= self.tet_lambda <= 1.0:
             raise ConfigError(f"tet_lambda must be in [0, 1], got {self.tet_lambda}", param="tet_lambda")
         self._validate_recipe()

@@ -35,6 +35,7 @@ from ..runtime.engine import step_logits
 from ..runtime.precision import native_bf16
 from . import recipe
 from .config import LAYERED, TrainConfig
+from .distill import Teacher, distill_loss
 from .fit import fit
 from .losses import exit_aware_loss, mean_ce_loss, tet_loss
 from .state import TRAIN_STATE, _check_new_length, _save_state, read_train_state
@@ -226,6 +227,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
             raise CheckpointError(f"{out_dir / TRAIN_STATE} does not match its config ({e})") from None
         log(f"resuming {out_dir} after epoch {start_epoch - 1} of {cfg.epochs}")
     steps = 1 if cfg.ann else cfg.timesteps  # a QCFS ANN is stateless: its one pass is one step
+    teacher = Teacher(cfg.distill, cfg.dataset, spec["num_classes"], device) if cfg.distill else None
+    taught = [None]  # the teacher's logits for the batch being trained on
     total = cfg.epochs * steps_per_epoch
 
     def batches(epoch):  # the epoch's own augmentation (flip parity, shifts, JPEG) from the run's generator
@@ -242,7 +245,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
             value = mean_ce_loss(out, y, cfg.label_smoothing)
         if cfg.exit_aware:
             value = (1.0 - cfg.exit_aware) * value + cfg.exit_aware * exit_aware_loss(out, y)
+        if teacher is not None:
+            value = (1.0 - cfg.distill_weight) * value + cfg.distill_weight * distill_loss(
+                out, taught[0], cfg.distill_temperature)
         return value
+
+    def forward(x):
+        if teacher is not None:
+            taught[0] = teacher(x)
+        return net(x, steps)
 
     def on_step(step):
         if lookahead is not None and (step % recipe.LOOKAHEAD_EVERY == 0 or step >= total):
@@ -282,7 +293,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     t_start = time.time()
     try:
         fit(model, batches, timesteps=steps, epochs=cfg.epochs, optimizer=opt, scheduler=sched, loss_fn=loss_fn,
-            forward=lambda x: net(x, steps), precision=cfg.precision, device=device, start_epoch=start_epoch,
+            forward=forward, precision=cfg.precision, device=device, start_epoch=start_epoch,
             on_epoch_start=on_epoch_start, on_step=on_step, on_epoch_end=on_epoch_end,
             progress=progress and rank == 0)
     except KeyboardInterrupt:
