@@ -17,13 +17,23 @@ from ..interop.nir import export_nir, import_nir
 from ..interop.trust import trust, trust_store
 from ..io.files import check_out_dir, staged_dir
 from ..io.schema import bounded
-from ..runs.store import load_run, read_config, resolve_run, save_run
+from ..runs.store import copy_run, load_run, read_config, resolve_run, save_run
 from .common import _dataset_folder, _log, _rule
 
 
 def cmd_export(args) -> int:
-    if args.format != "nir":
-        raise ConfigError(f"unknown export format {args.format!r}; choose nir")
+    if args.format not in ("nir", "run"):
+        raise ConfigError(f"unknown export format {args.format!r}; choose nir or run")
+    if args.format == "run":
+        given = [f for f, v in (("--threshold", args.threshold), ("--timesteps", args.timesteps), ("--dt", args.dt))
+                 if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} describe a NIR graph; --format run copies the run as it is")
+        copy_run(args.run, Path(args.out), weights=args.weights or "fp16", overwrite=args.overwrite)
+        print(args.out)
+        return 0
+    if args.weights is not None:
+        raise ConfigError("--weights is for --format run (a NIR graph stores its weights as float arrays)")
     model, config = load_run(args.run)
     if config.get("kind") == "ann":
         raise ConfigError(f"{args.run} is an ANN run: convert it first (seenn convert {args.run} --out DIR)")

@@ -214,9 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--pj-per-mac", type=float, default=4.6, help="picojoules per multiply-accumulate (45 nm: 4.6)")
     en.set_defaults(func="analysis:cmd_energy")
 
-    ex = sub.add_parser("export", help="write a run as a NIR graph")
+    ex = sub.add_parser("export", help="write a run as a NIR graph, or as a run folder with smaller weights")
     ex.add_argument("run")
-    ex.add_argument("--format", default="nir", help="nir")
+    ex.add_argument("--format", default="nir", help="nir (default), or run: a copy of the run folder with its "
+                                                    "weights stored as --weights")
+    ex.add_argument("--weights", default=None, choices=["fp32", "fp16", "int8"],
+                    help="with --format run: fp16 (default; half the bytes) or int8 (each convolution and linear "
+                         "weight as int8 with a scale per output channel: a quarter); both load as fp32")
     ex.add_argument("--out", required=True)
     ex.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     ex.add_argument("--exit", default="confidence", choices=["confidence", "entropy", "fixed"])

@@ -11,10 +11,12 @@ from safetensors.torch import load_file, save
 
 from ..errors import CheckpointError
 from ..interop.load import peer_from_config
-from ..io.files import CONFIG, PRETRAINED_ANN_DIR, PRETRAINED_DIR, atomic_write_bytes, read_json, write_json
+from ..io.files import (CONFIG, PRETRAINED_ANN_DIR, PRETRAINED_DIR, atomic_write_bytes, check_out_dir, copy_folder,
+                        read_json, staged_dir, write_json)
 from ..io.schema import check_config
 from ..models import SpikingNetwork, build_model, check_model_size
 from ..nn.neuron import SpikingNeuron
+from .storage import compact_state, expand_state
 
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"
@@ -83,17 +85,33 @@ def resolve_run(run: str | Path) -> Path:
     raise CheckpointError(f"{run} is neither a run directory nor a shipped run (shipped: {', '.join(names) or 'none'})")
 
 
-def save_run(out_dir: Path, model: SpikingNetwork, config: dict, metrics: dict | None = None) -> None:
+def save_run(out_dir: Path, model: SpikingNetwork, config: dict, metrics: dict | None = None, *,
+             weights: str = "fp32") -> None:
+    """Write a run folder; ``weights``: how ``model.safetensors`` stores them (:mod:`seenn.runs.storage`)."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CheckpointError(f"cannot create {out_dir}: {e.strerror}") from None
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(out_dir / WEIGHTS, save(tensors, metadata={"format": "seenn"}))
+    tensors = compact_state(model.state_dict(), weights)
+    atomic_write_bytes(out_dir / WEIGHTS, save(tensors, metadata={"format": "seenn", "weights": weights}))
     write_json(out_dir / CONFIG, config)
     if metrics is not None:
         write_json(out_dir / METRICS, metrics)
+
+
+def copy_run(run: str | Path, out: Path, *, weights: str = "fp16", overwrite: bool = False) -> Path:
+    """A copy of a run folder (config, metrics, policies, calibration) with its weights stored as ``weights``
+    (:mod:`seenn.runs.storage`: fp16 or int8 for a smaller file; it loads as fp32); a training state is left out.
+    The run is loaded and checked first; ``out`` is written in one go and may not be, hold or lie inside the run."""
+    d = resolve_run(run)
+    model, _ = load_run(d)
+    check_out_dir(out, overwrite=overwrite, source=d)
+    tensors = compact_state(model.state_dict(), weights)
+    with staged_dir(out, overwrite=overwrite) as stage:
+        copy_folder(d, stage, skip=(WEIGHTS, "train_state.safetensors"))
+        atomic_write_bytes(stage / WEIGHTS, save(tensors, metadata={"format": "seenn", "weights": weights}))
+    return Path(out)
 
 
 def model_from_config(config: dict) -> SpikingNetwork:
@@ -120,6 +138,7 @@ def load_run(run: str | Path, device: str = "cpu") -> tuple[SpikingNetwork, dict
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path} is not a valid safetensors file ({e})") from None
+    state = expand_state(state, str(path))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
