@@ -204,8 +204,9 @@ def test_a_shipped_ann_is_found_by_name_and_converts(tiny_data, tmp_path, monkey
 
 
 @needs_dataset("cifar10")
-def test_shipped_anns_are_strong_and_convert():
-    """Each shipped QCFS ANN loads by name, is strong on real test images, and converts."""
+def test_shipped_anns_are_strong_and_convert(tmp_path):
+    """Each shipped QCFS ANN loads by name, is strong on real test images, and converts (by name) into an SNN
+    that is strong too after a few steps."""
     from seenn.data import load_dataset
     from seenn.runs.store import load_run, pretrained_anns
 
@@ -219,6 +220,11 @@ def test_shipped_anns_are_strong_and_convert():
         with torch.no_grad():
             acc = (model.ann_forward(data.normalize(data.images)).argmax(1) == data.labels).float().mean().item()
         assert acc > 0.85, (r["name"], acc)
+        convert_run(r["name"], tmp_path / r["name"], timesteps=8)
+        snn, _ = load_run(tmp_path / r["name"])
+        with torch.no_grad():
+            snn_acc = (snn(data.normalize(data.images), 8).sum(0).argmax(1) == data.labels).float().mean().item()
+        assert snn_acc > 0.8, (r["name"], snn_acc)
 
 
 @pytest.mark.parametrize("lam", [1.5, -1.5])

@@ -3,7 +3,8 @@ in half precision) or ``int8`` (each convolution and linear weight as int8 with 
 symmetric, ``scale = max |w| / 127``, kept under the key ``NAME#scale``; every other tensor in fp32). All three
 load as fp32 (:func:`expand_state`); fp16 and int8 trade a little accuracy for a half or a quarter of the bytes
 (measured for the shipped runs in docs/benchmarks.md). ``seenn export RUN --format run --weights int8`` writes
-such a copy of a run. The form is recorded in the file's metadata (``weights``)."""
+such a copy of a run. The form is recorded in the file's metadata, in its one key (:func:`metadata`: a second key
+would be written in a random order, and the same weights would not give the same bytes)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ from ..errors import CheckpointError
 STORAGE = ("fp32", "fp16", "int8")
 SCALE = "#scale"
 MIN_INT8_NUMEL = 256  # smaller tensors (biases, BN, thresholds) stay fp32 in the int8 form
+
+
+def metadata(weights: str) -> dict:
+    """The safetensors metadata of a run's weights stored as ``weights``: ``{"format": "seenn"}`` for fp32 (as
+    every run before the other forms), ``"seenn-fp16"`` / ``"seenn-int8"`` else."""
+    return {"format": "seenn" if weights == "fp32" else f"seenn-{weights}"}
 
 
 def compact_state(state: dict, weights: str = "fp32") -> dict:

@@ -16,7 +16,7 @@ from ..io.files import (CONFIG, PRETRAINED_ANN_DIR, PRETRAINED_DIR, atomic_write
 from ..io.schema import check_config
 from ..models import SpikingNetwork, build_model, check_model_size
 from ..nn.neuron import SpikingNeuron
-from .storage import compact_state, expand_state
+from .storage import compact_state, expand_state, metadata
 
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"
@@ -94,7 +94,7 @@ def save_run(out_dir: Path, model: SpikingNetwork, config: dict, metrics: dict |
     except OSError as e:
         raise CheckpointError(f"cannot create {out_dir}: {e.strerror}") from None
     tensors = compact_state(model.state_dict(), weights)
-    atomic_write_bytes(out_dir / WEIGHTS, save(tensors, metadata={"format": "seenn", "weights": weights}))
+    atomic_write_bytes(out_dir / WEIGHTS, save(tensors, metadata=metadata(weights)))
     write_json(out_dir / CONFIG, config)
     if metrics is not None:
         write_json(out_dir / METRICS, metrics)
@@ -110,7 +110,7 @@ def copy_run(run: str | Path, out: Path, *, weights: str = "fp16", overwrite: bo
     tensors = compact_state(model.state_dict(), weights)
     with staged_dir(out, overwrite=overwrite) as stage:
         copy_folder(d, stage, skip=(WEIGHTS, "train_state.safetensors"))
-        atomic_write_bytes(stage / WEIGHTS, save(tensors, metadata={"format": "seenn", "weights": weights}))
+        atomic_write_bytes(stage / WEIGHTS, save(tensors, metadata=metadata(weights)))
     return Path(out)
 
 
