@@ -85,16 +85,19 @@ def resolve_run(run: str | Path) -> Path:
     raise CheckpointError(f"{run} is neither a run directory nor a shipped run (shipped: {', '.join(names) or 'none'})")
 
 
-def save_run(out_dir: Path, model: SpikingNetwork, config: dict, metrics: dict | None = None, *,
-             weights: str = "fp32") -> None:
-    """Write a run folder; ``weights``: how ``model.safetensors`` stores them (:mod:`seenn.runs.storage`)."""
+def _write_weights(folder: Path, model: SpikingNetwork, weights: str = "fp32") -> None:
+    """``model.safetensors`` in ``folder``, stored as ``weights`` (:mod:`seenn.runs.storage`)."""
+    tensors = compact_state(model.state_dict(), weights)
+    atomic_write_bytes(Path(folder) / WEIGHTS, save(tensors, metadata=metadata(weights)))
+
+
+def save_run(out_dir: Path, model: SpikingNetwork, config: dict, metrics: dict | None = None) -> None:
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CheckpointError(f"cannot create {out_dir}: {e.strerror}") from None
-    tensors = compact_state(model.state_dict(), weights)
-    atomic_write_bytes(out_dir / WEIGHTS, save(tensors, metadata=metadata(weights)))
+    _write_weights(out_dir, model)
     write_json(out_dir / CONFIG, config)
     if metrics is not None:
         write_json(out_dir / METRICS, metrics)
@@ -107,10 +110,9 @@ def copy_run(run: str | Path, out: Path, *, weights: str = "fp16", overwrite: bo
     d = resolve_run(run)
     model, _ = load_run(d)
     check_out_dir(out, overwrite=overwrite, source=d)
-    tensors = compact_state(model.state_dict(), weights)
     with staged_dir(out, overwrite=overwrite) as stage:
         copy_folder(d, stage, skip=(WEIGHTS, "train_state.safetensors"))
-        atomic_write_bytes(stage / WEIGHTS, save(tensors, metadata=metadata(weights)))
+        _write_weights(stage, model, weights)
     return Path(out)
 
 

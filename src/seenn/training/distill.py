@@ -17,9 +17,10 @@ from ..errors import ConfigError
 from ..runs.store import load_run, read_config, resolve_run
 
 
-def check_teacher(run, dataset: str) -> dict:
-    """The teacher run's config, refused (one line) when it is missing or was trained on other data."""
-    config = read_config(resolve_run(run))
+def check_teacher(run, dataset: str, config: dict | None = None) -> dict:
+    """The teacher run's config (read unless given), refused (one line) when the run is missing or was trained on
+    other data."""
+    config = config if config is not None else read_config(resolve_run(run))
     if config["dataset"] != dataset:
         raise ConfigError(f"--distill {run} was trained on {config['dataset']}, this run trains on {dataset}: "
                           "a teacher must read the same data pipeline", param="distill")
@@ -30,8 +31,8 @@ class Teacher:
     """A frozen run giving ``[B, K]`` logits for a batch of the student's inputs (``x`` ``[B, C, H, W]``)."""
 
     def __init__(self, run, dataset: str, num_classes: int, device: str = "cpu"):
-        check_teacher(run, dataset)
         self.model, config = load_run(run, device)
+        check_teacher(run, dataset, config)
         if config["model"]["num_classes"] != num_classes:
             raise ConfigError(f"--distill {run} has {config['model']['num_classes']} classes, this run "
                               f"{num_classes}", param="distill")
@@ -53,5 +54,5 @@ def distill_loss(time_logits: torch.Tensor, teacher_logits: torch.Tensor, temper
     tau = float(temperature)
     target = F.softmax(teacher_logits.float() / tau, -1)
     log_p = F.log_softmax(time_logits / tau, -1)
-    kl = (target * (torch.log(target.clamp_min(1e-12)) - log_p)).sum(-1)  # [T, B]
+    kl = F.kl_div(log_p, target.expand_as(log_p), reduction="none").sum(-1)  # [T, B]
     return kl.mean() * tau * tau
