@@ -1,6 +1,7 @@
 """Knowledge distillation (`seenn train --distill RUN`): the loss, and a hybrid run taught by its own ANN."""
 
 import gzip
+import hashlib
 import json
 import shutil
 
@@ -66,9 +67,18 @@ def test_a_hybrid_run_taught_only_by_its_ann_never_reads_the_labels(ann, tiny_da
     assert any(not torch.equal(w["a"][k], w["c"][k]) for k in w["a"])
     cfg = json.loads((runs["c"] / "config.json").read_text())["training"]
     assert cfg["distill"] == str(ann) and cfg["distill_weight"] == 0.5 and cfg["distill_temperature"] == 4.0
+    digest = hashlib.sha256((ann / "model.safetensors").read_bytes()).hexdigest()  # what the paths held
+    assert cfg["extra"]["init_sha256"] == cfg["extra"]["distill_sha256"] == digest
     # resumed: the teacher is loaded again from the recorded run
     assert main(["train", "--resume", str(runs["c"]), "--epochs", "2", "--data-dir", str(wrong), "--quiet"]) == 0
     assert len(json.loads((runs["c"] / "metrics.json").read_text())["epochs"]) == 2
+
+
+def _without_weights(run, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run / "config.json", bare / "config.json")
+    return bare
 
 
 def test_distillation_refusals(ann, tiny_data, tmp_path, capsys):
@@ -77,7 +87,8 @@ def test_distillation_refusals(ann, tiny_data, tmp_path, capsys):
     for extra, words in [(["--distill", str(tmp_path / "nowhere")], "neither a run directory"),
                          (["--distill", str(ann), "--dataset", "mnist"], "a teacher must read the same data"),
                          (["--distill", str(ann), "--distill-weight", "1.5"], "--distill-weight"),
-                         (["--distill", str(ann), "--distill-temperature", "0"], "--distill-temperature")]:
+                         (["--distill", str(ann), "--distill-temperature", "0"], "--distill-temperature"),
+                         (["--distill", str(_without_weights(ann, tmp_path))], "model.safetensors")]:
         out = tmp_path / f"r{len(words)}"
         assert main([*base, *extra, "--out", str(out)]) == 2
         err = capsys.readouterr().err

@@ -11,6 +11,7 @@ training data; the test split is never looked at).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -29,7 +30,7 @@ from ..errors import CheckpointError, ConfigError
 from ..models import SpikingNetwork, build_model
 from ..nn.neuron import SpikingNeuron, set_compile
 from ..nn.qcfs import QCFS
-from ..runs.store import load_run, save_run
+from ..runs.store import WEIGHTS, load_run, resolve_run, save_run
 from ..runtime.distributed import init_from_env, plain_batchnorm, sync_batchnorm
 from ..runtime.engine import step_logits
 from ..runtime.precision import native_bf16
@@ -72,6 +73,13 @@ def reestimate_batchnorm(model: SpikingNetwork, data: Dataset, timesteps: int, b
             m.momentum = mom
 
 
+def _source_digests(cfg: TrainConfig) -> dict:
+    """``{"init_sha256": ..., "distill_sha256": ...}``: the SHA-256 of the weights file of each run given (one
+    without that file is left to ``load_run`` to refuse)."""
+    files = {key: resolve_run(run) / WEIGHTS for key, run in (("init", cfg.init), ("distill", cfg.distill)) if run}
+    return {f"{key}_sha256": hashlib.sha256(f.read_bytes()).hexdigest() for key, f in files.items() if f.is_file()}
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: bool = True,
           device: str = "cpu", log=print, resume: bool = False, resume_epochs: int | None = None,
           resume_bn_reestimate: int | None = None) -> dict:
@@ -99,6 +107,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     if cfg.precision == "auto":  # the run records the precision it trained in
         cfg = replace(cfg, precision="bf16" if native_bf16(device) else "fp32",
                       extra={**cfg.extra, "precision_requested": "auto"})
+    if state is None:  # which weights the runs it starts from and learns from held (the paths may be local)
+        cfg = replace(cfg, extra={**cfg.extra, **_source_digests(cfg)})
     rank, size = init_from_env(device)
     if size > 1 and cfg.batch_size % size:
         raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of the {size} processes", param="batch_size")
