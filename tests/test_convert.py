@@ -1,5 +1,7 @@
 """ANN-to-SNN conversion: QCFS, IF equivalence, BN folding, chains from user modules, runs, errors."""
 
+import hashlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -129,6 +131,8 @@ def test_converted_mnist_snn_approaches_the_ann(tmp_path):
     train(cfg, tmp_path / "ann", data_dir=data_dir, progress=False, log=lambda *a: None)
     config = convert_run(tmp_path / "ann", tmp_path / "snn", timesteps=64)
     assert config["max_timesteps"] == 64 and config["converted_from"]["run"] == "ann"
+    assert config["converted_from"]["sha256"] == hashlib.sha256((tmp_path / "ann/model.safetensors").read_bytes()
+                                                                ).hexdigest()  # which weights, where paths differ
     from seenn.runs.store import load_run
 
     ann, _ = load_run(tmp_path / "ann")

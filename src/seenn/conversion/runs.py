@@ -17,7 +17,7 @@ from ..interop.trust import file_digest
 from ..io.files import read_json
 from ..io.schema import bounded
 from ..nn.qcfs import QCFS
-from ..runs.store import METRICS, load_run, resolve_run, save_run
+from ..runs.store import METRICS, load_run, resolve_run, save_run, weights_digest
 from .bias import correct_biases
 from .graph import ConversionError
 from .snn import convert
@@ -58,7 +58,8 @@ def convert_run(ann_run, out_dir, *, timesteps: int = 64, bias_correction: int |
     thresholds = [s["threshold"] for s in model_cfg["layers"] if s["type"] == "neuron"]
     out = {"seenn_version": __version__, "dataset": config["dataset"], "max_timesteps": timesteps,
            "model": model_cfg, "training": config.get("training", {}),
-           "converted_from": {"run": Path(src).name, "model": m, "neuron": "IF, reset by subtraction, v0 = theta/2"
+           "converted_from": {"run": Path(src).name, "sha256": weights_digest(src), "model": m,
+                              "neuron": "IF, reset by subtraction, v0 = theta/2"
                               + (", then corrected per channel" if potential_correction else ""),
                               "thresholds": thresholds,
                               "clip_values": [q.threshold.item() for q in ann.modules() if isinstance(q, QCFS)]}}

@@ -3,6 +3,7 @@ the model and its data pipeline), ``metrics.json``. Nothing is ever unpickled.""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -83,6 +84,13 @@ def resolve_run(run: str | Path) -> Path:
                 return shipped
     names = [r["name"] for r in pretrained_runs() + pretrained_anns()]
     raise CheckpointError(f"{run} is neither a run directory nor a shipped run (shipped: {', '.join(names) or 'none'})")
+
+
+def weights_digest(run: str | Path) -> str | None:
+    """The SHA-256 of a run's weights file (``None`` where it has none): what a run made from it records, so that its
+    origin can be checked where the path it was given does not exist."""
+    path = resolve_run(run) / WEIGHTS
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def _write_weights(folder: Path, model: SpikingNetwork, weights: str = "fp32") -> None:

@@ -11,7 +11,6 @@ training data; the test split is never looked at).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -30,7 +29,7 @@ from ..errors import CheckpointError, ConfigError
 from ..models import SpikingNetwork, build_model
 from ..nn.neuron import SpikingNeuron, set_compile
 from ..nn.qcfs import QCFS
-from ..runs.store import WEIGHTS, load_run, resolve_run, save_run
+from ..runs.store import load_run, save_run, weights_digest
 from ..runtime.distributed import init_from_env, plain_batchnorm, sync_batchnorm
 from ..runtime.engine import step_logits
 from ..runtime.precision import native_bf16
@@ -74,10 +73,10 @@ def reestimate_batchnorm(model: SpikingNetwork, data: Dataset, timesteps: int, b
 
 
 def _source_digests(cfg: TrainConfig) -> dict:
-    """``{"init_sha256": ..., "distill_sha256": ...}``: the SHA-256 of the weights file of each run given (one
-    without that file is left to ``load_run`` to refuse)."""
-    files = {key: resolve_run(run) / WEIGHTS for key, run in (("init", cfg.init), ("distill", cfg.distill)) if run}
-    return {f"{key}_sha256": hashlib.sha256(f.read_bytes()).hexdigest() for key, f in files.items() if f.is_file()}
+    """``{"init_sha256": ..., "distill_sha256": ...}``: the weights digest of each run given (one without weights is
+    left to ``load_run`` to refuse)."""
+    digests = {key: weights_digest(run) for key, run in (("init", cfg.init), ("distill", cfg.distill)) if run}
+    return {f"{key}_sha256": d for key, d in digests.items() if d}
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: bool = True,
