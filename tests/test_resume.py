@@ -79,12 +79,21 @@ def test_resume_errors(tmp_path, capsys):
 def test_resume_with_a_new_length_for_the_schedule(tiny_data, tmp_path, capsys, monkeypatch):
     import json
 
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
     out = tmp_path / "run"
     interrupted_at_second_epoch(monkeypatch, tiny_data, out, epochs=4)
+    state = out / "train_state.safetensors"
+    with safe_open(str(state), "pt") as f:
+        meta = f.metadata()
+    assert float(meta["train_seconds"]) > 0  # the time so far travels with the state: say it was 1000 s
+    save_file(load_file(state), state, metadata={**meta, "train_seconds": "1000.0"})
     resume = ["train", "--resume", str(out), "--data-dir", str(tiny_data), "--quiet"]
     capsys.readouterr()
     assert main([*resume, "--epochs", "2"]) == 0  # shortened from 4: the schedule now ends after epoch 2
     metrics = json.loads((out / "metrics.json").read_text())
+    assert 1000 < metrics["train_seconds"] < 1000 + 600  # the resumed run's total counts the part before it
     config = json.loads((out / "config.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert metrics["epochs"][0]["lr"] > 0.05 and metrics["epochs"][1]["lr"] < 1e-9
@@ -93,8 +102,6 @@ def test_resume_with_a_new_length_for_the_schedule(tiny_data, tmp_path, capsys, 
     capsys.readouterr()
     assert main([*resume, "--epochs", "1"]) == 2  # below what has run
     assert "below the 2 epochs" in capsys.readouterr().err
-    from safetensors.torch import load_file
-
     before = load_file(out / "train_state.safetensors")
     assert main([*resume, "--epochs", "3"]) == 0  # a finished run extended by one epoch, at the 3-epoch schedule's
     metrics = json.loads((out / "metrics.json").read_text())  # learning rate (not the 2-epoch one's zero)

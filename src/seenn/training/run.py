@@ -203,6 +203,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
     history = []
     best = (-1.0, {k: v.detach().clone() for k, v in model.state_dict().items()})
     start_epoch = 1
+    earlier = 0.0  # seconds the run trained before this invocation (a resumed run's total counts them)
     if state is not None:
         tensors, meta = state
         try:
@@ -232,6 +233,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
             torch.set_rng_state(tensors["rng.torch"])
             history = json.loads(meta["history"])
             start_epoch = int(meta["epoch"]) + 1
+            # a state written before the total was kept counts its epochs' own seconds (no validations)
+            earlier = float(meta.get("train_seconds", sum(h["seconds"] for h in history)))
+            if not (math.isfinite(earlier) and earlier >= 0):
+                raise ValueError(f"train_seconds {earlier}")
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{out_dir / TRAIN_STATE} does not match its config ({e})") from None
         log(f"resuming {out_dir} after epoch {start_epoch - 1} of {cfg.epochs}")
@@ -292,7 +297,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
         if score >= best[0]:
             best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()})
             rec["kept"] = True
-        _save_state(out_dir / TRAIN_STATE, model, best, opt, sched, gen, epoch, history, cfg, lookahead)
+        _save_state(out_dir / TRAIN_STATE, model, best, opt, sched, gen, epoch, history, cfg, lookahead,
+                    train_seconds=earlier + time.time() - t_start)
         log(f"epoch {epoch}: loss {rec['train_loss']:.4f} train acc {rec['train_accuracy']:.4f}"
             + (f" val acc {rec['val_accuracy']:.4f}" if val_set and cfg.ann else "")
             + (f" val acc/step {' '.join(f'{a:.4f}' for a in rec['val_accuracy_per_timestep'])}"
@@ -312,7 +318,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
         log(f"interrupted after epoch {len(history)}; continue with: seenn train --resume {out_dir}")
         raise
     metrics = {"epochs": history, "best_val_accuracy": best[0] if val_set is not None else None,
-               "train_seconds": time.time() - t_start, "processes": size}
+               "train_seconds": earlier + time.time() - t_start, "processes": size}
     if rank == 0:
         model.load_state_dict(best[1])
         save_run(out_dir, plain_batchnorm(model), config, metrics)

@@ -20,9 +20,10 @@ TRAIN_STATE = "train_state.safetensors"
 
 
 def _save_state(path: Path, model, best, opt, sched, gen, epoch: int, history: list, cfg: TrainConfig,
-                lookahead=None) -> None:
-    """Everything needed to continue exactly: weights, best weights, momentum, schedule, random states. One file,
-    written atomically, so a kill at any moment leaves the previous epoch's state intact."""
+                lookahead=None, train_seconds: float = 0.0) -> None:
+    """Everything needed to continue exactly: weights, best weights, momentum, schedule, random states, and the
+    seconds trained so far (validations included). One file, written atomically, so a kill at any moment leaves the
+    previous epoch's state intact."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best[1].items()})
     names = {id(p): n for n, p in model.named_parameters()}
@@ -37,7 +38,7 @@ def _save_state(path: Path, model, best, opt, sched, gen, epoch: int, history: l
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"epoch": str(epoch), "best_score": repr(best[0]), "history": json.dumps(history),
             "scheduler": json.dumps(sched.state_dict()), "lrs": json.dumps([g["lr"] for g in opt.param_groups]),
-            "config": json.dumps(asdict(cfg))}
+            "config": json.dumps(asdict(cfg)), "train_seconds": repr(train_seconds)}
     atomic_write_bytes(path, save_tensors(tensors, metadata=meta))
 
 
