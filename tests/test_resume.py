@@ -87,10 +87,13 @@ def test_resume_with_a_new_length_for_the_schedule(tiny_data, tmp_path, capsys, 
     state = out / "train_state.safetensors"
     with safe_open(str(state), "pt") as f:
         meta = f.metadata()
-    assert float(meta["train_seconds"]) > 0  # the time so far travels with the state: say it was 1000 s
-    save_file(load_file(state), state, metadata={**meta, "train_seconds": "1000.0"})
+    assert float(meta["train_seconds"]) > 0  # the time so far travels with the state
     resume = ["train", "--resume", str(out), "--data-dir", str(tiny_data), "--quiet"]
+    tensors = load_file(state)
+    save_file(tensors, state, metadata={**meta, "train_seconds": "nan"})
     capsys.readouterr()
+    assert main(resume) == 2 and "train_seconds nan" in capsys.readouterr().err
+    save_file(tensors, state, metadata={**meta, "train_seconds": "1000.0"})  # say it was 1000 s
     assert main([*resume, "--epochs", "2"]) == 0  # shortened from 4: the schedule now ends after epoch 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert 1000 < metrics["train_seconds"] < 1000 + 600  # the resumed run's total counts the part before it
