@@ -57,8 +57,9 @@ def test_export_run_int8_loads_as_fp32_and_predicts_as_before(tiny_run, tiny_dat
         assert json.loads((out / "config.json").read_text()) == json.loads((tiny_run / "config.json").read_text())
         sizes[weights] = (out / "model.safetensors").stat().st_size
     # the same run gives the same bytes (one metadata key: safetensors writes several in a random order)
-    assert main(["export", str(tiny_run), "--format", "run", "--weights", "int8", "--out", str(tmp_path / "again")]) == 0
-    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (tmp_path / "int8" / "model.safetensors").read_bytes()
+    again = tmp_path / "again"
+    assert main(["export", str(tiny_run), "--format", "run", "--weights", "int8", "--out", str(again)]) == 0
+    assert (again / "model.safetensors").read_bytes() == (tmp_path / "int8" / "model.safetensors").read_bytes()
     orig = (tiny_run / "model.safetensors").stat().st_size
     assert sizes["int8"] < 0.45 * orig and sizes["fp16"] < 0.6 * orig
     a, _ = load_run(tiny_run)
