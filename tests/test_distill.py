@@ -67,6 +67,7 @@ def test_a_hybrid_run_taught_only_by_its_ann_never_reads_the_labels(ann, tiny_da
     assert any(not torch.equal(w["a"][k], w["c"][k]) for k in w["a"])
     cfg = json.loads((runs["c"] / "config.json").read_text())["training"]
     assert cfg["distill"] == str(ann) and cfg["distill_weight"] == 0.5 and cfg["distill_temperature"] == 4.0
+    assert cfg["distill_flip"] is False
     digest = hashlib.sha256((ann / "model.safetensors").read_bytes()).hexdigest()  # what the paths held
     assert cfg["extra"]["init_sha256"] == cfg["extra"]["distill_sha256"] == digest
     # resumed: the teacher is loaded again from the recorded run
@@ -88,6 +89,7 @@ def test_distillation_refusals(ann, tiny_data, tmp_path, capsys):
                          (["--distill", str(ann), "--dataset", "mnist"], "a teacher must read the same data"),
                          (["--distill", str(ann), "--distill-weight", "1.5"], "--distill-weight"),
                          (["--distill", str(ann), "--distill-temperature", "0"], "--distill-temperature"),
+                         (["--distill-flip"], "--distill-flip"),
                          (["--distill", str(_without_weights(ann, tmp_path))], "model.safetensors")]:
         out = tmp_path / f"r{len(words)}"
         assert main([*base, *extra, "--out", str(out)]) == 2
@@ -97,3 +99,14 @@ def test_distillation_refusals(ann, tiny_data, tmp_path, capsys):
     # --out may not be the teacher (--overwrite would replace what this run reads)
     assert main([*base, "--distill", str(ann), "--out", str(ann), "--overwrite"]) == 2
     assert "which this command reads" in capsys.readouterr().err and (ann / "model.safetensors").is_file()
+
+
+def test_a_flipping_teacher_averages_each_image_and_its_mirror(ann, tiny_data):
+    """--distill-flip: the teacher's logits are the mean of the image's and its mirror's, so they cannot tell an
+    image from its mirror."""
+    from seenn.training.distill import Teacher
+    x = torch.randn(4, 1, 28, 28)
+    plain, flipping = Teacher(ann, "fashion-mnist", 10), Teacher(ann, "fashion-mnist", 10, flip=True)
+    assert torch.allclose(flipping(x), (plain(x) + plain(x.flip(-1))) / 2, atol=1e-5)
+    assert torch.allclose(flipping(x), flipping(x.flip(-1)), atol=1e-5)
+    assert not torch.allclose(plain(x), plain(x.flip(-1)), atol=1e-3)

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the distillation term's weight in [0, 1], default 0.5 (the own loss gets 1 - A)")
     t.add_argument("--distill-temperature", type=_x(0, 100, open_lo=True), metavar="TAU",
                    help="softmax temperature of the distillation term, in (0, 100], default 4")
+    t.add_argument("--distill-flip", action="store_true", default=None,
+                   help="the teacher sees each image and its mirror and gives their averaged logits (a stronger "
+                        "teacher for one more teacher pass a batch)")
     t.add_argument("--ann", action="store_true",
                    help="train an ANN with QCFS activations instead (convnet, vgg, resnet19, resnet20), to turn into an SNN with "
                         "seenn convert")

@@ -34,7 +34,7 @@ def _train_config(args):
                        loss=args.loss, tet_lambda=args.tet_lambda, tet_phi=args.tet_phi, surrogate=args.surrogate,
                        seed=args.seed, limit=args.limit, val_size=args.val_size, augment=not args.no_augment,
                        init=args.init, distill=args.distill,
-                       **{k: getattr(args, k) for k in ("distill_weight", "distill_temperature")
+                       **{k: getattr(args, k) for k in ("distill_weight", "distill_temperature", "distill_flip")
                           if getattr(args, k) is not None},
                        exit_aware=args.exit_aware, ann=args.ann, quant_levels=args.quant_levels, clip_init=args.clip_init,
                        image_size=args.image_size, frames_by=args.frames_by)

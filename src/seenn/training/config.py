@@ -51,6 +51,7 @@ class TrainConfig:
     distill: str | None = None  # a teacher run whose softened outputs the network also matches (training.distill)
     distill_weight: float = 0.5  # the distillation term's weight (the own loss gets 1 - it)
     distill_temperature: float = 4.0  # softmax temperature of the distillation term
+    distill_flip: bool = False  # the teacher's logits averaged over the batch and its mirror image
     ann: bool = False  # train the network as an ANN with QCFS activations, for ``seenn convert``
     quant_levels: int = 8  # QCFS quantization levels L (with ``ann``)
     clip_init: float = 2.0  # QCFS initial clip value lam (with ``ann``; see qcfs.py on why not the paper's 8)
@@ -127,6 +128,8 @@ class TrainConfig:
         if self.dataset.startswith("events:") and (self.ann or self.jpeg or self.init or self.distill):
             raise ConfigError("an events: dataset trains spiking runs directly (no --ann, --jpeg, --init or "
                               "--distill: recordings are not images)")
+        if self.distill_flip and not self.distill:
+            raise ConfigError("distill_flip needs a teacher (--distill RUN)", param="distill_flip")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ConfigError(f"distill_weight must be in [0, 1], got {self.distill_weight}", param="distill_weight")
         if not 0.0 < self.distill_temperature <= MAX_DISTILL_TEMPERATURE:

@@ -241,7 +241,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, data_dir=None, progress: boo
             raise CheckpointError(f"{out_dir / TRAIN_STATE} does not match its config ({e})") from None
         log(f"resuming {out_dir} after epoch {start_epoch - 1} of {cfg.epochs}")
     steps = 1 if cfg.ann else cfg.timesteps  # a QCFS ANN is stateless: its one pass is one step
-    teacher = Teacher(cfg.distill, cfg.dataset, spec["num_classes"], device) if cfg.distill else None
+    teacher = Teacher(cfg.distill, cfg.dataset, spec["num_classes"], device, cfg.distill_flip) if cfg.distill else None
     taught = [None]  # the teacher's logits for the batch being trained on
     total = cfg.epochs * steps_per_epoch
 
